@@ -1,0 +1,1 @@
+//! keymaster-core: the pure domain of keymaster.
