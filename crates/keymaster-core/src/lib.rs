@@ -1,1 +1,18 @@
 //! keymaster-core: the pure domain of keymaster.
+//!
+//! Layout:
+//! - [`code`]: generating, normalising and checking the short codes people type.
+//! - [`key`]: key material: parsing, validation, fingerprints, format conversion, proof of
+//!   possession, server-side generation.
+//! - [`policy`]: the retrieval policy: validation at deposit and the pure decision at retrieval.
+//! - [`wire`]: the JSON bodies of the HTTP API, shared with the client SDK.
+//!
+//! Nothing here does I/O, reads the clock or spawns tasks: time is a parameter, randomness is
+//! an injected RNG. That keeps every rule testable with a table and usable from any backend.
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo))]
+
+pub mod code;
+pub mod key;
+pub mod policy;
+pub mod wire;

@@ -1,0 +1,1 @@
+//! Codes: generation, normalisation and check symbols (to be written).

@@ -1,0 +1,1 @@
+//! Key material (to be written).

@@ -1,0 +1,1 @@
+//! Retrieval policy (to be written).
