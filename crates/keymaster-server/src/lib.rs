@@ -1,6 +1,32 @@
-//! keymaster-server: the HTTP service (being written).
+//! keymaster-server: the HTTP service of keymaster.
+//!
+//! Layout:
+//! - [`config`]: the typed settings (TOML file, then `KEYMASTER_*`).
+//! - [`startup`]: `App::build(settings)` and `run_until_stopped(shutdown)`.
+//! - [`routes`]: one module per resource; [`auth`] and [`extract`] turn requests into
+//!   principals and domain values; [`error`] is the one place that picks status codes.
+//! - [`store`]: the `Store` trait and its backends; every change writes its event and audit
+//!   row in the same transaction.
+//! - [`sweeper`]: reports expiries and purges what is past retention.
+//! - [`crypto`]: keys derived from the server secret, code HMACs, token hashes, sealing.
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo))]
+
+pub mod auth;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod extract;
+pub mod routes;
+pub mod startup;
+pub mod state;
+pub mod store;
+pub mod sweeper;
 
 use std::path::PathBuf;
+
+pub use config::Settings;
+pub use startup::{App, StartError};
 
 /// What `keymaster serve` passes in from its flags; each falls back to the config file and the
 /// `KEYMASTER_*` environment.
@@ -14,7 +40,61 @@ pub struct ServeOptions {
     pub config: Option<PathBuf>,
 }
 
-/// Runs the server until SIGTERM or Ctrl-C.
-pub async fn serve(_opts: ServeOptions) -> Result<(), String> {
-    Err("the server is not built yet".to_owned())
+/// Runs the server until SIGTERM or Ctrl-C; logs go to stderr.
+pub async fn serve(opts: ServeOptions) -> Result<(), StartError> {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
+    let mut settings = Settings::load(opts.config.as_deref())?;
+    if let Some(listen) = opts.listen {
+        settings.listen = listen;
+    }
+    if let Some(db) = opts.database {
+        settings.database_url = db;
+    }
+    let mut app = App::build(settings).await?;
+    let addr = app.local_addr().map_err(|source| StartError::Bind {
+        addr: "listener".into(),
+        source,
+    })?;
+    if let Some(token) = app.take_generated_admin_token() {
+        // Printed once, on purpose, to the operator's terminal; never logged.
+        eprintln!("keymaster: generated admin token (shown once, store it now): {}", token.as_str());
+    }
+    eprintln!("keymaster listening on http://{addr}");
+    tracing::info!(%addr, "listening");
+    app.run_until_stopped(shutdown_signal())
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
 }

@@ -1,0 +1,304 @@
+//! Settings: one typed struct, read from defaults, then a TOML file, then `KEYMASTER_*`
+//! environment variables, and validated once at start with messages that name the setting.
+//!
+//! Not responsible for acting on the settings (opening the database, binding the socket); that
+//! is `startup`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Every setting of `keymaster serve`. Each field can be set in the TOML file under its own name
+/// or as `KEYMASTER_<UPPER_NAME>`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Address to listen on (`--listen`).
+    pub listen: String,
+    /// A SQLite file path, `sqlite://PATH`, or a `postgres://` URL (`--database`).
+    pub database_url: String,
+    /// The server secret (code HMAC, encryption at rest). Generated beside a SQLite file when
+    /// absent; required with PostgreSQL.
+    pub secret: Option<Redacted>,
+    /// The operator's token; generated and printed once at first start when absent.
+    pub admin_token: Option<Redacted>,
+    /// Shortest lifetime a key may be given.
+    #[serde(with = "duration")]
+    pub min_ttl: Duration,
+    /// Longest lifetime a key may be given.
+    #[serde(with = "duration")]
+    pub max_ttl: Duration,
+    /// Lifetime of a key whose policy names none.
+    #[serde(with = "duration")]
+    pub default_ttl: Duration,
+    /// How often expired keys are removed and reported.
+    #[serde(with = "duration")]
+    pub sweep_interval: Duration,
+    /// How long the record of a finished key (and the tombstone of a dead code) is kept.
+    #[serde(with = "duration")]
+    pub retention: Duration,
+    /// `smtp://` or `smtps://` URL of the mail relay; e-mail notifications are off without it.
+    pub smtp_url: Option<Redacted>,
+    /// Sender address of notification e-mails.
+    pub smtp_from: String,
+    /// Allow webhooks to loopback, private and link-local addresses (tests, intranets).
+    pub allow_private_webhooks: bool,
+    /// First retry delay of a webhook delivery; doubles up to one hour.
+    #[serde(with = "duration")]
+    pub webhook_backoff_base: Duration,
+    /// Attempts before a delivery is marked failed.
+    pub webhook_max_attempts: u32,
+    /// Failed retrievals a service may make per minute before it gets `429`.
+    pub failed_retrievals_per_minute: u32,
+    /// Failed authentications a source address may make per minute before it gets `429`.
+    pub failed_auth_per_minute: u32,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// SQLite only: `synchronous=FULL` (true, durable) or `NORMAL`.
+    pub sqlite_synchronous_full: bool,
+    /// Serve the browser demo under `/demo/`; default: on when listening on loopback.
+    pub demo: Option<bool>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            listen: "127.0.0.1:8080".to_owned(),
+            database_url: "keymaster.db".to_owned(),
+            secret: None,
+            admin_token: None,
+            min_ttl: Duration::from_secs(60),
+            max_ttl: Duration::from_secs(30 * 86_400),
+            default_ttl: Duration::from_secs(86_400),
+            sweep_interval: Duration::from_secs(5),
+            retention: Duration::from_secs(7 * 86_400),
+            smtp_url: None,
+            smtp_from: "keymaster@localhost".to_owned(),
+            allow_private_webhooks: false,
+            webhook_backoff_base: Duration::from_secs(2),
+            webhook_max_attempts: 15,
+            failed_retrievals_per_minute: 20,
+            failed_auth_per_minute: 20,
+            trusted_proxies: Vec::new(),
+            sqlite_synchronous_full: true,
+            demo: None,
+        }
+    }
+}
+
+/// The names that may come from the environment as `KEYMASTER_<NAME>`. Other `KEYMASTER_*`
+/// variables belong to the command line tools (`KEYMASTER_URL`, `KEYMASTER_APP_KEY`, …).
+const ENV_KEYS: &[&str] = &[
+    "listen",
+    "database_url",
+    "secret",
+    "admin_token",
+    "min_ttl",
+    "max_ttl",
+    "default_ttl",
+    "sweep_interval",
+    "retention",
+    "smtp_url",
+    "smtp_from",
+    "allow_private_webhooks",
+    "webhook_backoff_base",
+    "webhook_max_attempts",
+    "failed_retrievals_per_minute",
+    "failed_auth_per_minute",
+    "trusted_proxies",
+    "sqlite_synchronous_full",
+    "demo",
+];
+
+/// A setting that failed to load or validate; the message names the setting.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Settings {
+    /// Reads defaults, then `file` (TOML) if given, then the environment; validates.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        fig = fig.merge(Env::prefixed("KEYMASTER_").only(ENV_KEYS));
+        let settings: Settings = fig.extract().map_err(|e| ConfigError(e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks relations between settings that types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.min_ttl.is_zero() {
+            return Err(ConfigError("min_ttl must be positive".into()));
+        }
+        if self.min_ttl > self.max_ttl {
+            return Err(ConfigError("min_ttl must not exceed max_ttl".into()));
+        }
+        if self.default_ttl < self.min_ttl || self.default_ttl > self.max_ttl {
+            return Err(ConfigError(
+                "default_ttl must lie between min_ttl and max_ttl".into(),
+            ));
+        }
+        if self.sweep_interval.is_zero() {
+            return Err(ConfigError("sweep_interval must be positive".into()));
+        }
+        if self.failed_retrievals_per_minute == 0 || self.failed_auth_per_minute == 0 {
+            return Err(ConfigError(
+                "failed_retrievals_per_minute and failed_auth_per_minute must be at least 1"
+                    .into(),
+            ));
+        }
+        if self.webhook_max_attempts == 0 {
+            return Err(ConfigError("webhook_max_attempts must be at least 1".into()));
+        }
+        if let Some(secret) = &self.secret {
+            if secret.0.len() < 32 {
+                return Err(ConfigError(
+                    "secret (KEYMASTER_SECRET) must be at least 32 characters".into(),
+                ));
+            }
+        }
+        if let Some(token) = &self.admin_token {
+            if token.0.len() < 16 {
+                return Err(ConfigError(
+                    "admin_token (KEYMASTER_ADMIN_TOKEN) must be at least 16 characters".into(),
+                ));
+            }
+        }
+        self.listen_addr()?;
+        Ok(())
+    }
+
+    /// The parsed `listen` address.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen
+            .parse()
+            .map_err(|_| ConfigError(format!("listen: {:?} is not an address:port", self.listen)))
+    }
+
+    /// Which backend `database_url` selects.
+    pub fn database(&self) -> Database {
+        let url = self.database_url.as_str();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Database::Postgres(url.to_owned())
+        } else {
+            let path = url.strip_prefix("sqlite://").unwrap_or(url);
+            Database::Sqlite(PathBuf::from(path))
+        }
+    }
+}
+
+/// The backend chosen by `database_url`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Database {
+    /// An embedded SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL connection URL.
+    Postgres(String),
+}
+
+/// A secret setting: usable, but never printed by `Debug`.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(transparent)]
+pub struct Redacted(pub String);
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+/// Durations written `250ms`, `5s`, `1h`, `30d` (humantime), or a bare number of seconds.
+mod duration {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(s) => Ok(Duration::from_secs(s)),
+            Raw::Text(t) => humantime::parse_duration(t.trim()).map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "{t:?} is not a duration like 250ms, 5s, 1h or 30d ({e})"
+                ))
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_in_the_spec_forms() {
+        let fig = Figment::from(Serialized::defaults(Settings::default())).merge(
+            figment::providers::Toml::string(
+                "min_ttl = \"1s\"\nsweep_interval = \"250ms\"\nmax_ttl = \"30d\"",
+            ),
+        );
+        let s: Settings = fig.extract().unwrap();
+        assert_eq!(s.min_ttl, Duration::from_secs(1));
+        assert_eq!(s.sweep_interval, Duration::from_millis(250));
+        assert_eq!(s.max_ttl, Duration::from_secs(30 * 86_400));
+    }
+
+    #[test]
+    fn unknown_setting_is_refused_with_its_name() {
+        let fig = Figment::from(Serialized::defaults(Settings::default()))
+            .merge(figment::providers::Toml::string("min_tll = \"1s\""));
+        let err = fig.extract::<Settings>().unwrap_err().to_string();
+        assert!(err.contains("min_tll"), "{err}");
+    }
+
+    #[test]
+    fn bad_relations_are_refused() {
+        let s = Settings {
+            min_ttl: Duration::from_secs(100),
+            max_ttl: Duration::from_secs(10),
+            ..Settings::default()
+        };
+        assert!(s.validate().unwrap_err().0.contains("min_ttl"));
+        let s = Settings {
+            secret: Some(Redacted("short".into())),
+            ..Settings::default()
+        };
+        assert!(s.validate().unwrap_err().0.contains("KEYMASTER_SECRET"));
+    }
+
+    #[test]
+    fn database_url_selects_backend() {
+        let mut s = Settings::default();
+        assert_eq!(s.database(), Database::Sqlite("keymaster.db".into()));
+        s.database_url = "postgres://u@h/db".into();
+        assert!(matches!(s.database(), Database::Postgres(_)));
+    }
+
+    #[test]
+    fn redacted_debug_hides_value() {
+        let s = format!("{:?}", Redacted("topsecret".into()));
+        assert!(!s.contains("topsecret"));
+    }
+}

@@ -1,0 +1,233 @@
+//! Server-side cryptography: the keys derived from the server secret, code HMACs, token hashes,
+//! encryption at rest, fresh tokens and ids.
+//!
+//! One server secret; HKDF-SHA-256 derives an independent key per purpose so that no key is used
+//! for two jobs. Not responsible for key material of devices (that is `keymaster_core::key`).
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hkdf::Hkdf;
+use hmac::{Hmac, Mac};
+use rand::rngs::OsRng;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+/// Length of the encryption key id prefix of every sealed blob.
+const KEY_ID_LEN: usize = 4;
+/// XChaCha20-Poly1305 nonce length: random nonces are safe at this size.
+const NONCE_LEN: usize = 24;
+
+/// The keys derived from the server secret.
+pub struct Keys {
+    /// HMAC-SHA-256 key for codes.
+    code_hmac: Zeroizing<[u8; 32]>,
+    /// AEAD key for secrets stored at rest.
+    aead: XChaCha20Poly1305,
+    /// Names the AEAD key in every blob, so that a later rotation can keep old keys for reading.
+    aead_id: [u8; KEY_ID_LEN],
+}
+
+/// Why the server secret could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// The secret file could not be read or written.
+    #[error("server secret file {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The secret is too short to be a secret.
+    #[error("server secret in {0} is shorter than 32 characters")]
+    TooShort(String),
+}
+
+/// Reads the secret from `path`, or makes a new random one there (mode 0600) when absent.
+pub fn load_or_create_secret_file(path: &Path) -> Result<Zeroizing<String>, SecretError> {
+    let io = |source| SecretError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    match fs::read_to_string(path) {
+        Ok(s) => {
+            let s = Zeroizing::new(s.trim().to_owned());
+            if s.len() < 32 {
+                return Err(SecretError::TooShort(path.display().to_string()));
+            }
+            Ok(s)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut raw = Zeroizing::new([0u8; 32]);
+            OsRng.fill_bytes(raw.as_mut());
+            let secret = Zeroizing::new(hex::encode(raw.as_ref()));
+            let mut opts = fs::OpenOptions::new();
+            opts.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                opts.mode(0o600);
+            }
+            let mut f = opts.open(path).map_err(io)?;
+            f.write_all(secret.as_bytes()).map_err(io)?;
+            f.sync_all().map_err(io)?;
+            Ok(secret)
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+impl Keys {
+    /// Derives every purpose key from the server secret.
+    pub fn derive(secret: &[u8]) -> Keys {
+        let hk = Hkdf::<Sha256>::new(Some(b"keymaster v1"), secret);
+        let mut code_hmac = Zeroizing::new([0u8; 32]);
+        let mut aead_key = Zeroizing::new([0u8; 32]);
+        // HKDF-SHA-256 can expand up to 8160 bytes; 32 is always within range.
+        let _ = hk.expand(b"code-hmac", code_hmac.as_mut());
+        let _ = hk.expand(b"aead-at-rest", aead_key.as_mut());
+        let digest = Sha256::digest(aead_key.as_ref());
+        let mut aead_id = [0u8; KEY_ID_LEN];
+        aead_id.copy_from_slice(&digest[..KEY_ID_LEN]);
+        Keys {
+            code_hmac,
+            aead: XChaCha20Poly1305::new(aead_key.as_ref().into()),
+            aead_id,
+        }
+    }
+
+    /// HMAC-SHA-256 of a normalised code: what the database stores instead of the code.
+    pub fn code_hash(&self, normalised_code: &str) -> Vec<u8> {
+        // HMAC accepts keys of any length; this cannot fail.
+        let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(self.code_hmac.as_ref()) {
+            Ok(m) => m,
+            Err(_) => unreachable_hmac(),
+        };
+        mac.update(normalised_code.as_bytes());
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    /// Encrypts `plain`, binding it to `context` (for example the key id) so that a blob
+    /// cannot be moved to another row.
+    pub fn seal(&self, plain: &[u8], context: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_LEN];
+        OsRng.fill_bytes(&mut nonce);
+        let ct = self
+            .aead
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: plain,
+                    aad: context,
+                },
+            )
+            // Encryption fails only for messages past 2^38 bytes; ours are at most 64 KiB.
+            .unwrap_or_default();
+        let mut out = Vec::with_capacity(KEY_ID_LEN + NONCE_LEN + ct.len());
+        out.extend_from_slice(&self.aead_id);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        out
+    }
+
+    /// Decrypts a blob made by [`Keys::seal`] with the same `context`; `None` when it was made
+    /// under another key or was altered.
+    pub fn open(&self, blob: &[u8], context: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+        if blob.len() < KEY_ID_LEN + NONCE_LEN || blob[..KEY_ID_LEN] != self.aead_id {
+            return None;
+        }
+        let nonce = XNonce::from_slice(&blob[KEY_ID_LEN..KEY_ID_LEN + NONCE_LEN]);
+        self.aead
+            .decrypt(
+                nonce,
+                Payload {
+                    msg: &blob[KEY_ID_LEN + NONCE_LEN..],
+                    aad: context,
+                },
+            )
+            .ok()
+            .map(Zeroizing::new)
+    }
+}
+
+#[cold]
+fn unreachable_hmac() -> ! {
+    // Hmac::new_from_slice only fails for fixed-key-size MACs; HMAC takes any key length.
+    std::process::abort()
+}
+
+/// SHA-256 of a bearer token: what the database stores instead of the token. The token holds
+/// 256 random bits, so a fast hash is enough; there is nothing to brute-force.
+pub fn token_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// A new bearer token: `prefix` followed by 256 random bits in base64url.
+pub fn new_token(prefix: &str) -> Zeroizing<String> {
+    let mut raw = Zeroizing::new([0u8; 32]);
+    OsRng.fill_bytes(raw.as_mut());
+    Zeroizing::new(format!("{prefix}{}", URL_SAFE_NO_PAD.encode(raw.as_ref())))
+}
+
+/// A new opaque id with a type prefix (`key_`, `ten_`, `svc_`, …): 128 random bits.
+pub fn new_id(prefix: &str) -> String {
+    let mut raw = [0u8; 16];
+    OsRng.fill_bytes(&mut raw);
+    format!("{prefix}{}", hex::encode(raw))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_open_round_trip_and_context_binding() {
+        let keys = Keys::derive(b"0123456789abcdef0123456789abcdef");
+        let blob = keys.seal(b"hello", b"key_1");
+        assert!(!blob.windows(5).any(|w| w == b"hello"));
+        assert_eq!(keys.open(&blob, b"key_1").unwrap().as_slice(), b"hello");
+        assert!(keys.open(&blob, b"key_2").is_none());
+        let other = Keys::derive(b"another secret another secret 123");
+        assert!(other.open(&blob, b"key_1").is_none());
+    }
+
+    #[test]
+    fn code_hash_depends_on_secret() {
+        let a = Keys::derive(b"0123456789abcdef0123456789abcdef");
+        let b = Keys::derive(b"0123456789abcdef0123456789abcdeX");
+        assert_eq!(a.code_hash("1234"), a.code_hash("1234"));
+        assert_ne!(a.code_hash("1234"), b.code_hash("1234"));
+        assert_ne!(a.code_hash("1234"), a.code_hash("1235"));
+    }
+
+    #[test]
+    fn tokens_are_prefixed_and_distinct() {
+        let a = new_token("kma_");
+        let b = new_token("kma_");
+        assert!(a.starts_with("kma_"));
+        assert!(a.len() >= 4 + 43);
+        assert_ne!(*a, *b);
+    }
+
+    #[test]
+    fn secret_file_is_created_once_with_mode_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.secret");
+        let s1 = load_or_create_secret_file(&p).unwrap();
+        let s2 = load_or_create_secret_file(&p).unwrap();
+        assert_eq!(*s1, *s2);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! `ApiError`: every refusal the API can give, and the one place where status codes and
+//! problem codes are chosen (RFC 9457 `application/problem+json`).
+//!
+//! Internal errors get a generic body; their cause is logged with the request's span, never
+//! sent to the client.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use keymaster_core::wire::Problem;
+
+use crate::store::StoreError;
+
+/// A refusal, as the client will see it.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed JSON, unknown fields, missing or contradictory fields, a bad policy.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// Key material that is not an acceptable public key.
+    #[error("invalid key: {0}")]
+    InvalidKey(String),
+    /// A proof of possession that does not verify.
+    #[error("invalid proof")]
+    InvalidProof,
+    /// A private key was sent where a public key belongs.
+    #[error("private key rejected")]
+    PrivateKeyRejected,
+    /// A code that fails the format or check-symbol test.
+    #[error("invalid code")]
+    InvalidCode,
+    /// E-mail notification asked for, but the server has no `smtp_url`.
+    #[error("email not configured")]
+    EmailNotConfigured,
+    /// Missing, malformed or unknown credential.
+    #[error("unauthorized")]
+    Unauthorized,
+    /// A valid credential of the wrong kind for this endpoint.
+    #[error("forbidden")]
+    Forbidden,
+    /// A retrieval refused by the key's policy; the string is the rule's error code.
+    #[error("policy denied: {0}")]
+    Denied(&'static str),
+    /// Nothing here, or nothing this caller may know about.
+    #[error("not found")]
+    NotFound,
+    /// Body over the limit.
+    #[error("payload too large")]
+    PayloadTooLarge,
+    /// The caller's failure budget is spent; retry after this many seconds.
+    #[error("rate limited")]
+    RateLimited(u64),
+    /// The database cannot be reached right now.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// A bug or a failure of something we depend on; logged, not shown.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The HTTP status and the spec's error code.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            ApiError::InvalidKey(_) => (StatusCode::BAD_REQUEST, "invalid_key"),
+            ApiError::InvalidProof => (StatusCode::BAD_REQUEST, "invalid_proof"),
+            ApiError::PrivateKeyRejected => (StatusCode::BAD_REQUEST, "private_key_rejected"),
+            ApiError::InvalidCode => (StatusCode::BAD_REQUEST, "invalid_code"),
+            ApiError::EmailNotConfigured => (StatusCode::BAD_REQUEST, "email_not_configured"),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::Denied(code) => (StatusCode::FORBIDDEN, code),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+
+    /// The error code alone, as written to the audit log.
+    pub fn code(&self) -> &'static str {
+        self.status_and_code().1
+    }
+
+    fn title_and_detail(&self) -> (&'static str, Option<String>) {
+        match self {
+            ApiError::InvalidRequest(m) => ("The request is not valid", Some(m.clone())),
+            ApiError::InvalidKey(m) => ("The key is not valid", Some(m.clone())),
+            ApiError::InvalidProof => (
+                "The proof of possession does not verify",
+                Some("proof must be a signature by the private key over \"keymaster-proof-of-possession:\" followed by the key's fingerprint".into()),
+            ),
+            ApiError::PrivateKeyRejected => (
+                "This is a private key",
+                Some("send the public key only; keymaster never holds a device's private key".into()),
+            ),
+            ApiError::InvalidCode => (
+                "The code looks mistyped",
+                Some("check the code: its length, characters or check digit are wrong".into()),
+            ),
+            ApiError::EmailNotConfigured => (
+                "E-mail is not configured on this server",
+                Some("notify.email needs the server setting smtp_url".into()),
+            ),
+            ApiError::Unauthorized => (
+                "Missing or unknown credential",
+                Some("send Authorization: Bearer <token>".into()),
+            ),
+            ApiError::Forbidden => ("This credential may not do that", None),
+            ApiError::Denied(code) => ("The key's policy refuses this retrieval", Some(denial_detail(code).into())),
+            ApiError::NotFound => ("Not found", None),
+            ApiError::PayloadTooLarge => ("The body is too large", Some("the limit is 64 KiB".into())),
+            ApiError::RateLimited(s) => (
+                "Too many failed attempts",
+                Some(format!("retry after {s} seconds")),
+            ),
+            ApiError::Unavailable(_) => ("The service is temporarily unavailable", None),
+            ApiError::Internal(_) => ("Internal error", None),
+        }
+    }
+}
+
+fn denial_detail(code: &str) -> &'static str {
+    match code {
+        "password_required" => "this key needs a password",
+        "password_incorrect" => "the password is wrong",
+        "key_locked" => "too many wrong passwords; the key is locked",
+        "service_not_allowed" => "this service may not retrieve the key",
+        "domain_not_allowed" => "this service's domain may not retrieve the key",
+        "ip_not_allowed" => "requests from this address may not retrieve the key",
+        "outside_time_window" => "the key may not be retrieved at this time",
+        "geo_denied" => "the key may not be retrieved from this place",
+        "geo_context_required" => "the key's policy needs the retrieval's location in context",
+        _ => "refused by policy",
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(m) => ApiError::Unavailable(m),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        match &self {
+            ApiError::Internal(cause) => tracing::error!(%cause, "internal error"),
+            ApiError::Unavailable(cause) => tracing::warn!(%cause, "database unavailable"),
+            _ => {}
+        }
+        let (title, detail) = self.title_and_detail();
+        problem_response(status, code, title, detail, &self)
+    }
+}
+
+/// Builds a problem+json response.
+fn problem_response(
+    status: StatusCode,
+    code: &str,
+    title: &str,
+    detail: Option<String>,
+    err: &ApiError,
+) -> Response {
+    let body = Problem {
+        problem_type: "about:blank".to_owned(),
+        title: title.to_owned(),
+        status: status.as_u16(),
+        code: code.to_owned(),
+        detail,
+    };
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    let mut resp = (status, bytes).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    if let ApiError::RateLimited(secs) = err {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(*secs));
+    }
+    resp
+}

@@ -1,0 +1,334 @@
+//! `/v1/admin`: the operator's endpoints (tenants, app keys, services, audit log).
+//!
+//! Every action is audited in the transaction that makes it; refusals are audited too.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use ipnet::IpNet;
+use jiff::Timestamp;
+use keymaster_core::wire::{
+    AppKeyCreated, AuditPage, CreateServiceRequest, CreateTenantRequest, Problem, ServiceCreated,
+    TenantCreated,
+};
+use rand::rngs::OsRng;
+use rand::RngCore;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::auth::Admin;
+use crate::crypto::{new_id, new_token, token_hash};
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ClientIp};
+use crate::routes::{audit_record, notify_check};
+use crate::state::AppState;
+use crate::store::{NewAppKey, NewService, NewTenant};
+
+const ACTOR: &str = "admin";
+
+fn check_name(name: &str) -> Result<String, ApiError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(ApiError::InvalidRequest(
+            "name: 1 to 200 characters, no control characters".into(),
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// Audits a refused admin action and passes the refusal on.
+async fn refused(state: &AppState, action: &'static str, ip: std::net::IpAddr, e: ApiError) -> ApiError {
+    let a = audit_record(Timestamp::now(), ACTOR, action, e.code(), None, Some(ip));
+    match state.store.append_audit(a).await {
+        Ok(()) => e,
+        Err(store) => store.into(),
+    }
+}
+
+#[utoipa::path(
+    post, path = "/v1/admin/tenants", tag = "admin",
+    request_body = CreateTenantRequest,
+    security(("admin_token" = [])),
+    responses(
+        (status = 201, description = "Created", body = TenantCreated),
+        (status = 400, description = "invalid_request", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+/// Creates a tenant (an application developer) with its webhook signing secret.
+pub async fn create_tenant(
+    State(state): State<AppState>,
+    _: Admin,
+    ClientIp(ip): ClientIp,
+    ApiJson(req): ApiJson<CreateTenantRequest>,
+) -> Result<(StatusCode, Json<TenantCreated>), ApiError> {
+    let name = match check_name(&req.name) {
+        Ok(n) => n,
+        Err(e) => return Err(refused(&state, "tenant.create", ip, e).await),
+    };
+    if let Some(url) = &req.webhook_url {
+        if let Err(m) = notify_check::webhook_url(url, state.settings.allow_private_webhooks) {
+            let e = ApiError::InvalidRequest(format!("webhook_url: {m}"));
+            return Err(refused(&state, "tenant.create", ip, e).await);
+        }
+    }
+    let id = new_id("ten_");
+    let mut raw = zeroize::Zeroizing::new([0u8; 32]);
+    OsRng.fill_bytes(raw.as_mut());
+    let secret = zeroize::Zeroizing::new(format!("whsec_{}", STANDARD.encode(raw.as_ref())));
+    let now = Timestamp::now();
+    let mut audit = audit_record(now, ACTOR, "tenant.create", "success", None, Some(ip));
+    audit.detail = Some(format!("tenant {id}"));
+    state
+        .store
+        .create_tenant(
+            NewTenant {
+                id: id.clone(),
+                name: name.clone(),
+                webhook_url: req.webhook_url.clone(),
+                webhook_secret_sealed: state.keys.seal(secret.as_bytes(), id.as_bytes()),
+            },
+            audit,
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(TenantCreated {
+            id,
+            name,
+            webhook_secret: secret.to_string(),
+        }),
+    ))
+}
+
+#[utoipa::path(
+    post, path = "/v1/admin/tenants/{id}/app-keys", tag = "admin",
+    params(("id" = String, Path, description = "Tenant id")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 201, description = "Created; the token is shown once", body = AppKeyCreated),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+/// Makes an app key for a tenant.
+pub async fn create_app_key(
+    State(state): State<AppState>,
+    _: Admin,
+    ClientIp(ip): ClientIp,
+    Path(tenant_id): Path<String>,
+) -> Result<(StatusCode, Json<AppKeyCreated>), ApiError> {
+    let id = new_id("ak_");
+    let token = new_token("kma_");
+    let mut audit = audit_record(Timestamp::now(), ACTOR, "app_key.create", "success", None, Some(ip));
+    audit.detail = Some(format!("app key {id} for tenant {tenant_id}"));
+    let key = NewAppKey {
+        id: id.clone(),
+        tenant_id,
+        token_hash: token_hash(&token),
+    };
+    if !state.store.create_app_key(key, audit).await? {
+        return Err(refused(&state, "app_key.create", ip, ApiError::NotFound).await);
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(AppKeyCreated {
+            id,
+            token: token.to_string(),
+        }),
+    ))
+}
+
+#[utoipa::path(
+    delete, path = "/v1/admin/app-keys/{id}", tag = "admin",
+    params(("id" = String, Path, description = "App key id")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+/// Deletes an app key; it stops working at once.
+pub async fn delete_app_key(
+    State(state): State<AppState>,
+    _: Admin,
+    ClientIp(ip): ClientIp,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let mut audit = audit_record(Timestamp::now(), ACTOR, "app_key.delete", "success", None, Some(ip));
+    audit.detail = Some(format!("app key {id}"));
+    if state.store.delete_app_key(&id, audit).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(refused(&state, "app_key.delete", ip, ApiError::NotFound).await)
+    }
+}
+
+/// Parses a domain name an outside service is enrolled with.
+pub fn parse_domain(raw: &str) -> Result<String, String> {
+    let d = raw.trim().trim_end_matches('.').to_ascii_lowercase();
+    let valid = !d.is_empty()
+        && d.len() <= 253
+        && d.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if valid {
+        Ok(d)
+    } else {
+        Err(format!("{raw:?} is not a domain name"))
+    }
+}
+
+/// Parses a CIDR, or a bare address as a single-host network.
+pub fn parse_cidr(raw: &str) -> Result<IpNet, String> {
+    let raw = raw.trim();
+    raw.parse::<IpNet>()
+        .or_else(|_| raw.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map(|n| n.trunc())
+        .map_err(|_| format!("{raw:?} is not a CIDR"))
+}
+
+#[utoipa::path(
+    post, path = "/v1/admin/services", tag = "admin",
+    request_body = CreateServiceRequest,
+    security(("admin_token" = [])),
+    responses(
+        (status = 201, description = "Enrolled; the token is shown once", body = ServiceCreated),
+        (status = 400, description = "invalid_request", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+/// Enrols an outside service.
+pub async fn create_service(
+    State(state): State<AppState>,
+    _: Admin,
+    ClientIp(ip): ClientIp,
+    ApiJson(req): ApiJson<CreateServiceRequest>,
+) -> Result<(StatusCode, Json<ServiceCreated>), ApiError> {
+    let checked = (|| {
+        let name = check_name(&req.name)?;
+        let domains = req
+            .domains
+            .iter()
+            .map(|d| parse_domain(d))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|m| ApiError::InvalidRequest(format!("domains: {m}")))?;
+        let cidrs = req
+            .allowed_cidrs
+            .iter()
+            .map(|c| parse_cidr(c))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|m| ApiError::InvalidRequest(format!("allowed_cidrs: {m}")))?;
+        if domains.len() > 100 || cidrs.len() > 100 {
+            return Err(ApiError::InvalidRequest(
+                "domains, allowed_cidrs: at most 100 each".into(),
+            ));
+        }
+        Ok((name, domains, cidrs))
+    })();
+    let (name, domains, allowed_cidrs) = match checked {
+        Ok(v) => v,
+        Err(e) => return Err(refused(&state, "service.create", ip, e).await),
+    };
+    let id = new_id("svc_");
+    let token = new_token("kms_");
+    let mut audit = audit_record(Timestamp::now(), ACTOR, "service.create", "success", None, Some(ip));
+    audit.detail = Some(format!("service {id}"));
+    state
+        .store
+        .create_service(
+            NewService {
+                id: id.clone(),
+                name: name.clone(),
+                domains,
+                allowed_cidrs,
+                token_hash: token_hash(&token),
+            },
+            audit,
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(ServiceCreated {
+            id,
+            name,
+            token: token.to_string(),
+        }),
+    ))
+}
+
+#[utoipa::path(
+    delete, path = "/v1/admin/services/{id}", tag = "admin",
+    params(("id" = String, Path, description = "Service id")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+/// Removes a service; its key stops working at once.
+pub async fn delete_service(
+    State(state): State<AppState>,
+    _: Admin,
+    ClientIp(ip): ClientIp,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let mut audit = audit_record(Timestamp::now(), ACTOR, "service.delete", "success", None, Some(ip));
+    audit.detail = Some(format!("service {id}"));
+    if state.store.delete_service(&id, audit).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(refused(&state, "service.delete", ip, ApiError::NotFound).await)
+    }
+}
+
+/// Paging of the audit log.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// 1 to 1000, default 100.
+    pub limit: Option<u32>,
+    /// Only entries with a smaller id (the `id` of the last entry of the previous page).
+    pub before: Option<i64>,
+}
+
+#[utoipa::path(
+    get, path = "/v1/admin/audit", tag = "admin",
+    params(AuditQuery),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Newest first", body = AuditPage),
+        (status = 400, description = "invalid_request", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+/// Reads the audit log.
+pub async fn audit(
+    State(state): State<AppState>,
+    _: Admin,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<AuditPage>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::InvalidRequest("limit: 1 to 1000".into()));
+    }
+    let entries = state.store.list_audit(limit, q.before).await?;
+    Ok(Json(AuditPage { entries }))
+}

@@ -1,0 +1,84 @@
+//! Service endpoints: liveness, readiness, metrics, the OpenAPI description, and the
+//! problem+json answers for unknown paths and methods.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use utoipa::OpenApi;
+
+use crate::error::ApiError;
+use crate::routes::ApiDoc;
+use crate::state::AppState;
+
+#[utoipa::path(get, path = "/healthz", tag = "service",
+    responses((status = 200, description = "The process is up")))]
+/// The process is up.
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+#[utoipa::path(get, path = "/readyz", tag = "service",
+    responses(
+        (status = 200, description = "The database answers"),
+        (status = 503, description = "The database does not answer", body = keymaster_core::wire::Problem, content_type = "application/problem+json"),
+    ))]
+/// The database answers.
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    match state.store.ping().await {
+        Ok(()) => Ok(Json(json!({"status": "ready"}))),
+        Err(e) => Err(ApiError::Unavailable(e.to_string())),
+    }
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "service",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
+/// Prometheus metrics (`keymaster_` series).
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// The OpenAPI 3.1 description of the whole API.
+pub async fn openapi() -> Response {
+    let mut doc = ApiDoc::openapi();
+    doc.paths.paths.insert(
+        "/openapi.json".into(),
+        utoipa::openapi::path::PathItem::new(
+            utoipa::openapi::HttpMethod::Get,
+            utoipa::openapi::path::OperationBuilder::new()
+                .summary(Some("This OpenAPI description"))
+                .response(
+                    "200",
+                    utoipa::openapi::ResponseBuilder::new()
+                        .description("OpenAPI 3.1")
+                        .content(
+                            "application/json",
+                            utoipa::openapi::ContentBuilder::new().build(),
+                        )
+                        .build(),
+                )
+                .build(),
+        ),
+    );
+    match doc.to_json() {
+        Ok(s) => ([(header::CONTENT_TYPE, "application/json")], s).into_response(),
+        Err(e) => ApiError::Internal(format!("openapi: {e}")).into_response(),
+    }
+}
+
+/// Unknown path.
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+/// Known path, wrong method.
+pub async fn method_not_allowed() -> Response {
+    let mut resp = ApiError::InvalidRequest("method not allowed on this path".into()).into_response();
+    *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    resp
+}

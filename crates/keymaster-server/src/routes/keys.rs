@@ -1,0 +1,290 @@
+//! `POST /v1/keys`: a tenant's app deposits a key and gets a code and a holder token.
+//!
+//! Turns the request into domain values (key material, policy, notification targets), makes the
+//! code and the holder token, and hands one `NewKey` to the store. Never stores or logs the
+//! code, the token, a generated private key or a secret in clear.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use jiff::Timestamp;
+use keymaster_core::code::Code;
+use keymaster_core::key::{self, GenerateAlgorithm, KeyError, PublicKey};
+use keymaster_core::policy::Policy;
+use keymaster_core::wire::{CodeFormat, DepositRequest, DepositResponse, Notify, PolicyInput};
+use rand::rngs::OsRng;
+use zeroize::Zeroizing;
+
+use crate::auth::App;
+use crate::crypto::{new_id, new_token, token_hash};
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ClientIp};
+use crate::routes::{audit_record, notify_check};
+use crate::state::AppState;
+use crate::store::NewKey;
+
+/// Longest label accepted.
+const MAX_LABEL: usize = 200;
+/// Attempts at a fresh code before giving up (a collision among 10^15 codes is already rare).
+const CODE_ATTEMPTS: usize = 8;
+
+/// The key material of a deposit, parsed.
+enum Material {
+    Public {
+        key: PublicKey,
+        private_key: Option<Zeroizing<String>>,
+    },
+    Secret(Zeroizing<Vec<u8>>),
+}
+
+/// Maps key errors to the API's refusals.
+pub fn key_error(e: KeyError) -> ApiError {
+    match e {
+        KeyError::Invalid(m) => ApiError::InvalidKey(m),
+        KeyError::PrivateKeyRejected => ApiError::PrivateKeyRejected,
+        KeyError::InvalidProof => ApiError::InvalidProof,
+    }
+}
+
+async fn parse_material(req: &DepositRequest) -> Result<Material, ApiError> {
+    let given = [
+        req.public_key.is_some(),
+        req.jwk.is_some(),
+        req.secret.is_some(),
+        req.generate.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if given != 1 {
+        return Err(ApiError::InvalidRequest(
+            "give exactly one of public_key, jwk, secret, generate".into(),
+        ));
+    }
+    if let Some(text) = &req.public_key {
+        return Ok(Material::Public {
+            key: PublicKey::parse(text).map_err(key_error)?,
+            private_key: None,
+        });
+    }
+    if let Some(jwk) = &req.jwk {
+        return Ok(Material::Public {
+            key: PublicKey::from_jwk(jwk).map_err(key_error)?,
+            private_key: None,
+        });
+    }
+    if let Some(secret) = &req.secret {
+        let bytes = Zeroizing::new(STANDARD.decode(secret.trim()).map_err(|_| {
+            ApiError::InvalidRequest("secret: not valid base64".into())
+        })?);
+        if !(16..=64).contains(&bytes.len()) {
+            return Err(ApiError::InvalidRequest(format!(
+                "secret: must be 16 to 64 bytes, got {}",
+                bytes.len()
+            )));
+        }
+        return Ok(Material::Secret(bytes));
+    }
+    let alg: GenerateAlgorithm = req
+        .generate
+        .as_deref()
+        .unwrap_or_default()
+        .parse()
+        .map_err(|_| {
+            ApiError::InvalidRequest("generate: must be ed25519, p256 or rsa-3072".into())
+        })?;
+    // RSA generation takes a while; keep it off the async threads.
+    let (key, private_key) = tokio::task::spawn_blocking(move || key::generate(alg, &mut OsRng))
+        .await
+        .map_err(|e| ApiError::Internal(format!("key generation task: {e}")))?
+        .map_err(key_error)?;
+    Ok(Material::Public {
+        key,
+        private_key: Some(private_key),
+    })
+}
+
+/// Hashes a policy password with argon2id (OWASP parameters: 19 MiB, 2 passes, 1 lane).
+pub async fn hash_password(password: String) -> Result<String, ApiError> {
+    let password = Zeroizing::new(password);
+    tokio::task::spawn_blocking(move || {
+        use argon2::password_hash::{PasswordHasher, SaltString};
+        let salt = SaltString::generate(&mut OsRng);
+        crate::routes::argon2()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| ApiError::Internal(format!("argon2: {e}")))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("argon2 task: {e}")))?
+}
+
+#[utoipa::path(
+    post, path = "/v1/keys", tag = "keys",
+    request_body = DepositRequest,
+    security(("app_key" = [])),
+    responses(
+        (status = 201, description = "Deposited", body = DepositResponse),
+        (status = 400, description = "invalid_request, invalid_key, invalid_proof, private_key_rejected, email_not_configured", body = keymaster_core::wire::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = keymaster_core::wire::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden", body = keymaster_core::wire::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "payload_too_large", body = keymaster_core::wire::Problem, content_type = "application/problem+json"),
+    )
+)]
+/// Deposits a key.
+pub async fn deposit(
+    State(state): State<AppState>,
+    App(app): App,
+    ClientIp(ip): ClientIp,
+    ApiJson(req): ApiJson<DepositRequest>,
+) -> Result<(StatusCode, Json<DepositResponse>), ApiError> {
+    let now = Timestamp::now();
+    let actor = format!("app_key:{}", app.id);
+    let result = deposit_inner(&state, &app.tenant_id, &actor, ip, req, now).await;
+    if let Err(e) = &result {
+        let mut a = audit_record(now, &actor, "key.deposit", e.code(), None, Some(ip));
+        a.detail = Some(format!("tenant {}", app.tenant_id));
+        state.store.append_audit(a).await?;
+    }
+    let resp = result?;
+    metrics::counter!("keymaster_deposits_total").increment(1);
+    Ok((StatusCode::CREATED, Json(resp)))
+}
+
+async fn deposit_inner(
+    state: &AppState,
+    tenant_id: &str,
+    actor: &str,
+    ip: std::net::IpAddr,
+    req: DepositRequest,
+    now: Timestamp,
+) -> Result<DepositResponse, ApiError> {
+    if let Some(label) = &req.label {
+        if label.chars().count() > MAX_LABEL || label.chars().any(char::is_control) {
+            return Err(ApiError::InvalidRequest(format!(
+                "label: at most {MAX_LABEL} characters, no control characters"
+            )));
+        }
+    }
+    let material = parse_material(&req).await?;
+    let proven = match (&req.proof, &material) {
+        (None, _) => false,
+        (Some(_), Material::Secret(_)) => {
+            return Err(ApiError::InvalidRequest(
+                "proof: a symmetric secret has no proof of possession".into(),
+            ))
+        }
+        (Some(proof), Material::Public { key, .. }) => {
+            let sig = STANDARD
+                .decode(proof.trim())
+                .map_err(|_| ApiError::InvalidProof)?;
+            key.verify_proof(&sig).map_err(key_error)?;
+            true
+        }
+    };
+    let input = req.policy.clone().unwrap_or_else(PolicyInput::default);
+    let (policy, expires_at) = Policy::from_input(&input, now, &state.limits)
+        .map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
+    if let Some(services) = &policy.services {
+        let missing = state.store.missing_services(services).await?;
+        if let Some(id) = missing.first() {
+            return Err(ApiError::InvalidRequest(format!(
+                "policy.services: unknown service id {id:?}"
+            )));
+        }
+    }
+    let notify = check_notify(state, req.notify.as_ref())?;
+    let password_hash = match input.password {
+        Some(p) => Some(hash_password(p).await?),
+        None => None,
+    };
+
+    let id = new_id("key_");
+    let (kind, algorithm, spki, secret_sealed, fps, private_key) = match material {
+        Material::Public { key, private_key } => (
+            "public",
+            key.algorithm().to_string(),
+            Some(key.spki_der().to_vec()),
+            None,
+            Some((key.fingerprint(), key.ssh_fingerprint(), key.jwk_thumbprint())),
+            private_key,
+        ),
+        Material::Secret(bytes) => (
+            "secret",
+            "secret".to_owned(),
+            None,
+            Some(state.keys.seal(&bytes, id.as_bytes())),
+            None,
+            None,
+        ),
+    };
+    let (fingerprint, ssh_fingerprint, jwk_thumbprint) = match fps {
+        Some((f, s, j)) => (Some(f), s, Some(j)),
+        None => (None, None, None),
+    };
+    let holder_token = new_token("kmh_");
+    let format = req.code_format.unwrap_or(CodeFormat::Digits);
+    for _ in 0..CODE_ATTEMPTS {
+        let code = Code::generate(format, &mut OsRng);
+        let key = NewKey {
+            id: id.clone(),
+            tenant_id: tenant_id.to_owned(),
+            holder_hash: token_hash(&holder_token),
+            code_hash: state.keys.code_hash(code.as_str()),
+            code_format: format,
+            label: req.label.clone(),
+            kind,
+            algorithm: algorithm.clone(),
+            spki: spki.clone(),
+            secret_sealed: secret_sealed.clone(),
+            fingerprint: fingerprint.clone(),
+            ssh_fingerprint: ssh_fingerprint.clone(),
+            jwk_thumbprint: jwk_thumbprint.clone(),
+            proven,
+            policy: policy.clone(),
+            password_hash: password_hash.clone(),
+            notify: notify.clone(),
+            created_at: now,
+            expires_at,
+        };
+        let mut audit = audit_record(now, actor, "key.deposit", "success", Some(&id), Some(ip));
+        audit.detail = Some(format!("tenant {tenant_id}, {algorithm}"));
+        if state.store.deposit(key, audit).await? {
+            return Ok(DepositResponse {
+                id,
+                code: code.as_str().to_owned(),
+                code_display: code.display(),
+                kind: kind.to_owned(),
+                algorithm,
+                fingerprint,
+                ssh_fingerprint,
+                jwk_thumbprint,
+                expires_at,
+                holder_token: holder_token.to_string(),
+                private_key: private_key.map(|k| k.to_string()),
+            });
+        }
+    }
+    Err(ApiError::Internal("no free code after several attempts".into()))
+}
+
+fn check_notify(state: &AppState, notify: Option<&Notify>) -> Result<Option<Notify>, ApiError> {
+    let Some(n) = notify else { return Ok(None) };
+    if let Some(url) = &n.webhook_url {
+        notify_check::webhook_url(url, state.settings.allow_private_webhooks)
+            .map_err(|m| ApiError::InvalidRequest(format!("notify.webhook_url: {m}")))?;
+    }
+    if let Some(email) = &n.email {
+        notify_check::email(email)
+            .map_err(|m| ApiError::InvalidRequest(format!("notify.email: {m}")))?;
+        if state.settings.smtp_url.is_none() {
+            return Err(ApiError::EmailNotConfigured);
+        }
+    }
+    if n.webhook_url.is_none() && n.email.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(n.clone()))
+}

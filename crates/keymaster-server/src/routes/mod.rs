@@ -1,0 +1,162 @@
+//! The HTTP routes, one module per resource, and the router that joins them with the
+//! cross-cutting layers (body limit, request ids, tracing, problem+json fallbacks).
+
+pub mod admin;
+pub mod health;
+pub mod holder;
+pub mod keys;
+pub mod notify_check;
+pub mod retrievals;
+
+use std::net::IpAddr;
+
+use argon2::{Algorithm, Argon2, Params, Version};
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post};
+use axum::Router;
+use jiff::Timestamp;
+use keymaster_core::policy::PasswordCheck;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use zeroize::Zeroizing;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::store::AuditRecord;
+
+/// Largest request body accepted.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let request_id = axum::http::HeaderName::from_static("x-request-id");
+    Router::new()
+        .route("/v1/keys", post(keys::deposit))
+        .route(
+            "/v1/keys/{id}",
+            get(holder::get_key)
+                .patch(holder::patch_key)
+                .delete(holder::delete_key),
+        )
+        .route("/v1/keys/{id}/code", post(holder::recode))
+        .route("/v1/retrievals", post(retrievals::retrieve))
+        .route(
+            "/v1/retrievals/{retrieval_id}/confirm",
+            post(retrievals::confirm),
+        )
+        .route("/v1/admin/tenants", post(admin::create_tenant))
+        .route(
+            "/v1/admin/tenants/{id}/app-keys",
+            post(admin::create_app_key),
+        )
+        .route("/v1/admin/app-keys/{id}", delete(admin::delete_app_key))
+        .route("/v1/admin/services", post(admin::create_service))
+        .route("/v1/admin/services/{id}", delete(admin::delete_service))
+        .route("/v1/admin/audit", get(admin::audit))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/openapi.json", get(health::openapi))
+        .fallback(health::not_found)
+        .method_not_allowed_fallback(health::method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(TraceLayer::new_for_http().make_span_with(
+            |req: &axum::http::Request<axum::body::Body>| {
+                // Only method, path and request id: never the query, headers or body, where
+                // tokens and codes travel.
+                let id = req
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+            },
+        ))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// An audit row with the common fields.
+pub fn audit_record(
+    at: Timestamp,
+    actor: &str,
+    action: &'static str,
+    outcome: &str,
+    key_id: Option<&str>,
+    ip: Option<IpAddr>,
+) -> AuditRecord {
+    AuditRecord {
+        at,
+        actor: actor.to_owned(),
+        action,
+        outcome: outcome.to_owned(),
+        key_id: key_id.map(str::to_owned),
+        ip,
+        detail: None,
+    }
+}
+
+/// argon2id with OWASP's minimum parameters (19 MiB, 2 passes, 1 lane).
+pub fn argon2() -> Argon2<'static> {
+    let params = Params::new(19 * 1024, 2, 1, None).unwrap_or_default();
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+/// Checks a policy password against its stored hash, off the async threads.
+pub async fn verify_password(given: String, hash: String) -> Result<PasswordCheck, ApiError> {
+    let given = Zeroizing::new(given);
+    tokio::task::spawn_blocking(move || {
+        use argon2::password_hash::{PasswordHash, PasswordVerifier};
+        let parsed = PasswordHash::new(&hash)
+            .map_err(|e| ApiError::Internal(format!("stored password hash: {e}")))?;
+        Ok(match argon2().verify_password(given.as_bytes(), &parsed) {
+            Ok(()) => PasswordCheck::Correct,
+            Err(_) => PasswordCheck::Incorrect,
+        })
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("argon2 task: {e}")))?
+}
+
+/// The OpenAPI 3.1 description, generated from the handlers and wire types.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "keymaster", description = "Key master service: deposit a key, get a code, retrieve the key by the code."),
+    paths(
+        keys::deposit,
+        retrievals::retrieve, retrievals::confirm,
+        holder::get_key, holder::patch_key, holder::delete_key, holder::recode,
+        admin::create_tenant, admin::create_app_key, admin::delete_app_key,
+        admin::create_service, admin::delete_service, admin::audit,
+        health::healthz, health::readyz, health::metrics,
+    ),
+    modifiers(&BearerSchemes),
+)]
+pub struct ApiDoc;
+
+struct BearerSchemes;
+
+impl Modify for BearerSchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for (name, what) in [
+            ("admin_token", "the operator's admin token"),
+            ("app_key", "a tenant's kma_ app key"),
+            ("service_key", "an enrolled service's kms_ key"),
+            ("holder_token", "the kmh_ holder token of one key"),
+        ] {
+            components.add_security_scheme(
+                name,
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .description(Some(what))
+                        .build(),
+                ),
+            );
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! `POST /v1/retrievals` and `POST /v1/retrievals/{id}/confirm`: an enrolled service presents
+//! a code and receives the key, if the key's policy allows.
+//!
+//! Order of checks: the service's own `allowed_cidrs` (consumes nothing), the code's format
+//! (`invalid_code`, never counted), the password (argon2 outside the transaction, only for a
+//! key that exists and has one), then the one retrieval transaction in the store.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use jiff::Timestamp;
+use keymaster_core::code::Code;
+use keymaster_core::key::PublicKey;
+use keymaster_core::policy::PasswordCheck;
+use keymaster_core::wire::{Problem, RetrievalRequest, RetrievalResponse};
+
+use crate::auth::Service;
+use crate::crypto::new_id;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ClientIp};
+use crate::routes::{audit_record, verify_password};
+use crate::state::AppState;
+use crate::store::{RetrieveCommand, RetrieveOutcome, RetrievedKey};
+
+#[utoipa::path(
+    post, path = "/v1/retrievals", tag = "retrievals",
+    request_body = RetrievalRequest,
+    security(("service_key" = [])),
+    responses(
+        (status = 200, description = "The key", body = RetrievalResponse),
+        (status = 400, description = "invalid_request or invalid_code", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden, or the policy rule's code", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found: unknown, expired, consumed, revoked or replaced code", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "rate_limited", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+/// Retrieves a key by its code.
+pub async fn retrieve(
+    State(state): State<AppState>,
+    Service(service): Service,
+    ClientIp(ip): ClientIp,
+    ApiJson(req): ApiJson<RetrievalRequest>,
+) -> Result<Json<RetrievalResponse>, ApiError> {
+    let now = Timestamp::now();
+    let actor = format!("service:{}", service.id);
+    let budget = state.settings.failed_retrievals_per_minute;
+
+    if !service.allowed_cidrs.is_empty() && !service.allowed_cidrs.iter().any(|n| n.contains(&ip))
+    {
+        let audit = audit_record(now, &actor, "key.retrieve", "ip_not_allowed", None, Some(ip));
+        if let Some(retry) = state.store.refuse_retrieval(&service, budget, audit).await? {
+            return Err(count(ApiError::RateLimited(retry)));
+        }
+        return Err(count(ApiError::Denied("ip_not_allowed")));
+    }
+
+    let Ok(code) = Code::parse(&req.code) else {
+        let audit = audit_record(now, &actor, "key.retrieve", "invalid_code", None, Some(ip));
+        state.store.append_audit(audit).await?;
+        return Err(count(ApiError::InvalidCode));
+    };
+    let code_hash = state.keys.code_hash(code.as_str());
+
+    let password = match &req.password {
+        None => PasswordCheck::NotGiven,
+        Some(given) => match state.store.password_hash_for_code(&code_hash).await? {
+            Some(Some(hash)) => verify_password(given.clone(), hash).await?,
+            _ => PasswordCheck::NotGiven,
+        },
+    };
+
+    let outcome = state
+        .store
+        .retrieve(RetrieveCommand {
+            code_hash,
+            service: service.clone(),
+            source_ip: ip,
+            context: req.context.clone(),
+            password,
+            now,
+            budget_per_minute: budget,
+            new_retrieval_id: new_id("ret_"),
+        })
+        .await?;
+    match outcome {
+        RetrieveOutcome::RateLimited(s) => Err(count(ApiError::RateLimited(s))),
+        RetrieveOutcome::NotFound => Err(count(ApiError::NotFound)),
+        RetrieveOutcome::Denied(code) => Err(count(ApiError::Denied(code))),
+        RetrieveOutcome::Allowed(key) => {
+            metrics::counter!("keymaster_retrievals_total", "outcome" => "success").increment(1);
+            Ok(Json(response(&state, key)?))
+        }
+    }
+}
+
+/// Counts a refused retrieval in the metrics (a spray over many services shows here).
+fn count(e: ApiError) -> ApiError {
+    let code = e.code();
+    metrics::counter!("keymaster_retrievals_total", "outcome" => code).increment(1);
+    if matches!(e, ApiError::NotFound | ApiError::Denied(_)) {
+        metrics::counter!("keymaster_failed_retrievals_total").increment(1);
+    }
+    e
+}
+
+fn response(state: &AppState, key: RetrievedKey) -> Result<RetrievalResponse, ApiError> {
+    let mut resp = RetrievalResponse {
+        retrieval_id: key.retrieval_id,
+        key_id: key.key_id.clone(),
+        kind: key.kind,
+        algorithm: key.algorithm,
+        public_key_pem: None,
+        openssh: None,
+        jwk: None,
+        secret: None,
+        fingerprint: key.fingerprint,
+        ssh_fingerprint: key.ssh_fingerprint,
+        jwk_thumbprint: key.jwk_thumbprint,
+        label: key.label,
+        proven: key.proven,
+        confirm_by: key.confirm_by,
+    };
+    if let Some(spki) = key.spki {
+        let public = PublicKey::from_spki_der(&spki)
+            .map_err(|e| ApiError::Internal(format!("stored key {} does not parse: {e}", key.key_id)))?;
+        resp.public_key_pem = Some(public.to_pem());
+        resp.openssh = public.to_openssh();
+        resp.jwk = Some(public.to_jwk());
+    } else if let Some(sealed) = key.secret_sealed {
+        let plain = state
+            .keys
+            .open(&sealed, key.key_id.as_bytes())
+            .ok_or_else(|| ApiError::Internal(format!("secret of {} does not open", key.key_id)))?;
+        resp.secret = Some(STANDARD.encode(plain.as_slice()));
+    }
+    Ok(resp)
+}
+
+#[utoipa::path(
+    post, path = "/v1/retrievals/{retrieval_id}/confirm", tag = "retrievals",
+    params(("retrieval_id" = String, Path, description = "The id returned by the retrieval")),
+    security(("service_key" = [])),
+    responses(
+        (status = 204, description = "Confirmed; the key is removed"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+/// Confirms receipt of a held key.
+pub async fn confirm(
+    State(state): State<AppState>,
+    Service(service): Service,
+    ClientIp(ip): ClientIp,
+    Path(retrieval_id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let now = Timestamp::now();
+    if state.store.confirm(&retrieval_id, &service, now).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        let actor = format!("service:{}", service.id);
+        let audit = audit_record(now, &actor, "retrieval.confirm", "not_found", None, Some(ip));
+        state.store.append_audit(audit).await?;
+        Err(ApiError::NotFound)
+    }
+}

@@ -1,0 +1,26 @@
+//! The state every handler shares: the store, the derived keys, the settings.
+
+use std::sync::Arc;
+
+use keymaster_core::policy::PolicyLimits;
+
+use crate::config::Settings;
+use crate::crypto::Keys;
+use crate::store::Store;
+
+/// Shared by every request; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database.
+    pub store: Arc<dyn Store>,
+    /// Keys derived from the server secret.
+    pub keys: Arc<Keys>,
+    /// The validated settings.
+    pub settings: Arc<Settings>,
+    /// SHA-256 of the admin token.
+    pub admin_hash: Arc<Vec<u8>>,
+    /// TTL bounds for policies, from the settings.
+    pub limits: Arc<PolicyLimits>,
+    /// Renders `/metrics`.
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+}

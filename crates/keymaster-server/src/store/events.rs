@@ -1,0 +1,77 @@
+//! Event construction, shared by every backend so that payloads are the same whichever
+//! database wrote them. Payloads name the key, its tenant and label, the service and a reason —
+//! never a code, never key material.
+
+use jiff::Timestamp;
+use keymaster_core::wire::{Event, EventData, ServiceRef};
+
+use crate::crypto::new_id;
+
+/// The event types of the spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Deposited,
+    Retrieved,
+    Confirmed,
+    Denied,
+    Expired,
+    Revoked,
+    Locked,
+    CodeReissued,
+    CodeStaleUsed,
+}
+
+impl EventType {
+    /// The wire name (`key.retrieved`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Deposited => "key.deposited",
+            EventType::Retrieved => "key.retrieved",
+            EventType::Confirmed => "key.confirmed",
+            EventType::Denied => "key.denied",
+            EventType::Expired => "key.expired",
+            EventType::Revoked => "key.revoked",
+            EventType::Locked => "key.locked",
+            EventType::CodeReissued => "code.reissued",
+            EventType::CodeStaleUsed => "code.stale_used",
+        }
+    }
+
+    /// Whether the key is gone after this event (the holder's stream ends after it).
+    pub fn is_final(self) -> bool {
+        matches!(self, EventType::Expired | EventType::Revoked)
+    }
+}
+
+/// The facts about a key that every event of it carries.
+#[derive(Debug, Clone)]
+pub struct KeyRef<'a> {
+    pub key_id: &'a str,
+    pub tenant_id: &'a str,
+    pub label: Option<&'a str>,
+}
+
+/// Makes a new event with a fresh `evt_` id.
+pub fn new_event(
+    ty: EventType,
+    key: &KeyRef<'_>,
+    service: Option<(&str, &str)>,
+    reason: Option<&str>,
+    at: Timestamp,
+) -> Event {
+    Event {
+        id: new_id("evt_"),
+        event_type: ty.as_str().to_owned(),
+        timestamp: at,
+        data: EventData {
+            key_id: key.key_id.to_owned(),
+            tenant_id: key.tenant_id.to_owned(),
+            label: key.label.map(str::to_owned),
+            service: service.map(|(id, name)| ServiceRef {
+                id: id.to_owned(),
+                name: name.to_owned(),
+            }),
+            reason: reason.map(str::to_owned),
+        },
+    }
+}

@@ -1,0 +1,372 @@
+//! The `Store` trait: every read and every atomic change the service makes, at the level of
+//! the domain (deposit, retrieve, revoke…), so that a backend is one implementation and no
+//! handler knows which database is underneath.
+//!
+//! Each writing operation is one transaction that also writes its event (the outbox) and its
+//! audit row: either all of it happens or none of it does. The retrieval transaction calls the
+//! pure policy decision of `keymaster_core::policy` between reading and writing the key.
+//!
+//! Not responsible for HTTP, for choosing status codes, or for cryptography: callers pass in
+//! hashes and sealed blobs, never codes or tokens in clear.
+
+pub mod events;
+pub mod sqlite;
+
+use std::net::IpAddr;
+
+use async_trait::async_trait;
+use ipnet::IpNet;
+use jiff::Timestamp;
+use keymaster_core::policy::{PasswordCheck, Policy};
+use keymaster_core::wire::{AuditEntry, CodeFormat, Event, Notify, RetrievalContext};
+
+/// A failure of the store itself (never "not found": that is `Ok(None)` or an outcome).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached; the request may succeed later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Any other database failure.
+    #[error("database error: {0}")]
+    Db(String),
+    /// A stored value that does not decode (corruption or a bug).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+/// A tenant about to be created.
+#[derive(Debug, Clone)]
+pub struct NewTenant {
+    pub id: String,
+    pub name: String,
+    pub webhook_url: Option<String>,
+    /// The `whsec_` secret, sealed under the server's at-rest key.
+    pub webhook_secret_sealed: Vec<u8>,
+}
+
+/// An app key about to be created.
+#[derive(Debug, Clone)]
+pub struct NewAppKey {
+    pub id: String,
+    pub tenant_id: String,
+    pub token_hash: Vec<u8>,
+}
+
+/// A service about to be enrolled.
+#[derive(Debug, Clone)]
+pub struct NewService {
+    pub id: String,
+    pub name: String,
+    pub domains: Vec<String>,
+    pub allowed_cidrs: Vec<IpNet>,
+    pub token_hash: Vec<u8>,
+}
+
+/// The tenant an app key acts for.
+#[derive(Debug, Clone)]
+pub struct AppKeyAuth {
+    pub id: String,
+    pub tenant_id: String,
+}
+
+/// An enrolled service, as its key authenticates it.
+#[derive(Debug, Clone)]
+pub struct ServiceAuth {
+    pub id: String,
+    pub name: String,
+    pub domains: Vec<String>,
+    pub allowed_cidrs: Vec<IpNet>,
+}
+
+/// A key about to be deposited.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub id: String,
+    pub tenant_id: String,
+    pub holder_hash: Vec<u8>,
+    pub code_hash: Vec<u8>,
+    pub code_format: CodeFormat,
+    pub label: Option<String>,
+    /// `public` or `secret`.
+    pub kind: &'static str,
+    pub algorithm: String,
+    /// DER SubjectPublicKeyInfo, for kind `public`.
+    pub spki: Option<Vec<u8>>,
+    /// The symmetric secret sealed under the at-rest key, for kind `secret`.
+    pub secret_sealed: Option<Vec<u8>>,
+    pub fingerprint: Option<String>,
+    pub ssh_fingerprint: Option<String>,
+    pub jwk_thumbprint: Option<String>,
+    pub proven: bool,
+    pub policy: Policy,
+    /// argon2id PHC string of the policy password.
+    pub password_hash: Option<String>,
+    pub notify: Option<Notify>,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// One audit row to append.
+#[derive(Debug, Clone)]
+pub struct AuditRecord {
+    pub at: Timestamp,
+    pub actor: String,
+    pub action: &'static str,
+    /// `success` or the refusal's error code.
+    pub outcome: String,
+    pub key_id: Option<String>,
+    pub ip: Option<IpAddr>,
+    pub detail: Option<String>,
+}
+
+/// The lifecycle state of a key record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    Active,
+    AwaitingConfirmation,
+    Locked,
+    Retrieved,
+    Expired,
+    Revoked,
+}
+
+impl KeyState {
+    /// The name used in the API and in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Active => "active",
+            KeyState::AwaitingConfirmation => "awaiting_confirmation",
+            KeyState::Locked => "locked",
+            KeyState::Retrieved => "retrieved",
+            KeyState::Expired => "expired",
+            KeyState::Revoked => "revoked",
+        }
+    }
+
+    /// Parses the stored name.
+    pub fn parse(s: &str) -> Option<KeyState> {
+        Some(match s {
+            "active" => KeyState::Active,
+            "awaiting_confirmation" => KeyState::AwaitingConfirmation,
+            "locked" => KeyState::Locked,
+            "retrieved" => KeyState::Retrieved,
+            "expired" => KeyState::Expired,
+            "revoked" => KeyState::Revoked,
+            _ => return None,
+        })
+    }
+
+    /// Whether the key still exists (its code can be answered).
+    pub fn is_live(self) -> bool {
+        matches!(
+            self,
+            KeyState::Active | KeyState::AwaitingConfirmation | KeyState::Locked
+        )
+    }
+}
+
+/// What the holder may see of a key record.
+#[derive(Debug, Clone)]
+pub struct KeyRecord {
+    pub id: String,
+    pub tenant_id: String,
+    pub label: Option<String>,
+    pub algorithm: String,
+    pub fingerprint: Option<String>,
+    pub state: KeyState,
+    pub expires_at: Timestamp,
+    pub confirm_by: Option<Timestamp>,
+    pub retrievals: u32,
+    pub max_retrievals: u32,
+    pub notify: Option<Notify>,
+    /// The format its codes are made in.
+    pub code_format: CodeFormat,
+}
+
+impl KeyRecord {
+    /// The status at `now`: a live key past its expiry is `expired` even before the sweeper
+    /// has reported it, and a held key past its grace is `retrieved`.
+    pub fn status_at(&self, now: Timestamp) -> KeyState {
+        match self.state {
+            s if !s.is_live() => s,
+            KeyState::AwaitingConfirmation if self.confirm_by.is_some_and(|c| now >= c) => {
+                KeyState::Retrieved
+            }
+            _ if now >= self.expires_at => KeyState::Expired,
+            s => s,
+        }
+    }
+}
+
+/// A retrieval, with everything the transaction needs.
+#[derive(Debug, Clone)]
+pub struct RetrieveCommand {
+    pub code_hash: Vec<u8>,
+    pub service: ServiceAuth,
+    pub source_ip: IpAddr,
+    pub context: Option<RetrievalContext>,
+    pub password: PasswordCheck,
+    pub now: Timestamp,
+    /// Failed retrievals allowed per minute for this service.
+    pub budget_per_minute: u32,
+    /// The id this retrieval gets if it succeeds (a repeat within a grace keeps the old one).
+    pub new_retrieval_id: String,
+}
+
+/// The key material handed out by a successful retrieval.
+#[derive(Debug, Clone)]
+pub struct RetrievedKey {
+    pub retrieval_id: String,
+    pub key_id: String,
+    pub kind: String,
+    pub algorithm: String,
+    pub spki: Option<Vec<u8>>,
+    pub secret_sealed: Option<Vec<u8>>,
+    pub fingerprint: Option<String>,
+    pub ssh_fingerprint: Option<String>,
+    pub jwk_thumbprint: Option<String>,
+    pub label: Option<String>,
+    pub proven: bool,
+    pub confirm_by: Option<Timestamp>,
+}
+
+/// How a retrieval ended.
+#[derive(Debug, Clone)]
+pub enum RetrieveOutcome {
+    /// The service's failure budget is spent; retry after this many seconds.
+    RateLimited(u64),
+    /// No live key has this code (unknown, expired, consumed, revoked, replaced).
+    NotFound,
+    /// The key's policy refused; the rule's error code.
+    Denied(&'static str),
+    /// The key, to be returned.
+    Allowed(RetrievedKey),
+}
+
+/// How a re-code ended.
+#[derive(Debug, Clone)]
+pub enum RecodeOutcome {
+    /// The new code is live until this time.
+    Done(Timestamp),
+    /// The key is gone.
+    NotLive,
+    /// The new code collided with a live one; make another.
+    CodeTaken,
+}
+
+/// What a sweep did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SweepReport {
+    /// Keys that reached their expiry and were reported `key.expired`.
+    pub expired: usize,
+    /// Held keys whose confirmation grace ended.
+    pub grace_ended: usize,
+    /// Finished records and tombstones removed after the retention period.
+    pub purged: usize,
+    /// A batch came back full: call again without waiting.
+    pub more: bool,
+}
+
+/// An event with its position in the key's stream.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    /// Increases with every event written, across all keys.
+    pub seq: i64,
+    pub event: Event,
+}
+
+/// Every operation of the service on its database.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Whether the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// The hash of the generated admin token, if one was made at an earlier start.
+    async fn admin_token_hash(&self) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Stores the hash of a generated admin token unless one exists; true if stored.
+    async fn init_admin_token_hash(&self, hash: Vec<u8>) -> Result<bool, StoreError>;
+
+    async fn create_tenant(&self, t: NewTenant, audit: AuditRecord) -> Result<(), StoreError>;
+    /// False when the tenant does not exist.
+    async fn create_app_key(&self, k: NewAppKey, audit: AuditRecord) -> Result<bool, StoreError>;
+    /// False when there is no such app key.
+    async fn delete_app_key(&self, id: &str, audit: AuditRecord) -> Result<bool, StoreError>;
+    async fn create_service(&self, s: NewService, audit: AuditRecord) -> Result<(), StoreError>;
+    /// False when there is no such service.
+    async fn delete_service(&self, id: &str, audit: AuditRecord) -> Result<bool, StoreError>;
+    async fn app_key_by_token(&self, hash: &[u8]) -> Result<Option<AppKeyAuth>, StoreError>;
+    async fn service_by_token(&self, hash: &[u8]) -> Result<Option<ServiceAuth>, StoreError>;
+    /// The ids of `ids` that name no enrolled service.
+    async fn missing_services(&self, ids: &[String]) -> Result<Vec<String>, StoreError>;
+
+    /// Appends one audit row on its own (refusals that change nothing else).
+    async fn append_audit(&self, audit: AuditRecord) -> Result<(), StoreError>;
+    /// Newest first, ids below `before`.
+    async fn list_audit(
+        &self,
+        limit: u32,
+        before: Option<i64>,
+    ) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// Stores a key with its `key.deposited` event and audit row; false when the code is
+    /// already live (the caller makes another).
+    async fn deposit(&self, key: NewKey, audit: AuditRecord) -> Result<bool, StoreError>;
+    /// The password hash of the live key with this code: `None` when no such key,
+    /// `Some(None)` when it has no password.
+    async fn password_hash_for_code(
+        &self,
+        code_hash: &[u8],
+    ) -> Result<Option<Option<String>>, StoreError>;
+    /// The retrieval transaction: budget, lookup, policy, effects, event, audit.
+    async fn retrieve(&self, cmd: RetrieveCommand) -> Result<RetrieveOutcome, StoreError>;
+    /// Refuses a retrieval before any key is looked at (the service's own `allowed_cidrs`):
+    /// counts a failure and audits it, unless the budget is already spent (then the seconds to
+    /// wait).
+    async fn refuse_retrieval(
+        &self,
+        service: &ServiceAuth,
+        budget_per_minute: u32,
+        audit: AuditRecord,
+    ) -> Result<Option<u64>, StoreError>;
+    /// Confirms a held retrieval by the service that made it; false when there is none.
+    async fn confirm(
+        &self,
+        retrieval_id: &str,
+        service: &ServiceAuth,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+
+    /// The key a holder token opens (live or within retention).
+    async fn key_by_holder(&self, holder_hash: &[u8]) -> Result<Option<KeyRecord>, StoreError>;
+    /// The key's events, oldest first, after `after_seq`.
+    async fn key_events(
+        &self,
+        key_id: &str,
+        after_seq: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+    /// The position of an event id in the stream, for `Last-Event-ID`.
+    async fn event_seq(&self, key_id: &str, event_id: &str) -> Result<Option<i64>, StoreError>;
+    /// Sets a live key's expiry; false when the key is gone.
+    async fn set_expiry(
+        &self,
+        key_id: &str,
+        expires_at: Timestamp,
+        audit: AuditRecord,
+    ) -> Result<bool, StoreError>;
+    /// Revokes a live key (`key.revoked`); false when the key is gone.
+    async fn revoke(&self, key_id: &str, audit: AuditRecord) -> Result<bool, StoreError>;
+    /// Replaces the key's code (`code.reissued`).
+    async fn recode(
+        &self,
+        key_id: &str,
+        new_code_hash: Vec<u8>,
+        audit: AuditRecord,
+    ) -> Result<RecodeOutcome, StoreError>;
+
+    /// Reports expired keys and ended graces, purges what is past retention.
+    async fn sweep(
+        &self,
+        now: Timestamp,
+        retention: std::time::Duration,
+    ) -> Result<SweepReport, StoreError>;
+}

@@ -1,0 +1,336 @@
+//! SQLite: the retrieval transaction and confirmation.
+//!
+//! One transaction: check the service's failure budget, find the live key by code hash, ask the
+//! pure policy (`keymaster_core::policy::decide`), apply what it decided (count, hold, remove,
+//! lock), write the event and the audit row. There is no check-then-act across transactions,
+//! so a single-use code is handed out exactly once however many requests race for it.
+
+use jiff::{SignedDuration, Timestamp};
+use keymaster_core::policy::{
+    decide, Decision, Denial, KeyFacts, Pending, Policy, Requester,
+};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::rows::{budget_spent, emit, end_key, insert_audit, opt_ts, record_failure};
+use super::writer::db;
+use super::{ms, ts};
+use crate::store::events::{EventType, KeyRef};
+use crate::store::{
+    AuditRecord, KeyState, RetrieveCommand, RetrieveOutcome, RetrievedKey, ServiceAuth,
+    StoreError,
+};
+
+struct Row {
+    id: String,
+    tenant_id: String,
+    label: Option<String>,
+    kind: String,
+    algorithm: String,
+    spki: Option<Vec<u8>>,
+    secret_sealed: Option<Vec<u8>>,
+    fingerprint: Option<String>,
+    ssh_fingerprint: Option<String>,
+    jwk_thumbprint: Option<String>,
+    proven: bool,
+    policy: String,
+    state: String,
+    expires_at: i64,
+    retrievals: u32,
+    failed_password_attempts: u32,
+    pending_retrieval_id: Option<String>,
+    pending_service_id: Option<String>,
+    confirm_by: Option<i64>,
+}
+
+fn load(c: &Connection, code_hash: &[u8]) -> Result<Option<Row>, StoreError> {
+    c.prepare_cached(
+        "SELECT id, tenant_id, label, kind, algorithm, spki, secret_sealed, fingerprint,
+                ssh_fingerprint, jwk_thumbprint, proven, policy, state, expires_at, retrievals,
+                failed_password_attempts, pending_retrieval_id, pending_service_id, confirm_by
+         FROM keys WHERE code_hash = ?1",
+    )
+    .and_then(|mut s| {
+        s.query_row(params![code_hash], |r| {
+            Ok(Row {
+                id: r.get(0)?,
+                tenant_id: r.get(1)?,
+                label: r.get(2)?,
+                kind: r.get(3)?,
+                algorithm: r.get(4)?,
+                spki: r.get(5)?,
+                secret_sealed: r.get(6)?,
+                fingerprint: r.get(7)?,
+                ssh_fingerprint: r.get(8)?,
+                jwk_thumbprint: r.get(9)?,
+                proven: r.get(10)?,
+                policy: r.get(11)?,
+                state: r.get(12)?,
+                expires_at: r.get(13)?,
+                retrievals: r.get(14)?,
+                failed_password_attempts: r.get(15)?,
+                pending_retrieval_id: r.get(16)?,
+                pending_service_id: r.get(17)?,
+                confirm_by: r.get(18)?,
+            })
+        })
+        .optional()
+    })
+    .map_err(db)
+}
+
+fn audit(cmd: &RetrieveCommand, outcome: &str, key_id: Option<&str>) -> AuditRecord {
+    AuditRecord {
+        at: cmd.now,
+        actor: format!("service:{}", cmd.service.id),
+        action: "key.retrieve",
+        outcome: outcome.to_owned(),
+        key_id: key_id.map(str::to_owned),
+        ip: Some(cmd.source_ip),
+        detail: None,
+    }
+}
+
+/// The budget subject of a service.
+fn subject(service: &ServiceAuth) -> String {
+    format!("service:{}", service.id)
+}
+
+pub fn retrieve(c: &Connection, cmd: &RetrieveCommand) -> Result<RetrieveOutcome, StoreError> {
+    let subject = subject(&cmd.service);
+    if let Some(retry) = budget_spent(c, &subject, cmd.now, cmd.budget_per_minute)? {
+        insert_audit(c, &audit(cmd, "rate_limited", None))?;
+        return Ok(RetrieveOutcome::RateLimited(retry));
+    }
+    let service = Some((cmd.service.id.as_str(), cmd.service.name.as_str()));
+    let Some(row) = load(c, &cmd.code_hash)? else {
+        report_stale_use(c, cmd)?;
+        return not_found(c, cmd, &subject, None);
+    };
+    let policy: Policy = serde_json::from_str(&row.policy)
+        .map_err(|e| StoreError::Corrupt(format!("policy of {}: {e}", row.id)))?;
+    let pending = match (&row.pending_retrieval_id, &row.pending_service_id, row.confirm_by) {
+        (Some(rid), Some(sid), Some(by)) => Some(Pending {
+            retrieval_id: rid.clone(),
+            service_id: sid.clone(),
+            confirm_by: ts(by)?,
+        }),
+        _ => None,
+    };
+    let facts = KeyFacts {
+        expires_at: ts(row.expires_at)?,
+        retrievals: row.retrievals,
+        failed_password_attempts: row.failed_password_attempts,
+        locked: row.state == KeyState::Locked.as_str(),
+        pending,
+    };
+    let requester = Requester {
+        service_id: &cmd.service.id,
+        service_domains: &cmd.service.domains,
+        source_ip: cmd.source_ip,
+        context: cmd.context.as_ref(),
+        password: cmd.password,
+    };
+    let key = KeyRef {
+        key_id: &row.id,
+        tenant_id: &row.tenant_id,
+        label: row.label.as_deref(),
+    };
+    match decide(&policy, &facts, &requester, cmd.now) {
+        Decision::Deny(Denial::Gone) => not_found(c, cmd, &subject, Some(&row.id)),
+        Decision::Deny(denial) => {
+            if let Denial::PasswordIncorrect { now_locked } = denial {
+                c.execute(
+                    "UPDATE keys SET failed_password_attempts = failed_password_attempts + 1
+                     WHERE id = ?1",
+                    params![row.id],
+                )
+                .map_err(db)?;
+                if now_locked {
+                    c.execute(
+                        "UPDATE keys SET state = 'locked' WHERE id = ?1",
+                        params![row.id],
+                    )
+                    .map_err(db)?;
+                    emit(c, EventType::Locked, &key, service, None, cmd.now)?;
+                }
+            }
+            let code = denial.code();
+            record_failure(c, &subject, cmd.now)?;
+            emit(c, EventType::Denied, &key, service, Some(code), cmd.now)?;
+            insert_audit(c, &audit(cmd, code, Some(&row.id)))?;
+            Ok(RetrieveOutcome::Denied(code))
+        }
+        Decision::AllowAgain { retrieval_id } => {
+            let mut a = audit(cmd, "success", Some(&row.id));
+            a.detail = Some("repeated within the confirmation grace".into());
+            insert_audit(c, &a)?;
+            Ok(RetrieveOutcome::Allowed(handed_out(
+                row,
+                retrieval_id,
+                facts.pending.map(|p| p.confirm_by),
+            )))
+        }
+        Decision::Allow => {
+            let retrievals = row.retrievals + 1;
+            let retrieval_id = cmd.new_retrieval_id.clone();
+            let mut confirm_by = None;
+            if policy.require_confirmation {
+                let by = cmd
+                    .now
+                    .saturating_add(SignedDuration::from_secs(i64::from(
+                        policy.confirm_grace_seconds,
+                    )))
+                    .map_err(|e| StoreError::Db(e.to_string()))?;
+                confirm_by = Some(by);
+                c.execute(
+                    "UPDATE keys SET retrievals = ?2, state = 'awaiting_confirmation',
+                         pending_retrieval_id = ?3, pending_service_id = ?4, confirm_by = ?5
+                     WHERE id = ?1",
+                    params![row.id, retrievals, retrieval_id, cmd.service.id, ms(by)],
+                )
+                .map_err(db)?;
+            } else {
+                c.execute(
+                    "UPDATE keys SET retrievals = ?2 WHERE id = ?1",
+                    params![row.id, retrievals],
+                )
+                .map_err(db)?;
+            }
+            emit(c, EventType::Retrieved, &key, service, None, cmd.now)?;
+            if !policy.require_confirmation && retrievals >= policy.max_retrievals {
+                end_key(c, &row.id, KeyState::Retrieved, cmd.now)?;
+            }
+            insert_audit(c, &audit(cmd, "success", Some(&row.id)))?;
+            Ok(RetrieveOutcome::Allowed(handed_out(
+                row,
+                retrieval_id,
+                confirm_by,
+            )))
+        }
+    }
+}
+
+fn handed_out(row: Row, retrieval_id: String, confirm_by: Option<Timestamp>) -> RetrievedKey {
+    RetrievedKey {
+        retrieval_id,
+        key_id: row.id,
+        kind: row.kind,
+        algorithm: row.algorithm,
+        spki: row.spki,
+        secret_sealed: row.secret_sealed,
+        fingerprint: row.fingerprint,
+        ssh_fingerprint: row.ssh_fingerprint,
+        jwk_thumbprint: row.jwk_thumbprint,
+        label: row.label,
+        proven: row.proven,
+        confirm_by,
+    }
+}
+
+fn not_found(
+    c: &Connection,
+    cmd: &RetrieveCommand,
+    subject: &str,
+    key_id: Option<&str>,
+) -> Result<RetrieveOutcome, StoreError> {
+    record_failure(c, subject, cmd.now)?;
+    insert_audit(c, &audit(cmd, "not_found", key_id))?;
+    Ok(RetrieveOutcome::NotFound)
+}
+
+/// A dead code presented again: tell the holder (`code.stale_used`) while the record exists.
+fn report_stale_use(c: &Connection, cmd: &RetrieveCommand) -> Result<(), StoreError> {
+    let hit: Option<(String, String, Option<String>)> = c
+        .prepare_cached(
+            "SELECT k.id, k.tenant_id, k.label FROM tombstones t JOIN keys k ON k.id = t.key_id
+             WHERE t.code_hash = ?1",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![cmd.code_hash], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()
+        })
+        .map_err(db)?;
+    if let Some((key_id, tenant_id, label)) = hit {
+        let key = KeyRef {
+            key_id: &key_id,
+            tenant_id: &tenant_id,
+            label: label.as_deref(),
+        };
+        let service = Some((cmd.service.id.as_str(), cmd.service.name.as_str()));
+        emit(c, EventType::CodeStaleUsed, &key, service, None, cmd.now)?;
+    }
+    Ok(())
+}
+
+pub fn refuse(
+    c: &Connection,
+    service: &ServiceAuth,
+    budget_per_minute: u32,
+    a: &AuditRecord,
+) -> Result<Option<u64>, StoreError> {
+    let subject = subject(service);
+    if let Some(retry) = budget_spent(c, &subject, a.at, budget_per_minute)? {
+        let mut limited = a.clone();
+        limited.outcome = "rate_limited".into();
+        insert_audit(c, &limited)?;
+        return Ok(Some(retry));
+    }
+    record_failure(c, &subject, a.at)?;
+    insert_audit(c, a)?;
+    Ok(None)
+}
+
+pub fn confirm(
+    c: &Connection,
+    retrieval_id: &str,
+    service: &ServiceAuth,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    let row: Option<(String, String, Option<String>, u32, u32, Option<i64>)> = c
+        .query_row(
+            "SELECT id, tenant_id, label, retrievals, max_retrievals, confirm_by FROM keys
+             WHERE pending_retrieval_id = ?1 AND pending_service_id = ?2",
+            params![retrieval_id, service.id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+        )
+        .optional()
+        .map_err(db)?;
+    let Some((key_id, tenant_id, label, retrievals, max, confirm_by)) = row else {
+        return Ok(false);
+    };
+    if opt_ts(confirm_by)?.is_some_and(|by| now >= by) {
+        return Ok(false);
+    }
+    if retrievals >= max {
+        end_key(c, &key_id, KeyState::Retrieved, now)?;
+    } else {
+        c.execute(
+            "UPDATE keys SET state = 'active', pending_retrieval_id = NULL,
+                 pending_service_id = NULL, confirm_by = NULL WHERE id = ?1",
+            params![key_id],
+        )
+        .map_err(db)?;
+    }
+    let key = KeyRef {
+        key_id: &key_id,
+        tenant_id: &tenant_id,
+        label: label.as_deref(),
+    };
+    let svc = Some((service.id.as_str(), service.name.as_str()));
+    emit(c, EventType::Confirmed, &key, svc, None, now)?;
+    insert_audit(
+        c,
+        &AuditRecord {
+            at: now,
+            actor: format!("service:{}", service.id),
+            action: "retrieval.confirm",
+            outcome: "success".into(),
+            key_id: Some(key_id.clone()),
+            ip: None,
+            detail: None,
+        },
+    )?;
+    Ok(true)
+}
