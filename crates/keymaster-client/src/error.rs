@@ -1,0 +1,52 @@
+//! The SDK's one error type. It keeps the server's RFC 9457 problem body intact, so that callers
+//! can branch on the spec's error codes (`not_found`, `rate_limited`, …) rather than on text.
+
+use keymaster_core::wire::Problem;
+
+/// Everything a call of this SDK can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The server answered with a problem body (`application/problem+json`).
+    #[error("{} ({}): {}", problem.title, problem.code, problem.detail.as_deref().unwrap_or("no detail"))]
+    Api {
+        /// The HTTP status of the answer.
+        status: u16,
+        /// The problem body; `problem.code` is one of the spec's error codes.
+        problem: Problem,
+        /// Seconds from a `Retry-After` header (sent with `429 rate_limited`).
+        retry_after: Option<u64>,
+    },
+    /// The request could not be sent or the answer not read (connection, TLS, timeout).
+    #[error("cannot reach the key master: {0}")]
+    Transport(reqwest::Error),
+    /// The server answered with something that is not the expected body, or a key or signature
+    /// handed to an offline helper could not be used.
+    #[error("{0}")]
+    Decode(String),
+}
+
+impl Error {
+    /// The HTTP status the server answered with, for [`Error::Api`]; `None` where no answer
+    /// came (or, for [`Error::InvalidCode`], no request was sent).
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The spec's error code: the problem body's `code` for [`Error::Api`], and
+    /// `invalid_code` for a code refused offline — the same code the server would answer with.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Error::Api { problem, .. } => Some(problem.code.as_str()),
+            _ => None,
+        }
+    }
+}
+
+impl From<reqwest::Error> for Error {
+    fn from(err: reqwest::Error) -> Self {
+        Error::Transport(err)
+    }
+}
