@@ -1,0 +1,11 @@
+//! Integration tests of keymaster-server over real HTTP, through the client SDK.
+//!
+//! All modules compile into this one binary (one link step). Every test starts its own server
+//! on `127.0.0.1:0` with a fresh database.
+
+mod admin;
+mod deposit;
+mod helpers;
+mod holder;
+mod retrieve;
+mod service_endpoints;

@@ -1,0 +1,53 @@
+//! `/healthz`, `/readyz`, `/metrics`, `/openapi.json`, and problem bodies for unknown routes.
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn health_ready_metrics_openapi() {
+    let app = spawn_app().await;
+    let get = |p: &str| app.http.get(format!("{}{p}", app.base)).send();
+    assert_eq!(get("/healthz").await.unwrap().status(), 200);
+    assert_eq!(get("/readyz").await.unwrap().status(), 200);
+
+    // Make some traffic so that keymaster_ series exist.
+    let (_, device, _) = app.device().await;
+    let dep = device.deposit(&deposit_request(ssh_ed25519())).await.unwrap();
+    let (_, service, _) = app.service("svc", &[], &[]).await;
+    service.retrieve(&retrieval(&dep.code)).await.unwrap();
+    let metrics = get("/metrics").await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("keymaster_deposits_total"), "{metrics}");
+    assert!(metrics.contains("keymaster_retrievals_total"), "{metrics}");
+    assert!(!metrics.contains(&dep.code));
+
+    let doc: serde_json::Value = get("/openapi.json").await.unwrap().json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    for path in [
+        "/v1/keys",
+        "/v1/keys/{id}",
+        "/v1/keys/{id}/code",
+        "/v1/retrievals",
+        "/v1/retrievals/{retrieval_id}/confirm",
+        "/v1/admin/tenants",
+        "/v1/admin/tenants/{id}/app-keys",
+        "/v1/admin/app-keys/{id}",
+        "/v1/admin/services",
+        "/v1/admin/services/{id}",
+        "/v1/admin/audit",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} missing from OpenAPI");
+    }
+    assert!(doc["components"]["schemas"].get("DepositRequest").is_some());
+}
+
+#[tokio::test]
+async fn unknown_routes_answer_problem_json() {
+    let app = spawn_app().await;
+    let resp = app.http.get(format!("{}/nope", app.base)).send().await.unwrap();
+    assert_raw_problem(resp, 404, "not_found").await;
+    let resp = app.http.put(format!("{}/v1/keys", app.base)).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+}
