@@ -2,6 +2,7 @@
 //! cross-cutting layers (body limit, request ids, tracing, problem+json fallbacks).
 
 pub mod admin;
+pub mod events;
 pub mod health;
 pub mod holder;
 pub mod keys;
@@ -41,6 +42,7 @@ pub fn router(state: AppState) -> Router {
                 .delete(holder::delete_key),
         )
         .route("/v1/keys/{id}/code", post(holder::recode))
+        .route("/v1/keys/{id}/events", get(events::events))
         .route("/v1/retrievals", post(retrievals::retrieve))
         .route(
             "/v1/retrievals/{retrieval_id}/confirm",
@@ -128,7 +130,7 @@ pub async fn verify_password(given: String, hash: String) -> Result<PasswordChec
     paths(
         keys::deposit,
         retrievals::retrieve, retrievals::confirm,
-        holder::get_key, holder::patch_key, holder::delete_key, holder::recode,
+        holder::get_key, holder::patch_key, holder::delete_key, holder::recode, events::events,
         admin::create_tenant, admin::create_app_key, admin::delete_app_key,
         admin::create_service, admin::delete_service, admin::audit,
         health::healthz, health::readyz, health::metrics,

@@ -81,3 +81,35 @@ async fn a_holder_token_opens_exactly_one_key() {
     // B's key is untouched.
     assert_eq!(app.holder(&b).status().await.unwrap().status, "active");
 }
+
+#[tokio::test]
+async fn event_stream_is_live_resumable_and_ends_when_the_key_is_gone() {
+    use futures::StreamExt;
+    let app = spawn_app().await;
+    let (_, device, _) = app.device().await;
+    let dep = device.deposit(&deposit_request(ssh_ed25519())).await.unwrap();
+    let holder = app.holder(&dep);
+    let (_, service, _) = app.service("example-web", &[], &[]).await;
+
+    let follower = tokio::spawn({
+        let holder = holder.clone();
+        async move {
+            let events: Vec<_> = holder.events(None).collect().await;
+            events.into_iter().map(|e| e.unwrap()).collect::<Vec<_>>()
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    service.retrieve(&retrieval(&dep.code)).await.unwrap();
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(5), follower)
+        .await
+        .expect("stream ends after the key is gone")
+        .unwrap();
+    let types: Vec<&str> = seen.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(types, ["key.deposited", "key.retrieved"]);
+    assert_eq!(seen[1].data.service.as_ref().unwrap().name, "example-web");
+
+    // Resuming after the first event gives only the rest.
+    let rest: Vec<_> = holder.events(Some(&seen[0].id)).collect().await;
+    let rest: Vec<String> = rest.into_iter().map(|e| e.unwrap().event_type).collect();
+    assert_eq!(rest, ["key.retrieved"]);
+}

@@ -1,0 +1,122 @@
+//! `GET /v1/keys/{id}/events`: the holder's live event stream (`text/event-stream`).
+//!
+//! It reads the stored events (the outbox table), so it works whichever replica the holder is
+//! connected to: it polls for events after the last one sent, resumes after `Last-Event-ID`,
+//! and ends once the key is gone and its last event has been sent.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures::stream::{self, Stream, StreamExt};
+
+use crate::auth::Holder;
+use crate::crypto::token_hash;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// How often the stream looks for new events.
+const POLL: Duration = Duration::from_millis(200);
+
+#[utoipa::path(
+    get, path = "/v1/keys/{id}/events", tag = "holder",
+    params(
+        ("id" = String, Path, description = "Key id"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id"),
+    ),
+    security(("holder_token" = [])),
+    responses(
+        (status = 200, description = "The key's events as server-sent events; data is the event JSON", content_type = "text/event-stream", body = String),
+        (status = 401, description = "unauthorized", body = keymaster_core::wire::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden", body = keymaster_core::wire::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found", body = keymaster_core::wire::Problem, content_type = "application/problem+json"),
+    )
+)]
+/// Follows the key's events as they happen.
+pub async fn events(
+    State(state): State<AppState>,
+    Holder(rec): Holder,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    if rec.id != id {
+        return Err(ApiError::NotFound);
+    }
+    let token_hash = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' ').map(|(_, t)| token_hash(t.trim())))
+        .ok_or(ApiError::Unauthorized)?;
+    let after = match headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
+        Some(last) => state.store.event_seq(&id, last).await?.unwrap_or(0),
+        None => 0,
+    };
+
+    struct Cursor {
+        state: AppState,
+        key_id: String,
+        token_hash: Vec<u8>,
+        after: i64,
+        first: bool,
+        done: bool,
+    }
+    let cursor = Cursor {
+        state,
+        key_id: id,
+        token_hash,
+        after,
+        first: true,
+        done: false,
+    };
+    let s = stream::unfold(cursor, |mut c| async move {
+        loop {
+            if c.done {
+                return None;
+            }
+            if !c.first {
+                tokio::time::sleep(POLL).await;
+            }
+            c.first = false;
+            // Whether the key was gone *before* reading events: then what we read is the last.
+            let gone = match c.state.store.key_by_holder(&c.token_hash).await {
+                Ok(Some(r)) => !r.state.is_live(),
+                Ok(None) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "event stream: store error; ending stream");
+                    return None;
+                }
+            };
+            let batch = match c.state.store.key_events(&c.key_id, c.after).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(error = %e, "event stream: store error; ending stream");
+                    return None;
+                }
+            };
+            if gone && batch.len() < 1000 {
+                c.done = true;
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            if let Some(last) = batch.last() {
+                c.after = last.seq;
+            }
+            let items: Vec<Result<SseEvent, Infallible>> = batch
+                .into_iter()
+                .map(|e| {
+                    let data = serde_json::to_string(&e.event).unwrap_or_default();
+                    Ok(SseEvent::default()
+                        .id(e.event.id.clone())
+                        .event(e.event.event_type.clone())
+                        .data(data))
+                })
+                .collect();
+            return Some((stream::iter(items), c));
+        }
+    })
+    .flatten();
+    Ok(Sse::new(s).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
