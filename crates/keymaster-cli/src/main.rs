@@ -1,1 +1,110 @@
-fn main() {}
+//! `keymaster`: the one binary of the key master. This file only parses the command line and
+//! dispatches; each command group lives in its own module:
+//!
+//! - [`serve`]: runs the HTTP service (`keymaster_server::serve`).
+//! - [`admin`]: the operator's commands over HTTP (tenants, app keys, services, audit).
+//! - [`device`]: a device depositing and managing its keys, with the local [`keystore`].
+//! - [`service`]: an outside service fetching a key by code.
+//! - [`qr`]: QR codes for the terminal, PNG and SVG; [`output`]: text and `--json` printing.
+//!
+//! Every failure ends in one line on stderr and exit status 1 (see [`output::one_line`]).
+#![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)
+)]
+
+mod admin;
+mod device;
+mod keystore;
+mod output;
+mod qr;
+mod remote;
+mod serve;
+mod service;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// keymaster: move a public key from a device to an outside service with a short code.
+#[derive(Debug, Parser)]
+#[command(name = "keymaster", version, propagate_version = true)]
+#[command(after_help = "Examples:
+  keymaster serve --listen 127.0.0.1:8080
+  keymaster admin tenant create acme --json
+  keymaster device add --label laptop --ttl 1h
+  keymaster service fetch 4729-1047-5518-2036 --format openssh >> ~/.ssh/authorized_keys")]
+struct Cli {
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the key master HTTP service.
+    Serve(serve::ServeArgs),
+    /// Operator commands: tenants, app keys, services, audit log (needs KEYMASTER_ADMIN_TOKEN).
+    Admin(admin::AdminArgs),
+    /// Deposit keys from this device and manage them (needs KEYMASTER_APP_KEY to deposit).
+    Device(device::DeviceArgs),
+    /// Outside-service commands: fetch a key by its code (needs KEYMASTER_SERVICE_KEY).
+    Service(service::ServiceArgs),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return usage_error(err),
+    };
+    let out = output::Output::new(cli.json);
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Admin(args) => admin::run(args, &out).await,
+        Command::Device(args) => device::run(args, &out).await,
+        Command::Service(args) => service::run(args, &out).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("keymaster: {}", output::one_line(&err));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Help and version are printed as clap renders them; a usage error becomes one line.
+fn usage_error(err: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        // Prints to stdout (stderr for the last kind) and exits with clap's status.
+        err.exit();
+    }
+    let text = err.render().to_string();
+    let first = text.lines().next().unwrap_or("invalid command line");
+    eprintln!(
+        "keymaster: {} (see --help)",
+        first.trim_start_matches("error: ").trim()
+    );
+    ExitCode::from(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

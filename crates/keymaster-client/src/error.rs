@@ -1,6 +1,8 @@
 //! The SDK's one error type. It keeps the server's RFC 9457 problem body intact, so that callers
 //! can branch on the spec's error codes (`not_found`, `rate_limited`, …) rather than on text.
 
+use keymaster_core::code::CodeError;
+use keymaster_core::key::KeyError;
 use keymaster_core::wire::Problem;
 
 /// Everything a call of this SDK can fail with.
@@ -16,8 +18,15 @@ pub enum Error {
         /// Seconds from a `Retry-After` header (sent with `429 rate_limited`).
         retry_after: Option<u64>,
     },
+    /// The code failed the offline check (no request was sent).
+    #[error("{0}")]
+    InvalidCode(CodeError),
+    /// A key given to [`crate::verify_signature`] could not be read, or the signature does not
+    /// verify ([`KeyError::InvalidProof`]).
+    #[error("{0}")]
+    Key(KeyError),
     /// The request could not be sent or the answer not read (connection, TLS, timeout).
-    #[error("cannot reach the key master: {0}")]
+    #[error("cannot reach the key master: {}", chain(.0))]
     Transport(reqwest::Error),
     /// The server answered with something that is not the expected body, or a key or signature
     /// handed to an offline helper could not be used.
@@ -40,6 +49,7 @@ impl Error {
     pub fn code(&self) -> Option<&str> {
         match self {
             Error::Api { problem, .. } => Some(problem.code.as_str()),
+            Error::InvalidCode(_) => Some("invalid_code"),
             _ => None,
         }
     }
@@ -49,4 +59,20 @@ impl From<reqwest::Error> for Error {
     fn from(err: reqwest::Error) -> Self {
         Error::Transport(err)
     }
+}
+
+/// `err` and its causes joined with `: ` (reqwest's own message omits them: "error sending
+/// request" says nothing without "connection refused").
+fn chain(err: &reqwest::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+        source = source.and_then(std::error::Error::source);
+    }
+    text
 }

@@ -25,6 +25,7 @@ mod device;
 mod error;
 mod holder;
 mod http;
+mod offline;
 mod service;
 mod sse;
 
@@ -32,6 +33,7 @@ pub use admin::AdminClient;
 pub use device::DeviceClient;
 pub use error::Error;
 pub use holder::HolderClient;
+pub use offline::{check_code, verify_signature};
 pub use service::ServiceClient;
 
 /// The JSON bodies of the API, re-exported so that users of the SDK need not depend on

@@ -5,7 +5,7 @@ use keymaster_core::wire::{RetrievalRequest, RetrievalResponse};
 use reqwest::Method;
 
 use crate::http::{send_empty, send_json, Conn};
-use crate::Error;
+use crate::{check_code, Error};
 
 /// Retrieves keys for one enrolled service.
 ///
@@ -55,6 +55,7 @@ impl ServiceClient {
     /// [`Error::InvalidCode`] and no request is sent (so it never costs a failed retrieval).
     /// The code is sent as the person typed it; the server normalises it the same way.
     pub async fn retrieve(&self, request: &RetrievalRequest) -> Result<RetrievalResponse, Error> {
+        check_code(&request.code).map_err(Error::InvalidCode)?;
         send_json(
             self.conn
                 .request(Method::POST, &["v1", "retrievals"])?

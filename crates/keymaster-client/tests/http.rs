@@ -155,7 +155,7 @@ async fn a_problem_body_becomes_error_api_with_retry_after() {
     let service = ServiceClient::new(&base, "kms_x").unwrap();
     let err = service
         .retrieve(&RetrievalRequest {
-            code: "4729-1047-5518-2036".into(),
+            code: "4729-1047-5518-2035".into(),
             ..Default::default()
         })
         .await
@@ -349,4 +349,24 @@ async fn an_unreadable_event_is_an_error_item_and_the_stream_goes_on() {
     assert_eq!(items.len(), 2);
     assert!(matches!(items[0], Err(Error::Decode(_))));
     assert_eq!(items[1].as_ref().unwrap().event_type, "key.revoked");
+}
+
+#[tokio::test]
+async fn a_mistyped_code_is_refused_offline_without_a_request() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let service = ServiceClient::new(&base, "kms_x").unwrap();
+    let err = service
+        .retrieve(&RetrievalRequest {
+            code: "4729-1047-5518-2036".into(), // last digit mistyped
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidCode(_)), "{err:?}");
+    assert_eq!(err.code(), Some("invalid_code"));
+    assert_eq!(err.status(), None);
+    // Nobody connected.
+    let accepted = tokio::time::timeout(Duration::from_millis(100), listener.accept()).await;
+    assert!(accepted.is_err(), "a request was sent");
 }
