@@ -90,11 +90,16 @@ fn usage_error(err: clap::Error) -> ExitCode {
         // Prints to stdout (stderr for the last kind) and exits with clap's status.
         err.exit();
     }
+    // clap's message runs until the blank line before its usage and tips.
     let text = err.render().to_string();
-    let first = text.lines().next().unwrap_or("invalid command line");
+    let message: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .take_while(|line| !line.is_empty() && !line.starts_with("Usage:"))
+        .collect();
     eprintln!(
         "keymaster: {} (see --help)",
-        first.trim_start_matches("error: ").trim()
+        message.join(" ").trim_start_matches("error: ")
     );
     ExitCode::from(2)
 }
