@@ -10,7 +10,10 @@
 //! Nothing here does I/O, reads the clock or spawns tasks: time is a parameter, randomness is
 //! an injected RNG. That keeps every rule testable with a table and usable from any backend.
 #![forbid(unsafe_code)]
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)
+)]
 
 pub mod code;
 pub mod key;

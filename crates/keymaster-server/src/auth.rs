@@ -6,8 +6,8 @@
 //! `403 forbidden`. Tokens are compared only as SHA-256 hashes.
 
 use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use axum::http::header;
+use axum::http::request::Parts;
 use subtle::ConstantTimeEq;
 
 use crate::crypto::token_hash;
@@ -44,7 +44,11 @@ pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, 
     let token = bearer(parts).ok_or(ApiError::Unauthorized)?;
     let hash = token_hash(token);
     let found = if token.starts_with("kma_") {
-        state.store.app_key_by_token(&hash).await?.map(Principal::App)
+        state
+            .store
+            .app_key_by_token(&hash)
+            .await?
+            .map(Principal::App)
     } else if token.starts_with("kms_") {
         state
             .store
@@ -52,7 +56,11 @@ pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, 
             .await?
             .map(Principal::Service)
     } else if token.starts_with("kmh_") {
-        state.store.key_by_holder(&hash).await?.map(Principal::Holder)
+        state
+            .store
+            .key_by_holder(&hash)
+            .await?
+            .map(Principal::Holder)
     } else {
         bool::from(hash.ct_eq(&state.admin_hash)).then_some(Principal::Admin)
     };

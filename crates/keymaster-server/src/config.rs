@@ -158,12 +158,13 @@ impl Settings {
         }
         if self.failed_retrievals_per_minute == 0 || self.failed_auth_per_minute == 0 {
             return Err(ConfigError(
-                "failed_retrievals_per_minute and failed_auth_per_minute must be at least 1"
-                    .into(),
+                "failed_retrievals_per_minute and failed_auth_per_minute must be at least 1".into(),
             ));
         }
         if self.webhook_max_attempts == 0 {
-            return Err(ConfigError("webhook_max_attempts must be at least 1".into()));
+            return Err(ConfigError(
+                "webhook_max_attempts must be at least 1".into(),
+            ));
         }
         if let Some(secret) = &self.secret {
             if secret.0.len() < 32 {

@@ -10,7 +10,10 @@
 //! - [`sweeper`]: reports expiries and purges what is past retention.
 //! - [`crypto`]: keys derived from the server secret, code HMACs, token hashes, sealing.
 #![forbid(unsafe_code)]
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)
+)]
 
 pub mod auth;
 pub mod config;
@@ -63,7 +66,10 @@ pub async fn serve(opts: ServeOptions) -> Result<(), StartError> {
     })?;
     if let Some(token) = app.take_generated_admin_token() {
         // Printed once, on purpose, to the operator's terminal; never logged.
-        eprintln!("keymaster: generated admin token (shown once, store it now): {}", token.as_str());
+        eprintln!(
+            "keymaster: generated admin token (shown once, store it now): {}",
+            token.as_str()
+        );
     }
     eprintln!("keymaster listening on http://{addr}");
     tracing::info!(%addr, "listening");

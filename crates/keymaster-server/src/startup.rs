@@ -113,10 +113,12 @@ impl App {
         };
 
         let addr = settings.listen_addr()?;
-        let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind {
-            addr: settings.listen.clone(),
-            source,
-        })?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: settings.listen.clone(),
+                source,
+            })?;
         let limits = PolicyLimits {
             min_ttl_seconds: settings.min_ttl.as_secs() as i64,
             max_ttl_seconds: settings.max_ttl.as_secs() as i64,
@@ -160,8 +162,7 @@ impl App {
             settings.retention,
             stop_rx,
         ));
-        let app = routes::router(self.state)
-            .into_make_service_with_connect_info::<SocketAddr>();
+        let app = routes::router(self.state).into_make_service_with_connect_info::<SocketAddr>();
         let result = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await;

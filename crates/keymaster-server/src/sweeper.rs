@@ -15,7 +15,12 @@ use crate::store::Store;
 const MAX_BATCHES_PER_TICK: usize = 1000;
 
 /// Runs until `shutdown` fires.
-pub async fn run(store: Arc<dyn Store>, interval: Duration, retention: Duration, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    store: Arc<dyn Store>,
+    interval: Duration,
+    retention: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -27,7 +32,8 @@ pub async fn run(store: Arc<dyn Store>, interval: Duration, retention: Duration,
             match store.sweep(Timestamp::now(), retention).await {
                 Ok(r) => {
                     if r.expired > 0 {
-                        metrics::counter!("keymaster_keys_expired_total").increment(r.expired as u64);
+                        metrics::counter!("keymaster_keys_expired_total")
+                            .increment(r.expired as u64);
                     }
                     if !r.more {
                         break;

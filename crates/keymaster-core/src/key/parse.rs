@@ -50,6 +50,8 @@ fn looks_like_private_key(text: &str) -> bool {
 }
 
 fn parse_pem(text: &str) -> Result<Material, KeyError> {
+    let normalised = rewrap_pem(text);
+    let text = normalised.as_deref().unwrap_or(text);
     let (label, der) = der::pem::decode_vec(text.as_bytes())
         .map_err(|e| KeyError::invalid(format!("malformed PEM: {e}")))?;
     match label {
@@ -63,6 +65,28 @@ fn parse_pem(text: &str) -> Result<Material, KeyError> {
             "unsupported PEM type {other:?}; expected \"PUBLIC KEY\" or \"RSA PUBLIC KEY\""
         ))),
     }
+}
+
+/// Re-wraps the base64 body of a single PEM block at 64 columns, so that PEM written with other
+/// line widths (76-column MIME base64, one long line, or everything on one line as pasted into a
+/// form field) is accepted. Only whitespace is changed: framing, labels and base64 are still
+/// checked strictly by `pem-rfc7468`. `None` (use the text as it is, and get the parser's error)
+/// when the text is not one `BEGIN`…`END` block with nothing after it.
+fn rewrap_pem(text: &str) -> Option<String> {
+    let rest = text.strip_prefix("-----BEGIN ")?;
+    let (label, rest) = rest.split_once("-----")?;
+    let (body, after) = rest.split_once(&format!("-----END {label}-----"))?;
+    if !after.trim().is_empty() {
+        return None;
+    }
+    let body: String = body.split_ascii_whitespace().collect();
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in body.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).ok()?);
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    Some(out)
 }
 
 /// Strict DER SubjectPublicKeyInfo to validated material.

@@ -47,6 +47,26 @@ fn every_form_parses_back_to_the_same_key() {
             }
             None => assert_eq!(key.algorithm(), Algorithm::X25519),
         }
+        // PEM with other line widths: 76 columns, one long line, all on one line.
+        let pem = key.to_pem();
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let (begin, end) = ("-----BEGIN PUBLIC KEY-----", "-----END PUBLIC KEY-----");
+        let wrapped76: Vec<String> = body
+            .as_bytes()
+            .chunks(76)
+            .map(|c| String::from_utf8(c.to_vec()).expect("ascii"))
+            .collect();
+        for variant in [
+            format!("{begin}\n{}\n{end}\n", wrapped76.join("\n")),
+            format!("{begin}\n{body}\n{end}"),
+            format!("{begin} {body} {end}"),
+        ] {
+            assert_eq!(
+                PublicKey::parse(&variant).as_ref(),
+                Ok(&key),
+                "{file}: {variant}"
+            );
+        }
         // Surrounding whitespace and CRLF line endings in PEM.
         let crlf = format!("  \r\n{}\r\n ", key.to_pem().replace('\n', "\r\n"));
         assert_eq!(PublicKey::parse(&crlf).as_ref(), Ok(&key), "{file} crlf");

@@ -39,7 +39,12 @@ fn check_name(name: &str) -> Result<String, ApiError> {
 }
 
 /// Audits a refused admin action and passes the refusal on.
-async fn refused(state: &AppState, action: &'static str, ip: std::net::IpAddr, e: ApiError) -> ApiError {
+async fn refused(
+    state: &AppState,
+    action: &'static str,
+    ip: std::net::IpAddr,
+    e: ApiError,
+) -> ApiError {
     let a = audit_record(Timestamp::now(), ACTOR, action, e.code(), None, Some(ip));
     match state.store.append_audit(a).await {
         Ok(()) => e,
@@ -125,7 +130,14 @@ pub async fn create_app_key(
 ) -> Result<(StatusCode, Json<AppKeyCreated>), ApiError> {
     let id = new_id("ak_");
     let token = new_token("kma_");
-    let mut audit = audit_record(Timestamp::now(), ACTOR, "app_key.create", "success", None, Some(ip));
+    let mut audit = audit_record(
+        Timestamp::now(),
+        ACTOR,
+        "app_key.create",
+        "success",
+        None,
+        Some(ip),
+    );
     audit.detail = Some(format!("app key {id} for tenant {tenant_id}"));
     let key = NewAppKey {
         id: id.clone(),
@@ -162,7 +174,14 @@ pub async fn delete_app_key(
     ClientIp(ip): ClientIp,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let mut audit = audit_record(Timestamp::now(), ACTOR, "app_key.delete", "success", None, Some(ip));
+    let mut audit = audit_record(
+        Timestamp::now(),
+        ACTOR,
+        "app_key.delete",
+        "success",
+        None,
+        Some(ip),
+    );
     audit.detail = Some(format!("app key {id}"));
     if state.store.delete_app_key(&id, audit).await? {
         Ok(StatusCode::NO_CONTENT)
@@ -245,7 +264,14 @@ pub async fn create_service(
     };
     let id = new_id("svc_");
     let token = new_token("kms_");
-    let mut audit = audit_record(Timestamp::now(), ACTOR, "service.create", "success", None, Some(ip));
+    let mut audit = audit_record(
+        Timestamp::now(),
+        ACTOR,
+        "service.create",
+        "success",
+        None,
+        Some(ip),
+    );
     audit.detail = Some(format!("service {id}"));
     state
         .store
@@ -288,7 +314,14 @@ pub async fn delete_service(
     ClientIp(ip): ClientIp,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let mut audit = audit_record(Timestamp::now(), ACTOR, "service.delete", "success", None, Some(ip));
+    let mut audit = audit_record(
+        Timestamp::now(),
+        ACTOR,
+        "service.delete",
+        "success",
+        None,
+        Some(ip),
+    );
     audit.detail = Some(format!("service {id}"));
     if state.store.delete_service(&id, audit).await? {
         Ok(StatusCode::NO_CONTENT)

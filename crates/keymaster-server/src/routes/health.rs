@@ -78,7 +78,8 @@ pub async fn not_found() -> ApiError {
 
 /// Known path, wrong method.
 pub async fn method_not_allowed() -> Response {
-    let mut resp = ApiError::InvalidRequest("method not allowed on this path".into()).into_response();
+    let mut resp =
+        ApiError::InvalidRequest("method not allowed on this path".into()).into_response();
     *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
     resp
 }

@@ -105,6 +105,7 @@ pub async fn patch_key(
     }
     let expires_at = resolve_expiry(req.ttl_seconds, req.expires_at, now, &state.limits)
         .map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
+    let expires_at = crate::routes::to_millis(expires_at);
     let actor = format!("holder:{}", rec.id);
     let mut audit = audit_record(now, &actor, "key.patch", "success", Some(&rec.id), Some(ip));
     audit.detail = Some(format!("expires_at {expires_at}"));
@@ -135,7 +136,14 @@ pub async fn delete_key(
 ) -> Result<StatusCode, ApiError> {
     let rec = own(rec, &id)?;
     let actor = format!("holder:{}", rec.id);
-    let audit = audit_record(Timestamp::now(), &actor, "key.revoke", "success", Some(&rec.id), Some(ip));
+    let audit = audit_record(
+        Timestamp::now(),
+        &actor,
+        "key.revoke",
+        "success",
+        Some(&rec.id),
+        Some(ip),
+    );
     if state.store.revoke(&rec.id, audit).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -167,7 +175,14 @@ pub async fn recode(
         let now = Timestamp::now();
         let code = Code::generate(rec.code_format, &mut OsRng);
         let hash = state.keys.code_hash(code.as_str());
-        let audit = audit_record(now, &actor, "key.recode", "success", Some(&rec.id), Some(ip));
+        let audit = audit_record(
+            now,
+            &actor,
+            "key.recode",
+            "success",
+            Some(&rec.id),
+            Some(ip),
+        );
         match state.store.recode(&rec.id, hash, audit).await? {
             RecodeOutcome::Done(expires_at) => {
                 return Ok((
@@ -183,5 +198,7 @@ pub async fn recode(
             RecodeOutcome::CodeTaken => continue,
         }
     }
-    Err(ApiError::Internal("no free code after several attempts".into()))
+    Err(ApiError::Internal(
+        "no free code after several attempts".into(),
+    ))
 }

@@ -13,7 +13,7 @@ use jiff::Timestamp;
 use keymaster_core::code::Code;
 use keymaster_core::key::{self, GenerateAlgorithm, KeyError, PublicKey};
 use keymaster_core::policy::Policy;
-use keymaster_core::wire::{CodeFormat, DepositRequest, DepositResponse, Notify, PolicyInput};
+use keymaster_core::wire::{CodeFormat, DepositRequest, DepositResponse, Notify};
 use rand::rngs::OsRng;
 use zeroize::Zeroizing;
 
@@ -33,7 +33,7 @@ const CODE_ATTEMPTS: usize = 8;
 /// The key material of a deposit, parsed.
 enum Material {
     Public {
-        key: PublicKey,
+        key: Box<PublicKey>,
         private_key: Option<Zeroizing<String>>,
     },
     Secret(Zeroizing<Vec<u8>>),
@@ -65,20 +65,22 @@ async fn parse_material(req: &DepositRequest) -> Result<Material, ApiError> {
     }
     if let Some(text) = &req.public_key {
         return Ok(Material::Public {
-            key: PublicKey::parse(text).map_err(key_error)?,
+            key: Box::new(PublicKey::parse(text).map_err(key_error)?),
             private_key: None,
         });
     }
     if let Some(jwk) = &req.jwk {
         return Ok(Material::Public {
-            key: PublicKey::from_jwk(jwk).map_err(key_error)?,
+            key: Box::new(PublicKey::from_jwk(jwk).map_err(key_error)?),
             private_key: None,
         });
     }
     if let Some(secret) = &req.secret {
-        let bytes = Zeroizing::new(STANDARD.decode(secret.trim()).map_err(|_| {
-            ApiError::InvalidRequest("secret: not valid base64".into())
-        })?);
+        let bytes = Zeroizing::new(
+            STANDARD
+                .decode(secret.trim())
+                .map_err(|_| ApiError::InvalidRequest("secret: not valid base64".into()))?,
+        );
         if !(16..=64).contains(&bytes.len()) {
             return Err(ApiError::InvalidRequest(format!(
                 "secret: must be 16 to 64 bytes, got {}",
@@ -101,7 +103,7 @@ async fn parse_material(req: &DepositRequest) -> Result<Material, ApiError> {
         .map_err(|e| ApiError::Internal(format!("key generation task: {e}")))?
         .map_err(key_error)?;
     Ok(Material::Public {
-        key,
+        key: Box::new(key),
         private_key: Some(private_key),
     })
 }
@@ -184,9 +186,10 @@ async fn deposit_inner(
             true
         }
     };
-    let input = req.policy.clone().unwrap_or_else(PolicyInput::default);
+    let input = req.policy.clone().unwrap_or_default();
     let (policy, expires_at) = Policy::from_input(&input, now, &state.limits)
         .map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
+    let expires_at = crate::routes::to_millis(expires_at);
     if let Some(services) = &policy.services {
         let missing = state.store.missing_services(services).await?;
         if let Some(id) = missing.first() {
@@ -208,7 +211,11 @@ async fn deposit_inner(
             key.algorithm().to_string(),
             Some(key.spki_der().to_vec()),
             None,
-            Some((key.fingerprint(), key.ssh_fingerprint(), key.jwk_thumbprint())),
+            Some((
+                key.fingerprint(),
+                key.ssh_fingerprint(),
+                key.jwk_thumbprint(),
+            )),
             private_key,
         ),
         Material::Secret(bytes) => (
@@ -267,7 +274,9 @@ async fn deposit_inner(
             });
         }
     }
-    Err(ApiError::Internal("no free code after several attempts".into()))
+    Err(ApiError::Internal(
+        "no free code after several attempts".into(),
+    ))
 }
 
 fn check_notify(state: &AppState, notify: Option<&Notify>) -> Result<Option<Notify>, ApiError> {

@@ -101,6 +101,11 @@ pub fn audit_record(
     }
 }
 
+/// Times are stored to the millisecond; answers carry the stored value.
+pub fn to_millis(t: Timestamp) -> Timestamp {
+    Timestamp::from_millisecond(t.as_millisecond()).unwrap_or(t)
+}
+
 /// argon2id with OWASP's minimum parameters (19 MiB, 2 passes, 1 lane).
 pub fn argon2() -> Argon2<'static> {
     let params = Params::new(19 * 1024, 2, 1, None).unwrap_or_default();

@@ -49,10 +49,20 @@ pub async fn retrieve(
     let actor = format!("service:{}", service.id);
     let budget = state.settings.failed_retrievals_per_minute;
 
-    if !service.allowed_cidrs.is_empty() && !service.allowed_cidrs.iter().any(|n| n.contains(&ip))
-    {
-        let audit = audit_record(now, &actor, "key.retrieve", "ip_not_allowed", None, Some(ip));
-        if let Some(retry) = state.store.refuse_retrieval(&service, budget, audit).await? {
+    if !service.allowed_cidrs.is_empty() && !service.allowed_cidrs.iter().any(|n| n.contains(&ip)) {
+        let audit = audit_record(
+            now,
+            &actor,
+            "key.retrieve",
+            "ip_not_allowed",
+            None,
+            Some(ip),
+        );
+        if let Some(retry) = state
+            .store
+            .refuse_retrieval(&service, budget, audit)
+            .await?
+        {
             return Err(count(ApiError::RateLimited(retry)));
         }
         return Err(count(ApiError::Denied("ip_not_allowed")));
@@ -92,7 +102,7 @@ pub async fn retrieve(
         RetrieveOutcome::Denied(code) => Err(count(ApiError::Denied(code))),
         RetrieveOutcome::Allowed(key) => {
             metrics::counter!("keymaster_retrievals_total", "outcome" => "success").increment(1);
-            Ok(Json(response(&state, key)?))
+            Ok(Json(response(&state, *key)?))
         }
     }
 }
@@ -125,8 +135,9 @@ fn response(state: &AppState, key: RetrievedKey) -> Result<RetrievalResponse, Ap
         confirm_by: key.confirm_by,
     };
     if let Some(spki) = key.spki {
-        let public = PublicKey::from_spki_der(&spki)
-            .map_err(|e| ApiError::Internal(format!("stored key {} does not parse: {e}", key.key_id)))?;
+        let public = PublicKey::from_spki_der(&spki).map_err(|e| {
+            ApiError::Internal(format!("stored key {} does not parse: {e}", key.key_id))
+        })?;
         resp.public_key_pem = Some(public.to_pem());
         resp.openssh = public.to_openssh();
         resp.jwk = Some(public.to_jwk());
@@ -163,7 +174,14 @@ pub async fn confirm(
         Ok(StatusCode::NO_CONTENT)
     } else {
         let actor = format!("service:{}", service.id);
-        let audit = audit_record(now, &actor, "retrieval.confirm", "not_found", None, Some(ip));
+        let audit = audit_record(
+            now,
+            &actor,
+            "retrieval.confirm",
+            "not_found",
+            None,
+            Some(ip),
+        );
         state.store.append_audit(audit).await?;
         Err(ApiError::NotFound)
     }

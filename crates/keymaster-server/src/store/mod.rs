@@ -240,7 +240,7 @@ pub enum RetrieveOutcome {
     /// The key's policy refused; the rule's error code.
     Denied(&'static str),
     /// The key, to be returned.
-    Allowed(RetrievedKey),
+    Allowed(Box<RetrievedKey>),
 }
 
 /// How a re-code ended.

@@ -10,7 +10,10 @@ async fn tenant_app_key_and_service_are_created_and_audited() {
     let app = spawn_app().await;
     let t = app
         .admin
-        .create_tenant(&CreateTenantRequest { name: "acme".into(), webhook_url: None })
+        .create_tenant(&CreateTenantRequest {
+            name: "acme".into(),
+            webhook_url: None,
+        })
         .await
         .unwrap();
     assert!(t.webhook_secret.starts_with("whsec_"));
@@ -30,16 +33,28 @@ async fn tenant_app_key_and_service_are_created_and_audited() {
 
     let audit = app.admin.audit(None, None).await.unwrap().entries;
     let actions: Vec<&str> = audit.iter().map(|e| e.action.as_str()).collect();
-    assert_eq!(actions, ["service.create", "app_key.create", "tenant.create"]);
-    assert!(audit.iter().all(|e| e.actor == "admin" && e.outcome == "success"));
+    assert_eq!(
+        actions,
+        ["service.create", "app_key.create", "tenant.create"]
+    );
+    assert!(audit
+        .iter()
+        .all(|e| e.actor == "admin" && e.outcome == "success"));
     // Paging: newest first, `before` continues.
     let page = app.admin.audit(Some(1), None).await.unwrap().entries;
     assert_eq!(page.len(), 1);
-    let next = app.admin.audit(Some(10), Some(page[0].id)).await.unwrap().entries;
+    let next = app
+        .admin
+        .audit(Some(10), Some(page[0].id))
+        .await
+        .unwrap()
+        .entries;
     assert_eq!(next.len(), 2);
     // No token ever reaches the audit log.
     let dump = serde_json::to_string(&audit).unwrap();
-    assert!(!dump.contains(&k.token) && !dump.contains(&s.token) && !dump.contains(&t.webhook_secret));
+    assert!(
+        !dump.contains(&k.token) && !dump.contains(&s.token) && !dump.contains(&t.webhook_secret)
+    );
 }
 
 #[tokio::test]
@@ -47,7 +62,12 @@ async fn bad_credentials_are_refused() {
     let app = spawn_app().await;
     let wrong = AdminClient::new(&app.base, "not-the-admin-token-at-all").unwrap();
     assert_problem(wrong.audit(None, None).await, 401, "unauthorized");
-    let resp = app.http.get(format!("{}/v1/admin/audit", app.base)).send().await.unwrap();
+    let resp = app
+        .http
+        .get(format!("{}/v1/admin/audit", app.base))
+        .send()
+        .await
+        .unwrap();
     assert_raw_problem(resp, 401, "unauthorized").await;
     // A valid app key is the wrong kind of credential here.
     let (_, _, app_key) = app.device().await;
@@ -59,7 +79,12 @@ async fn bad_credentials_are_refused() {
 async fn invalid_admin_input_is_refused_and_audited() {
     let app = spawn_app().await;
     assert_problem(
-        app.admin.create_tenant(&CreateTenantRequest { name: " ".into(), webhook_url: None }).await,
+        app.admin
+            .create_tenant(&CreateTenantRequest {
+                name: " ".into(),
+                webhook_url: None,
+            })
+            .await,
         400,
         "invalid_request",
     );
@@ -78,12 +103,22 @@ async fn invalid_admin_input_is_refused_and_audited() {
     assert_problem(app.admin.delete_app_key("ak_nope").await, 404, "not_found");
     assert_problem(app.admin.delete_service("svc_nope").await, 404, "not_found");
     assert_problem(app.admin.audit(Some(0), None).await, 400, "invalid_request");
-    assert_problem(app.admin.audit(Some(1001), None).await, 400, "invalid_request");
+    assert_problem(
+        app.admin.audit(Some(1001), None).await,
+        400,
+        "invalid_request",
+    );
     let audit = app.admin.audit(None, None).await.unwrap().entries;
     let outcomes: Vec<&str> = audit.iter().map(|e| e.outcome.as_str()).collect();
     assert_eq!(
         outcomes,
-        ["not_found", "not_found", "not_found", "invalid_request", "invalid_request"]
+        [
+            "not_found",
+            "not_found",
+            "not_found",
+            "invalid_request",
+            "invalid_request"
+        ]
     );
 }
 
@@ -92,16 +127,30 @@ async fn deleted_app_key_and_service_stop_working() {
     let app = spawn_app().await;
     let t = app
         .admin
-        .create_tenant(&CreateTenantRequest { name: "acme".into(), webhook_url: None })
+        .create_tenant(&CreateTenantRequest {
+            name: "acme".into(),
+            webhook_url: None,
+        })
         .await
         .unwrap();
     let k = app.admin.create_app_key(&t.id).await.unwrap();
     let device = keymaster_client::DeviceClient::new(&app.base, &k.token).unwrap();
-    let dep = device.deposit(&deposit_request(ssh_ed25519())).await.unwrap();
+    let dep = device
+        .deposit(&deposit_request(ssh_ed25519()))
+        .await
+        .unwrap();
     app.admin.delete_app_key(&k.id).await.unwrap();
-    assert_problem(device.deposit(&deposit_request(ssh_ed25519())).await, 401, "unauthorized");
+    assert_problem(
+        device.deposit(&deposit_request(ssh_ed25519())).await,
+        401,
+        "unauthorized",
+    );
 
     let (sid, service, _) = app.service("svc", &[], &[]).await;
     app.admin.delete_service(&sid).await.unwrap();
-    assert_problem(service.retrieve(&retrieval(&dep.code)).await, 401, "unauthorized");
+    assert_problem(
+        service.retrieve(&retrieval(&dep.code)).await,
+        401,
+        "unauthorized",
+    );
 }

@@ -12,13 +12,19 @@ async fn openssh_deposit_returns_code_fingerprints_and_holder_token() {
     let app = spawn_app().await;
     let (_, device, _) = app.device().await;
     let line = ssh_ed25519();
-    let dep = device.deposit(&deposit_request(line.clone())).await.unwrap();
+    let dep = device
+        .deposit(&deposit_request(line.clone()))
+        .await
+        .unwrap();
     let key = PublicKey::parse(&line).unwrap();
     assert_eq!(dep.kind, "public");
     assert_eq!(dep.algorithm, "ed25519");
     assert_eq!(dep.fingerprint.as_deref(), Some(key.fingerprint().as_str()));
     assert_eq!(dep.ssh_fingerprint, key.ssh_fingerprint());
-    assert_eq!(dep.jwk_thumbprint.as_deref(), Some(key.jwk_thumbprint().as_str()));
+    assert_eq!(
+        dep.jwk_thumbprint.as_deref(),
+        Some(key.jwk_thumbprint().as_str())
+    );
     assert!(dep.holder_token.starts_with("kmh_"));
     assert!(dep.private_key.is_none());
     // digits: 16 digits with a valid check digit, displayed in groups of four.
@@ -28,7 +34,10 @@ async fn openssh_deposit_returns_code_fingerprints_and_holder_token() {
     assert_eq!(dep.code_display.replace('-', ""), dep.code);
     assert_eq!(dep.code_display.len(), 19);
     // Default lifetime: one day.
-    let ttl = dep.expires_at.duration_since(jiff::Timestamp::now()).as_secs();
+    let ttl = dep
+        .expires_at
+        .duration_since(jiff::Timestamp::now())
+        .as_secs();
     assert!((86_300..=86_400).contains(&ttl), "{ttl}");
 }
 
@@ -45,7 +54,10 @@ async fn base32_codes_and_other_key_forms() {
     let dep = device.deposit(&req).await.unwrap();
     assert_eq!(dep.algorithm, "p256");
     assert_eq!(dep.code.len(), 24);
-    assert_eq!(Code::parse(&dep.code.to_lowercase()).unwrap().as_str(), dep.code);
+    assert_eq!(
+        Code::parse(&dep.code.to_lowercase()).unwrap().as_str(),
+        dep.code
+    );
     // The same key as a JWK has the same fingerprints.
     req.public_key = None;
     req.jwk = Some(p256.to_jwk());
@@ -60,7 +72,9 @@ async fn bad_key_material_is_refused_and_nothing_is_stored() {
     let (_, device, app_key) = app.device().await;
     let (_, private_pem) = generate(GenerateAlgorithm::Ed25519, &mut OsRng).unwrap();
     assert_problem(
-        device.deposit(&deposit_request(private_pem.to_string())).await,
+        device
+            .deposit(&deposit_request(private_pem.to_string()))
+            .await,
         400,
         "private_key_rejected",
     );
@@ -68,16 +82,27 @@ async fn bad_key_material_is_refused_and_nothing_is_stored() {
         "x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo",
         "d":"nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A"});
     assert_problem(
-        device.deposit(&DepositRequest { jwk: Some(jwk_private), ..Default::default() }).await,
+        device
+            .deposit(&DepositRequest {
+                jwk: Some(jwk_private),
+                ..Default::default()
+            })
+            .await,
         400,
         "private_key_rejected",
     );
     assert_problem(
-        device.deposit(&deposit_request("ssh-ed25519 AAAAnotbase64!!".into())).await,
+        device
+            .deposit(&deposit_request("ssh-ed25519 AAAAnotbase64!!".into()))
+            .await,
         400,
         "invalid_key",
     );
-    assert_problem(device.deposit(&DepositRequest::default()).await, 400, "invalid_request");
+    assert_problem(
+        device.deposit(&DepositRequest::default()).await,
+        400,
+        "invalid_request",
+    );
     let two = DepositRequest {
         public_key: Some(ssh_ed25519()),
         secret: Some("AAAAAAAAAAAAAAAAAAAAAA==".into()),
@@ -86,19 +111,30 @@ async fn bad_key_material_is_refused_and_nothing_is_stored() {
     assert_problem(device.deposit(&two).await, 400, "invalid_request");
     let short_ttl = with_policy(
         deposit_request(ssh_ed25519()),
-        PolicyInput { ttl_seconds: Some(0), ..Default::default() },
+        PolicyInput {
+            ttl_seconds: Some(0),
+            ..Default::default()
+        },
     );
     assert_problem(device.deposit(&short_ttl).await, 400, "invalid_request");
     let long_ttl = with_policy(
         deposit_request(ssh_ed25519()),
-        PolicyInput { ttl_seconds: Some(31 * 86_400), ..Default::default() },
+        PolicyInput {
+            ttl_seconds: Some(31 * 86_400),
+            ..Default::default()
+        },
     );
     assert_problem(device.deposit(&long_ttl).await, 400, "invalid_request");
 
     // Unknown fields, malformed JSON and oversized bodies: 400, 400, 413, all problem+json.
-    let resp = app.post_raw("/v1/keys", &app_key, r#"{"public_key":"x","colour":"red"}"#).await;
+    let resp = app
+        .post_raw("/v1/keys", &app_key, r#"{"public_key":"x","colour":"red"}"#)
+        .await;
     let body = assert_raw_problem(resp, 400, "invalid_request").await;
-    assert!(body["detail"].as_str().unwrap().contains("colour"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("colour"),
+        "{body}"
+    );
     let resp = app.post_raw("/v1/keys", &app_key, "{not json").await;
     assert_raw_problem(resp, 400, "invalid_request").await;
     let big = format!(r#"{{"public_key":"{}"}}"#, "A".repeat(70 * 1024));
@@ -107,19 +143,31 @@ async fn bad_key_material_is_refused_and_nothing_is_stored() {
 
     // None of it left anything behind: the audit log shows only refusals.
     let audit = app.admin.audit(None, None).await.unwrap().entries;
-    assert!(audit.iter().filter(|e| e.action == "key.deposit").all(|e| e.outcome != "success"));
+    assert!(audit
+        .iter()
+        .filter(|e| e.action == "key.deposit")
+        .all(|e| e.outcome != "success"));
 }
 
 #[tokio::test]
 async fn codes_and_tokens_are_not_stored_in_clear() {
     let app = spawn_app().await;
     let (_, device, app_key) = app.device().await;
-    let dep = device.deposit(&deposit_request(ssh_ed25519())).await.unwrap();
+    let dep = device
+        .deposit(&deposit_request(ssh_ed25519()))
+        .await
+        .unwrap();
     let (_, _, service_key) = app.service("svc", &[], &[]).await;
     let bytes = app.database_bytes();
     let contains = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
     assert!(!bytes.is_empty());
-    for secret in [&dep.code, &dep.code_display, &dep.holder_token, &app_key, &service_key] {
+    for secret in [
+        &dep.code,
+        &dep.code_display,
+        &dep.holder_token,
+        &app_key,
+        &service_key,
+    ] {
         assert!(!contains(secret), "a secret is in the database in clear");
     }
     assert!(!contains(helpers_admin_token()));
@@ -135,7 +183,9 @@ fn helpers_admin_token() -> &'static str {
 async fn deposits_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let settings = test_settings(dir.path());
-    let app = keymaster_server::App::build(settings.clone()).await.unwrap();
+    let app = keymaster_server::App::build(settings.clone())
+        .await
+        .unwrap();
     let base = format!("http://{}", app.local_addr().unwrap());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
@@ -143,16 +193,25 @@ async fn deposits_survive_a_restart() {
     }));
     let admin = keymaster_client::AdminClient::new(&base, ADMIN_TOKEN).unwrap();
     let t = admin
-        .create_tenant(&keymaster_client::wire::CreateTenantRequest { name: "a".into(), webhook_url: None })
+        .create_tenant(&keymaster_client::wire::CreateTenantRequest {
+            name: "a".into(),
+            webhook_url: None,
+        })
         .await
         .unwrap();
     let k = admin.create_app_key(&t.id).await.unwrap();
     let s = admin
-        .create_service(&keymaster_client::wire::CreateServiceRequest { name: "s".into(), ..Default::default() })
+        .create_service(&keymaster_client::wire::CreateServiceRequest {
+            name: "s".into(),
+            ..Default::default()
+        })
         .await
         .unwrap();
     let device = keymaster_client::DeviceClient::new(&base, &k.token).unwrap();
-    let dep = device.deposit(&deposit_request(ssh_ed25519())).await.unwrap();
+    let dep = device
+        .deposit(&deposit_request(ssh_ed25519()))
+        .await
+        .unwrap();
     stop_tx.send(()).unwrap();
     server.await.unwrap().unwrap();
 

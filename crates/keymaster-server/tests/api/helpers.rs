@@ -71,11 +71,20 @@ impl TestApp {
             .await
             .unwrap();
         let k = self.admin.create_app_key(&t.id).await.unwrap();
-        (t.id, DeviceClient::new(&self.base, &k.token).unwrap(), k.token)
+        (
+            t.id,
+            DeviceClient::new(&self.base, &k.token).unwrap(),
+            k.token,
+        )
     }
 
     /// A new enrolled service and its client.
-    pub async fn service(&self, name: &str, domains: &[&str], cidrs: &[&str]) -> (String, ServiceClient, String) {
+    pub async fn service(
+        &self,
+        name: &str,
+        domains: &[&str],
+        cidrs: &[&str],
+    ) -> (String, ServiceClient, String) {
         let s = self
             .admin
             .create_service(&CreateServiceRequest {
@@ -85,7 +94,11 @@ impl TestApp {
             })
             .await
             .unwrap();
-        (s.id, ServiceClient::new(&self.base, &s.token).unwrap(), s.token)
+        (
+            s.id,
+            ServiceClient::new(&self.base, &s.token).unwrap(),
+            s.token,
+        )
     }
 
     pub fn holder(&self, dep: &DepositResponse) -> HolderClient {
@@ -93,7 +106,12 @@ impl TestApp {
     }
 
     /// Raw POST with a bearer token, for bodies the SDK would never send.
-    pub async fn post_raw(&self, path: &str, token: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        token: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
         self.http
             .post(format!("{}{path}", self.base))
             .bearer_auth(token)
@@ -141,14 +159,22 @@ pub fn retrieval(code: &str) -> RetrievalRequest {
 }
 
 /// Asserts that a failed call carries this status and problem code.
-pub fn assert_problem<T: std::fmt::Debug>(r: Result<T, keymaster_client::Error>, status: u16, code: &str) {
+pub fn assert_problem<T: std::fmt::Debug>(
+    r: Result<T, keymaster_client::Error>,
+    status: u16,
+    code: &str,
+) {
     let err = r.expect_err("expected a refusal");
     assert_eq!(err.status(), Some(status), "{err:?}");
     assert_eq!(err.code(), Some(code), "{err:?}");
 }
 
 /// Checks a raw response is a problem+json with this status and code; returns the body.
-pub async fn assert_raw_problem(resp: reqwest::Response, status: u16, code: &str) -> serde_json::Value {
+pub async fn assert_raw_problem(
+    resp: reqwest::Response,
+    status: u16,
+    code: &str,
+) -> serde_json::Value {
     assert_eq!(resp.status().as_u16(), status);
     assert_eq!(
         resp.headers().get("content-type").unwrap(),

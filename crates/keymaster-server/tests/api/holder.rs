@@ -9,7 +9,10 @@ use crate::helpers::*;
 async fn status_patch_revoke() {
     let app = spawn_app().await;
     let (_, device, _) = app.device().await;
-    let dep = device.deposit(&deposit_request(ssh_ed25519())).await.unwrap();
+    let dep = device
+        .deposit(&deposit_request(ssh_ed25519()))
+        .await
+        .unwrap();
     let holder = app.holder(&dep);
     let st = holder.status().await.unwrap();
     assert_eq!(st.status, "active");
@@ -19,17 +22,32 @@ async fn status_patch_revoke() {
     assert_eq!(st.history[0].event_type, "key.deposited");
 
     let st = holder
-        .patch(&PatchKeyRequest { ttl_seconds: Some(7200), expires_at: None })
+        .patch(&PatchKeyRequest {
+            ttl_seconds: Some(7200),
+            expires_at: None,
+        })
         .await
         .unwrap();
-    let left = st.expires_at.duration_since(jiff::Timestamp::now()).as_secs();
+    let left = st
+        .expires_at
+        .duration_since(jiff::Timestamp::now())
+        .as_secs();
     assert!((7100..=7200).contains(&left), "{left}");
     assert_problem(
-        holder.patch(&PatchKeyRequest { ttl_seconds: Some(40 * 86_400), expires_at: None }).await,
+        holder
+            .patch(&PatchKeyRequest {
+                ttl_seconds: Some(40 * 86_400),
+                expires_at: None,
+            })
+            .await,
         400,
         "invalid_request",
     );
-    assert_problem(holder.patch(&PatchKeyRequest::default()).await, 400, "invalid_request");
+    assert_problem(
+        holder.patch(&PatchKeyRequest::default()).await,
+        400,
+        "invalid_request",
+    );
 
     holder.revoke().await.unwrap();
     let st = holder.status().await.unwrap();
@@ -38,7 +56,12 @@ async fn status_patch_revoke() {
     assert_problem(holder.revoke().await, 404, "not_found");
     assert_problem(holder.recode().await, 404, "not_found");
     assert_problem(
-        holder.patch(&PatchKeyRequest { ttl_seconds: Some(7200), expires_at: None }).await,
+        holder
+            .patch(&PatchKeyRequest {
+                ttl_seconds: Some(7200),
+                expires_at: None,
+            })
+            .await,
         404,
         "not_found",
     );
@@ -48,13 +71,20 @@ async fn status_patch_revoke() {
 async fn recode_kills_the_old_code_and_reports_stale_use() {
     let app = spawn_app().await;
     let (_, device, _) = app.device().await;
-    let dep = device.deposit(&deposit_request(ssh_ed25519())).await.unwrap();
+    let dep = device
+        .deposit(&deposit_request(ssh_ed25519()))
+        .await
+        .unwrap();
     let holder = app.holder(&dep);
     let fresh = holder.recode().await.unwrap();
     assert_ne!(fresh.code, dep.code);
     assert_eq!(fresh.expires_at, dep.expires_at);
     let (_, service, _) = app.service("svc", &[], &[]).await;
-    assert_problem(service.retrieve(&retrieval(&dep.code)).await, 404, "not_found");
+    assert_problem(
+        service.retrieve(&retrieval(&dep.code)).await,
+        404,
+        "not_found",
+    );
     let st = holder.status().await.unwrap();
     let types: Vec<&str> = st.history.iter().map(|e| e.event_type.as_str()).collect();
     assert_eq!(types, ["key.deposited", "code.reissued", "code.stale_used"]);
@@ -66,8 +96,14 @@ async fn a_holder_token_opens_exactly_one_key() {
     let app = spawn_app().await;
     let (_, device_a, _) = app.device().await;
     let (_, device_b, _) = app.device().await;
-    let a = device_a.deposit(&deposit_request(ssh_ed25519())).await.unwrap();
-    let b = device_b.deposit(&deposit_request(ssh_ed25519())).await.unwrap();
+    let a = device_a
+        .deposit(&deposit_request(ssh_ed25519()))
+        .await
+        .unwrap();
+    let b = device_b
+        .deposit(&deposit_request(ssh_ed25519()))
+        .await
+        .unwrap();
     let a_on_b = HolderClient::new(&app.base, &b.id, &a.holder_token).unwrap();
     assert_problem(a_on_b.status().await, 404, "not_found");
     assert_problem(a_on_b.revoke().await, 404, "not_found");
@@ -87,7 +123,10 @@ async fn event_stream_is_live_resumable_and_ends_when_the_key_is_gone() {
     use futures::StreamExt;
     let app = spawn_app().await;
     let (_, device, _) = app.device().await;
-    let dep = device.deposit(&deposit_request(ssh_ed25519())).await.unwrap();
+    let dep = device
+        .deposit(&deposit_request(ssh_ed25519()))
+        .await
+        .unwrap();
     let holder = app.holder(&dep);
     let (_, service, _) = app.service("example-web", &[], &[]).await;
 

@@ -11,11 +11,17 @@ async fn full_flow_single_use_then_404() {
     let app = spawn_app().await;
     let (tenant, device, _) = app.device().await;
     let line = ssh_ed25519();
-    let dep = device.deposit(&deposit_request(line.clone())).await.unwrap();
+    let dep = device
+        .deposit(&deposit_request(line.clone()))
+        .await
+        .unwrap();
     let (sid, service, _) = app.service("example-web", &["example.com"], &[]).await;
 
     // The code as a person types it: with dashes and spaces.
-    let got = service.retrieve(&retrieval(&format!(" {} ", dep.code_display))).await.unwrap();
+    let got = service
+        .retrieve(&retrieval(&format!(" {} ", dep.code_display)))
+        .await
+        .unwrap();
     assert_eq!(got.key_id, dep.id);
     assert_eq!(got.kind, "public");
     assert_eq!(got.algorithm, "ed25519");
@@ -34,14 +40,22 @@ async fn full_flow_single_use_then_404() {
     assert_eq!(got.ssh_fingerprint, dep.ssh_fingerprint);
     assert_eq!(got.jwk_thumbprint, dep.jwk_thumbprint);
 
-    assert_problem(service.retrieve(&retrieval(&dep.code)).await, 404, "not_found");
+    assert_problem(
+        service.retrieve(&retrieval(&dep.code)).await,
+        404,
+        "not_found",
+    );
 
-    // The holder sees it, with the service named.
+    // The holder sees it, with the service named, and the later use of the dead code.
     let status = app.holder(&dep).status().await.unwrap();
     assert_eq!(status.status, "retrieved");
     assert_eq!(status.retrievals, 1);
-    let types: Vec<&str> = status.history.iter().map(|e| e.event_type.as_str()).collect();
-    assert_eq!(types, ["key.deposited", "key.retrieved"]);
+    let types: Vec<&str> = status
+        .history
+        .iter()
+        .map(|e| e.event_type.as_str())
+        .collect();
+    assert_eq!(types, ["key.deposited", "key.retrieved", "code.stale_used"]);
     let ev = &status.history[1];
     assert_eq!(ev.data.tenant_id, tenant);
     assert_eq!(ev.data.service.as_ref().unwrap().id, sid);
@@ -66,22 +80,49 @@ async fn every_dead_code_gets_the_same_404_body() {
     let (_, device, _) = app.device().await;
     let (_, _, service_key) = app.service("svc", &[], &[]).await;
     let service = keymaster_client::ServiceClient::new(&app.base, &service_key).unwrap();
-    let consumed = device.deposit(&deposit_request(ssh_ed25519())).await.unwrap();
+    let consumed = device
+        .deposit(&deposit_request(ssh_ed25519()))
+        .await
+        .unwrap();
     service.retrieve(&retrieval(&consumed.code)).await.unwrap();
-    let revoked = device.deposit(&deposit_request(ssh_ed25519())).await.unwrap();
+    let revoked = device
+        .deposit(&deposit_request(ssh_ed25519()))
+        .await
+        .unwrap();
     app.holder(&revoked).revoke().await.unwrap();
-    let replaced = device.deposit(&deposit_request(ssh_ed25519())).await.unwrap();
+    let replaced = device
+        .deposit(&deposit_request(ssh_ed25519()))
+        .await
+        .unwrap();
     let fresh = app.holder(&replaced).recode().await.unwrap();
     let expired = device
-        .deposit(&with_policy(deposit_request(ssh_ed25519()), PolicyInput { ttl_seconds: Some(1), ..Default::default() }))
+        .deposit(&with_policy(
+            deposit_request(ssh_ed25519()),
+            PolicyInput {
+                ttl_seconds: Some(1),
+                ..Default::default()
+            },
+        ))
         .await
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let unknown = keymaster_core::code::Code::generate(Default::default(), &mut rand::rngs::OsRng);
 
     let mut bodies = Vec::new();
-    for code in [&consumed.code, &revoked.code, &replaced.code, &expired.code, &unknown.as_str().to_owned()] {
-        let resp = app.post_raw("/v1/retrievals", &service_key, serde_json::to_string(&retrieval(code)).unwrap()).await;
+    for code in [
+        &consumed.code,
+        &revoked.code,
+        &replaced.code,
+        &expired.code,
+        &unknown.as_str().to_owned(),
+    ] {
+        let resp = app
+            .post_raw(
+                "/v1/retrievals",
+                &service_key,
+                serde_json::to_string(&retrieval(code)).unwrap(),
+            )
+            .await;
         bodies.push(assert_raw_problem(resp, 404, "not_found").await);
     }
     assert!(bodies.windows(2).all(|w| w[0] == w[1]), "{bodies:?}");
@@ -93,7 +134,10 @@ async fn every_dead_code_gets_the_same_404_body() {
 async fn mistyped_codes_are_400_and_not_counted() {
     let app = spawn_app_with(|s| s.failed_retrievals_per_minute = 2).await;
     let (_, device, _) = app.device().await;
-    let dep = device.deposit(&deposit_request(ssh_ed25519())).await.unwrap();
+    let dep = device
+        .deposit(&deposit_request(ssh_ed25519()))
+        .await
+        .unwrap();
     let (_, service, service_key) = app.service("svc", &[], &[]).await;
     // Change one digit: the Damm check catches it.
     let mut typo: Vec<u8> = dep.code.clone().into_bytes();
@@ -101,7 +145,13 @@ async fn mistyped_codes_are_400_and_not_counted() {
     let typo = String::from_utf8(typo).unwrap();
     for bad in [typo.as_str(), "1234", "abcd-efgh-ijkl-mnop", ""] {
         for _ in 0..3 {
-            let resp = app.post_raw("/v1/retrievals", &service_key, serde_json::to_string(&retrieval(bad)).unwrap()).await;
+            let resp = app
+                .post_raw(
+                    "/v1/retrievals",
+                    &service_key,
+                    serde_json::to_string(&retrieval(bad)).unwrap(),
+                )
+                .await;
             assert_raw_problem(resp, 400, "invalid_code").await;
         }
     }
@@ -114,7 +164,13 @@ async fn max_retrievals_counts_exactly() {
     let app = spawn_app().await;
     let (_, device, _) = app.device().await;
     let dep = device
-        .deposit(&with_policy(deposit_request(ssh_ed25519()), PolicyInput { max_retrievals: Some(3), ..Default::default() }))
+        .deposit(&with_policy(
+            deposit_request(ssh_ed25519()),
+            PolicyInput {
+                max_retrievals: Some(3),
+                ..Default::default()
+            },
+        ))
         .await
         .unwrap();
     let (_, service, _) = app.service("svc", &[], &[]).await;
@@ -124,7 +180,11 @@ async fn max_retrievals_counts_exactly() {
         assert_eq!(st.retrievals, i);
         assert_eq!(st.max_retrievals, 3);
     }
-    assert_problem(service.retrieve(&retrieval(&dep.code)).await, 404, "not_found");
+    assert_problem(
+        service.retrieve(&retrieval(&dep.code)).await,
+        404,
+        "not_found",
+    );
     assert_eq!(app.holder(&dep).status().await.unwrap().status, "retrieved");
 }
 
@@ -132,13 +192,18 @@ async fn max_retrievals_counts_exactly() {
 async fn single_use_code_is_handed_out_exactly_once_under_concurrency() {
     let app = spawn_app().await;
     let (_, device, _) = app.device().await;
-    let dep = device.deposit(&deposit_request(ssh_ed25519())).await.unwrap();
+    let dep = device
+        .deposit(&deposit_request(ssh_ed25519()))
+        .await
+        .unwrap();
     let (_, service, _) = app.service("svc", &[], &[]).await;
     let mut tasks = Vec::new();
     for _ in 0..64 {
         let service = service.clone();
         let code = dep.code.clone();
-        tasks.push(tokio::spawn(async move { service.retrieve(&retrieval(&code)).await }));
+        tasks.push(tokio::spawn(async move {
+            service.retrieve(&retrieval(&code)).await
+        }));
     }
     let mut ok = 0;
     for t in tasks {
@@ -154,15 +219,33 @@ async fn single_use_code_is_handed_out_exactly_once_under_concurrency() {
 async fn service_budget_of_failures_gives_429_with_retry_after() {
     let app = spawn_app_with(|s| s.failed_retrievals_per_minute = 3).await;
     let (_, device, _) = app.device().await;
-    let dep = device.deposit(&deposit_request(ssh_ed25519())).await.unwrap();
+    let dep = device
+        .deposit(&deposit_request(ssh_ed25519()))
+        .await
+        .unwrap();
     let (_, service, service_key) = app.service("svc", &[], &[]).await;
     for _ in 0..3 {
-        let unknown = keymaster_core::code::Code::generate(Default::default(), &mut rand::rngs::OsRng);
-        assert_problem(service.retrieve(&retrieval(unknown.as_str())).await, 404, "not_found");
+        let unknown =
+            keymaster_core::code::Code::generate(Default::default(), &mut rand::rngs::OsRng);
+        assert_problem(
+            service.retrieve(&retrieval(unknown.as_str())).await,
+            404,
+            "not_found",
+        );
     }
     // Spent: even the right code is refused now.
-    let resp = app.post_raw("/v1/retrievals", &service_key, serde_json::to_string(&retrieval(&dep.code)).unwrap()).await;
-    let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let resp = app
+        .post_raw(
+            "/v1/retrievals",
+            &service_key,
+            serde_json::to_string(&retrieval(&dep.code)).unwrap(),
+        )
+        .await;
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=60).contains(&retry));
     assert_raw_problem(resp, 429, "rate_limited").await;
     // Another service has its own budget.
@@ -174,9 +257,16 @@ async fn service_budget_of_failures_gives_429_with_retry_after() {
 async fn service_enrolment_cidrs_apply_before_the_key() {
     let app = spawn_app().await;
     let (_, device, _) = app.device().await;
-    let dep = device.deposit(&deposit_request(ssh_ed25519())).await.unwrap();
+    let dep = device
+        .deposit(&deposit_request(ssh_ed25519()))
+        .await
+        .unwrap();
     let (_, outside, _) = app.service("far", &[], &["203.0.113.0/24"]).await;
-    assert_problem(outside.retrieve(&retrieval(&dep.code)).await, 403, "ip_not_allowed");
+    assert_problem(
+        outside.retrieve(&retrieval(&dep.code)).await,
+        403,
+        "ip_not_allowed",
+    );
     // Nothing was consumed.
     let (_, inside, _) = app.service("near", &[], &["127.0.0.0/8", "::1/128"]).await;
     inside.retrieve(&retrieval(&dep.code)).await.unwrap();
@@ -187,7 +277,13 @@ async fn sweeper_reports_expiry_without_anyone_touching_the_key() {
     let app = spawn_app().await;
     let (_, device, _) = app.device().await;
     let dep = device
-        .deposit(&with_policy(deposit_request(ssh_ed25519()), PolicyInput { ttl_seconds: Some(1), ..Default::default() }))
+        .deposit(&with_policy(
+            deposit_request(ssh_ed25519()),
+            PolicyInput {
+                ttl_seconds: Some(1),
+                ..Default::default()
+            },
+        ))
         .await
         .unwrap();
     let holder = app.holder(&dep);
@@ -201,5 +297,11 @@ async fn sweeper_reports_expiry_without_anyone_touching_the_key() {
     .await;
     let st = holder.status().await.unwrap();
     assert_eq!(st.status, "expired");
-    assert_eq!(st.history.iter().filter(|e| e.event_type == "key.expired").count(), 1);
+    assert_eq!(
+        st.history
+            .iter()
+            .filter(|e| e.event_type == "key.expired")
+            .count(),
+        1
+    );
 }

@@ -11,7 +11,10 @@ async fn health_ready_metrics_openapi() {
 
     // Make some traffic so that keymaster_ series exist.
     let (_, device, _) = app.device().await;
-    let dep = device.deposit(&deposit_request(ssh_ed25519())).await.unwrap();
+    let dep = device
+        .deposit(&deposit_request(ssh_ed25519()))
+        .await
+        .unwrap();
     let (_, service, _) = app.service("svc", &[], &[]).await;
     service.retrieve(&retrieval(&dep.code)).await.unwrap();
     let metrics = get("/metrics").await.unwrap().text().await.unwrap();
@@ -37,7 +40,10 @@ async fn health_ready_metrics_openapi() {
         "/readyz",
         "/metrics",
     ] {
-        assert!(doc["paths"].get(path).is_some(), "{path} missing from OpenAPI");
+        assert!(
+            doc["paths"].get(path).is_some(),
+            "{path} missing from OpenAPI"
+        );
     }
     assert!(doc["components"]["schemas"].get("DepositRequest").is_some());
 }
@@ -45,9 +51,19 @@ async fn health_ready_metrics_openapi() {
 #[tokio::test]
 async fn unknown_routes_answer_problem_json() {
     let app = spawn_app().await;
-    let resp = app.http.get(format!("{}/nope", app.base)).send().await.unwrap();
+    let resp = app
+        .http
+        .get(format!("{}/nope", app.base))
+        .send()
+        .await
+        .unwrap();
     assert_raw_problem(resp, 404, "not_found").await;
-    let resp = app.http.put(format!("{}/v1/keys", app.base)).send().await.unwrap();
+    let resp = app
+        .http
+        .put(format!("{}/v1/keys", app.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 405);
     assert_eq!(resp.headers()["content-type"], "application/problem+json");
 }

@@ -198,4 +198,3 @@ pub fn list_audit(
     }
     Ok(out)
 }
-

@@ -153,7 +153,10 @@ pub fn key_by_holder(c: &Connection, holder_hash: &[u8]) -> Result<Option<KeyRec
         .prepare_cached(&format!(
             "SELECT {RECORD_COLUMNS} FROM keys WHERE holder_hash = ?1"
         ))
-        .and_then(|mut s| s.query_row(params![holder_hash], record_from_row).optional())
+        .and_then(|mut s| {
+            s.query_row(params![holder_hash], record_from_row)
+                .optional()
+        })
         .map_err(db)?;
     raw.map(RawRecord::into_record).transpose()
 }

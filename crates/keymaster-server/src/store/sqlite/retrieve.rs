@@ -6,9 +6,7 @@
 //! so a single-use code is handed out exactly once however many requests race for it.
 
 use jiff::{SignedDuration, Timestamp};
-use keymaster_core::policy::{
-    decide, Decision, Denial, KeyFacts, Pending, Policy, Requester,
-};
+use keymaster_core::policy::{decide, Decision, Denial, KeyFacts, Pending, Policy, Requester};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::rows::{budget_spent, emit, end_key, insert_audit, opt_ts, record_failure};
@@ -16,8 +14,7 @@ use super::writer::db;
 use super::{ms, ts};
 use crate::store::events::{EventType, KeyRef};
 use crate::store::{
-    AuditRecord, KeyState, RetrieveCommand, RetrieveOutcome, RetrievedKey, ServiceAuth,
-    StoreError,
+    AuditRecord, KeyState, RetrieveCommand, RetrieveOutcome, RetrievedKey, ServiceAuth, StoreError,
 };
 
 struct Row {
@@ -108,7 +105,11 @@ pub fn retrieve(c: &Connection, cmd: &RetrieveCommand) -> Result<RetrieveOutcome
     };
     let policy: Policy = serde_json::from_str(&row.policy)
         .map_err(|e| StoreError::Corrupt(format!("policy of {}: {e}", row.id)))?;
-    let pending = match (&row.pending_retrieval_id, &row.pending_service_id, row.confirm_by) {
+    let pending = match (
+        &row.pending_retrieval_id,
+        &row.pending_service_id,
+        row.confirm_by,
+    ) {
         (Some(rid), Some(sid), Some(by)) => Some(Pending {
             retrieval_id: rid.clone(),
             service_id: sid.clone(),
@@ -164,11 +165,11 @@ pub fn retrieve(c: &Connection, cmd: &RetrieveCommand) -> Result<RetrieveOutcome
             let mut a = audit(cmd, "success", Some(&row.id));
             a.detail = Some("repeated within the confirmation grace".into());
             insert_audit(c, &a)?;
-            Ok(RetrieveOutcome::Allowed(handed_out(
+            Ok(RetrieveOutcome::Allowed(Box::new(handed_out(
                 row,
                 retrieval_id,
                 facts.pending.map(|p| p.confirm_by),
-            )))
+            ))))
         }
         Decision::Allow => {
             let retrievals = row.retrievals + 1;
@@ -201,11 +202,11 @@ pub fn retrieve(c: &Connection, cmd: &RetrieveCommand) -> Result<RetrieveOutcome
                 end_key(c, &row.id, KeyState::Retrieved, cmd.now)?;
             }
             insert_audit(c, &audit(cmd, "success", Some(&row.id)))?;
-            Ok(RetrieveOutcome::Allowed(handed_out(
+            Ok(RetrieveOutcome::Allowed(Box::new(handed_out(
                 row,
                 retrieval_id,
                 confirm_by,
-            )))
+            ))))
         }
     }
 }
@@ -288,12 +289,22 @@ pub fn confirm(
     service: &ServiceAuth,
     now: Timestamp,
 ) -> Result<bool, StoreError> {
-    let row: Option<(String, String, Option<String>, u32, u32, Option<i64>)> = c
+    type Held = (String, String, Option<String>, u32, u32, Option<i64>);
+    let row: Option<Held> = c
         .query_row(
             "SELECT id, tenant_id, label, retrievals, max_retrievals, confirm_by FROM keys
              WHERE pending_retrieval_id = ?1 AND pending_service_id = ?2",
             params![retrieval_id, service.id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            },
         )
         .optional()
         .map_err(db)?;

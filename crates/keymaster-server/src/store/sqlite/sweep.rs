@@ -18,7 +18,11 @@ use crate::store::{KeyState, StoreError, SweepReport};
 /// Most keys ended per sweep call; the sweeper calls again while a batch comes back full.
 pub const BATCH: usize = 1000;
 
-pub fn sweep(c: &Connection, now: Timestamp, retention: Duration) -> Result<SweepReport, StoreError> {
+pub fn sweep(
+    c: &Connection,
+    now: Timestamp,
+    retention: Duration,
+) -> Result<SweepReport, StoreError> {
     let mut report = SweepReport::default();
     let now_ms = ms(now);
 
