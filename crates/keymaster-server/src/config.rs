@@ -54,6 +54,9 @@ pub struct Settings {
     pub webhook_backoff_base: Duration,
     /// Attempts before a delivery is marked failed.
     pub webhook_max_attempts: u32,
+    /// Time limit of one webhook request.
+    #[serde(with = "duration")]
+    pub webhook_timeout: Duration,
     /// Failed retrievals a service may make per minute before it gets `429`.
     pub failed_retrievals_per_minute: u32,
     /// Failed authentications a source address may make per minute before it gets `429`.
@@ -83,6 +86,7 @@ impl Default for Settings {
             allow_private_webhooks: false,
             webhook_backoff_base: Duration::from_secs(2),
             webhook_max_attempts: 15,
+            webhook_timeout: Duration::from_secs(10),
             failed_retrievals_per_minute: 20,
             failed_auth_per_minute: 20,
             trusted_proxies: Vec::new(),
@@ -109,6 +113,7 @@ const ENV_KEYS: &[&str] = &[
     "allow_private_webhooks",
     "webhook_backoff_base",
     "webhook_max_attempts",
+    "webhook_timeout",
     "failed_retrievals_per_minute",
     "failed_auth_per_minute",
     "trusted_proxies",

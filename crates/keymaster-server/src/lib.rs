@@ -18,6 +18,7 @@
 pub mod auth;
 pub mod config;
 pub mod crypto;
+pub mod dispatch;
 pub mod error;
 pub mod extract;
 pub mod routes;

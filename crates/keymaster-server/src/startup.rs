@@ -49,6 +49,8 @@ pub struct App {
     state: AppState,
     /// Where the generated admin token was announced (first start only), for tests.
     generated_admin_token: Option<Zeroizing<String>>,
+    /// The SMTP relay, when `smtp_url` is set.
+    mailer: Option<crate::dispatch::email::Mailer>,
 }
 
 fn metrics_handle() -> PrometheusHandle {
@@ -92,6 +94,13 @@ impl App {
             }
         };
         let keys = Keys::derive(secret.as_bytes());
+        let mailer = match &settings.smtp_url {
+            Some(url) => Some(
+                crate::dispatch::email::Mailer::new(&url.0, &settings.smtp_from)
+                    .map_err(crate::config::ConfigError)?,
+            ),
+            None => None,
+        };
 
         let mut generated_admin_token = None;
         let admin_hash = match &settings.admin_token {
@@ -136,6 +145,7 @@ impl App {
             listener,
             state,
             generated_admin_token,
+            mailer,
         })
     }
 
@@ -160,14 +170,25 @@ impl App {
             self.state.store.clone(),
             settings.sweep_interval,
             settings.retention,
-            stop_rx,
+            stop_rx.clone(),
         ));
+        let stop_rx_dispatch = stop_rx;
+        let dispatcher = tokio::spawn(
+            crate::dispatch::Dispatcher {
+                store: self.state.store.clone(),
+                keys: self.state.keys.clone(),
+                settings: settings.clone(),
+                mailer: self.mailer,
+            }
+            .run(stop_rx_dispatch),
+        );
         let app = routes::router(self.state).into_make_service_with_connect_info::<SocketAddr>();
         let result = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await;
         let _ = stop_tx.send(true);
         let _ = sweeper.await;
+        let _ = dispatcher.await;
         result
     }
 }

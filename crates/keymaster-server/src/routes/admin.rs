@@ -76,15 +76,15 @@ pub async fn create_tenant(
         Err(e) => return Err(refused(&state, "tenant.create", ip, e).await),
     };
     if let Some(url) = &req.webhook_url {
-        if let Err(m) = notify_check::webhook_url(url, state.settings.allow_private_webhooks) {
+        if let Err(m) =
+            notify_check::webhook_url_resolved(url, state.settings.allow_private_webhooks).await
+        {
             let e = ApiError::InvalidRequest(format!("webhook_url: {m}"));
             return Err(refused(&state, "tenant.create", ip, e).await);
         }
     }
     let id = new_id("ten_");
-    let mut raw = zeroize::Zeroizing::new([0u8; 32]);
-    OsRng.fill_bytes(raw.as_mut());
-    let secret = zeroize::Zeroizing::new(format!("whsec_{}", STANDARD.encode(raw.as_ref())));
+    let secret = new_webhook_secret();
     let now = Timestamp::now();
     let mut audit = audit_record(now, ACTOR, "tenant.create", "success", None, Some(ip));
     audit.detail = Some(format!("tenant {id}"));
@@ -364,4 +364,131 @@ pub async fn audit(
     }
     let entries = state.store.list_audit(limit, q.before).await?;
     Ok(Json(AuditPage { entries }))
+}
+
+/// The answer to a webhook secret rotation.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct SecretRotated {
+    /// The tenant.
+    pub id: String,
+    /// The new `whsec_` secret; shown once. The previous one keeps signing for 24 hours.
+    pub webhook_secret: String,
+    /// Until when the previous secret also signs.
+    #[schema(value_type = String, format = DateTime)]
+    pub previous_valid_until: Timestamp,
+}
+
+/// How long the previous webhook secret keeps signing after a rotation.
+const ROTATION_OVERLAP_HOURS: i64 = 24;
+
+/// A new `whsec_` secret: 256 random bits, base64.
+fn new_webhook_secret() -> zeroize::Zeroizing<String> {
+    let mut raw = zeroize::Zeroizing::new([0u8; 32]);
+    OsRng.fill_bytes(raw.as_mut());
+    zeroize::Zeroizing::new(format!("whsec_{}", STANDARD.encode(raw.as_ref())))
+}
+
+#[utoipa::path(
+    post, path = "/v1/admin/tenants/{id}/webhook-secret", tag = "admin",
+    params(("id" = String, Path, description = "Tenant id")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 201, description = "Rotated; both secrets sign during the overlap", body = SecretRotated),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+/// Rotates a tenant's webhook signing secret.
+pub async fn rotate_webhook_secret(
+    State(state): State<AppState>,
+    _: Admin,
+    ClientIp(ip): ClientIp,
+    Path(tenant_id): Path<String>,
+) -> Result<(StatusCode, Json<SecretRotated>), ApiError> {
+    let now = Timestamp::now();
+    let until = now
+        .saturating_add(jiff::SignedDuration::from_hours(ROTATION_OVERLAP_HOURS))
+        .unwrap_or(now);
+    let secret = new_webhook_secret();
+    let mut audit = audit_record(
+        now,
+        ACTOR,
+        "tenant.rotate_webhook_secret",
+        "success",
+        None,
+        Some(ip),
+    );
+    audit.detail = Some(format!("tenant {tenant_id}"));
+    let sealed = state.keys.seal(secret.as_bytes(), tenant_id.as_bytes());
+    if !state
+        .store
+        .rotate_webhook_secret(&tenant_id, sealed, until, audit)
+        .await?
+    {
+        return Err(refused(
+            &state,
+            "tenant.rotate_webhook_secret",
+            ip,
+            ApiError::NotFound,
+        )
+        .await);
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(SecretRotated {
+            id: tenant_id,
+            webhook_secret: secret.to_string(),
+            previous_valid_until: until,
+        }),
+    ))
+}
+
+/// Filter of the deliveries list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveriesQuery {
+    /// `pending`, `delivered` or `failed` (default `failed`).
+    pub status: Option<String>,
+    /// 1 to 1000, default 100.
+    pub limit: Option<u32>,
+}
+
+/// `GET /v1/admin/deliveries`.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct DeliveriesPage {
+    /// Newest first.
+    pub deliveries: Vec<crate::store::outbox::DeliveryInfo>,
+}
+
+#[utoipa::path(
+    get, path = "/v1/admin/deliveries", tag = "admin",
+    params(DeliveriesQuery),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Deliveries, newest first", body = DeliveriesPage),
+        (status = 400, description = "invalid_request", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+/// Lists webhook and e-mail deliveries, by default those that finally failed.
+pub async fn deliveries(
+    State(state): State<AppState>,
+    _: Admin,
+    query: Result<Query<DeliveriesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<DeliveriesPage>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
+    let status = q.status.as_deref().unwrap_or("failed");
+    if !matches!(status, "pending" | "delivered" | "failed") {
+        return Err(ApiError::InvalidRequest(
+            "status: pending, delivered or failed".into(),
+        ));
+    }
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::InvalidRequest("limit: 1 to 1000".into()));
+    }
+    let deliveries = state.store.list_deliveries(status, limit).await?;
+    Ok(Json(DeliveriesPage { deliveries }))
 }

@@ -198,7 +198,7 @@ async fn deposit_inner(
             )));
         }
     }
-    let notify = check_notify(state, req.notify.as_ref())?;
+    let notify = check_notify(state, req.notify.as_ref()).await?;
     let password_hash = match input.password {
         Some(p) => Some(hash_password(p).await?),
         None => None,
@@ -279,10 +279,14 @@ async fn deposit_inner(
     ))
 }
 
-fn check_notify(state: &AppState, notify: Option<&Notify>) -> Result<Option<Notify>, ApiError> {
+async fn check_notify(
+    state: &AppState,
+    notify: Option<&Notify>,
+) -> Result<Option<Notify>, ApiError> {
     let Some(n) = notify else { return Ok(None) };
     if let Some(url) = &n.webhook_url {
-        notify_check::webhook_url(url, state.settings.allow_private_webhooks)
+        notify_check::webhook_url_resolved(url, state.settings.allow_private_webhooks)
+            .await
             .map_err(|m| ApiError::InvalidRequest(format!("notify.webhook_url: {m}")))?;
     }
     if let Some(email) = &n.email {

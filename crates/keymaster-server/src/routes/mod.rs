@@ -57,6 +57,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/services", post(admin::create_service))
         .route("/v1/admin/services/{id}", delete(admin::delete_service))
         .route("/v1/admin/audit", get(admin::audit))
+        .route("/v1/admin/deliveries", get(admin::deliveries))
+        .route(
+            "/v1/admin/tenants/{id}/webhook-secret",
+            post(admin::rotate_webhook_secret),
+        )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
@@ -138,6 +143,7 @@ pub async fn verify_password(given: String, hash: String) -> Result<PasswordChec
         holder::get_key, holder::patch_key, holder::delete_key, holder::recode, events::events,
         admin::create_tenant, admin::create_app_key, admin::delete_app_key,
         admin::create_service, admin::delete_service, admin::audit,
+        admin::deliveries, admin::rotate_webhook_secret,
         health::healthz, health::readyz, health::metrics,
     ),
     modifiers(&BearerSchemes),

@@ -42,6 +42,30 @@ pub fn webhook_url(raw: &str, allow_private: bool) -> Result<url::Url, String> {
     Ok(url)
 }
 
+/// [`webhook_url`], and also refuses a host name that resolves to a forbidden address now.
+/// A name that does not resolve yet is accepted: it is checked again at every delivery.
+pub async fn webhook_url_resolved(raw: &str, allow_private: bool) -> Result<url::Url, String> {
+    let url = webhook_url(raw, allow_private)?;
+    if allow_private {
+        return Ok(url);
+    }
+    if let (Some(url::Host::Domain(host)), Some(port)) = (url.host(), url.port_or_known_default()) {
+        let lookup = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            tokio::net::lookup_host((host, port)),
+        )
+        .await;
+        if let Ok(Ok(addrs)) = lookup {
+            for addr in addrs {
+                if let Some(class) = forbidden_class(addr.ip()) {
+                    return Err(format!("{host} resolves to a {class} address"));
+                }
+            }
+        }
+    }
+    Ok(url)
+}
+
 /// The class of an address a webhook may not reach, if it is one.
 pub fn forbidden_class(ip: IpAddr) -> Option<&'static str> {
     match ip {

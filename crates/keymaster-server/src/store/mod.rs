@@ -10,6 +10,7 @@
 //! hashes and sealed blobs, never codes or tokens in clear.
 
 pub mod events;
+pub mod outbox;
 pub mod sqlite;
 
 use std::net::IpAddr;
@@ -19,6 +20,8 @@ use ipnet::IpNet;
 use jiff::Timestamp;
 use keymaster_core::policy::{PasswordCheck, Policy};
 use keymaster_core::wire::{AuditEntry, CodeFormat, Event, Notify, RetrievalContext};
+
+use self::outbox::{AttemptResult, ClaimedDelivery, DeliveryInfo, OutboxStats};
 
 /// A failure of the store itself (never "not found": that is `Ok(None)` or an outcome).
 #[derive(Debug, thiserror::Error)]
@@ -369,4 +372,43 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
         retention: std::time::Duration,
     ) -> Result<SweepReport, StoreError>;
+
+    /// Claims up to `limit` due deliveries for `lease` (no other dispatcher takes them meanwhile).
+    async fn claim_deliveries(
+        &self,
+        now: Timestamp,
+        lease: std::time::Duration,
+        limit: u32,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError>;
+    /// Records how an attempt ended.
+    async fn finish_delivery(
+        &self,
+        id: i64,
+        result: AttemptResult,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+    /// The tenant's sealed webhook secrets that sign now: the current one, then the previous
+    /// one while a rotation is under way. Empty when there is no such tenant.
+    async fn tenant_webhook_secrets(
+        &self,
+        tenant_id: &str,
+        now: Timestamp,
+    ) -> Result<Vec<Vec<u8>>, StoreError>;
+    /// Replaces the tenant's webhook secret; the old one keeps signing until `previous_until`.
+    /// False when there is no such tenant.
+    async fn rotate_webhook_secret(
+        &self,
+        tenant_id: &str,
+        new_sealed: Vec<u8>,
+        previous_until: Timestamp,
+        audit: AuditRecord,
+    ) -> Result<bool, StoreError>;
+    /// Deliveries with this status, newest first.
+    async fn list_deliveries(
+        &self,
+        status: &str,
+        limit: u32,
+    ) -> Result<Vec<DeliveryInfo>, StoreError>;
+    /// Depth and age of the undelivered queue.
+    async fn outbox_stats(&self, now: Timestamp) -> Result<OutboxStats, StoreError>;
 }

@@ -122,6 +122,19 @@ impl TestApp {
             .unwrap()
     }
 
+    /// GET with the admin token, as JSON.
+    pub async fn admin_get(&self, path: &str) -> serde_json::Value {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        resp.json().await.unwrap()
+    }
+
     /// Every byte the database files hold (main file and WAL).
     pub fn database_bytes(&self) -> Vec<u8> {
         let mut all = std::fs::read(&self.db_path).unwrap_or_default();

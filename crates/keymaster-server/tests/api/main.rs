@@ -7,5 +7,6 @@ mod admin;
 mod deposit;
 mod helpers;
 mod holder;
+mod notify;
 mod retrieve;
 mod service_endpoints;

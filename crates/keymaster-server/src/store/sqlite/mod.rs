@@ -7,6 +7,7 @@
 
 mod admin;
 mod keys;
+mod outbox;
 mod retrieve;
 mod rows;
 mod sweep;
@@ -21,15 +22,17 @@ use keymaster_core::wire::AuditEntry;
 use rusqlite::{Connection, OpenFlags};
 
 use self::writer::{db, Writer};
+use super::outbox::{AttemptResult, ClaimedDelivery, DeliveryInfo, OutboxStats};
 use super::{
     AppKeyAuth, AuditRecord, KeyRecord, NewAppKey, NewKey, NewService, NewTenant, RecodeOutcome,
     RetrieveCommand, RetrieveOutcome, ServiceAuth, Store, StoreError, StoredEvent, SweepReport,
 };
 
 /// The migrations, in order; `PRAGMA user_version` records how many were applied.
-const MIGRATIONS: &[&str] = &[include_str!(
-    "../../../../../migrations/sqlite/0001_initial.sql"
-)];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../../../../migrations/sqlite/0001_initial.sql"),
+    include_str!("../../../../../migrations/sqlite/0002_deliveries.sql"),
+];
 
 /// Read-only connections kept open for reuse.
 const MAX_IDLE_READERS: usize = 8;
@@ -313,5 +316,63 @@ impl Store for SqliteStore {
         self.writer
             .write(move |c| sweep::sweep(c, now, retention))
             .await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: Timestamp,
+        lease: std::time::Duration,
+        limit: u32,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        self.writer
+            .write(move |c| outbox::claim(c, now, lease, limit))
+            .await
+    }
+
+    async fn finish_delivery(
+        &self,
+        id: i64,
+        result: AttemptResult,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.writer
+            .write(move |c| outbox::finish(c, id, &result, now))
+            .await
+    }
+
+    async fn tenant_webhook_secrets(
+        &self,
+        tenant_id: &str,
+        now: Timestamp,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let tenant_id = tenant_id.to_owned();
+        self.read(move |c| outbox::tenant_secrets(c, &tenant_id, now))
+            .await
+    }
+
+    async fn rotate_webhook_secret(
+        &self,
+        tenant_id: &str,
+        new_sealed: Vec<u8>,
+        previous_until: Timestamp,
+        audit: AuditRecord,
+    ) -> Result<bool, StoreError> {
+        let tenant_id = tenant_id.to_owned();
+        self.writer
+            .write(move |c| outbox::rotate(c, &tenant_id, &new_sealed, previous_until, &audit))
+            .await
+    }
+
+    async fn list_deliveries(
+        &self,
+        status: &str,
+        limit: u32,
+    ) -> Result<Vec<DeliveryInfo>, StoreError> {
+        let status = status.to_owned();
+        self.read(move |c| outbox::list(c, &status, limit)).await
+    }
+
+    async fn outbox_stats(&self, now: Timestamp) -> Result<OutboxStats, StoreError> {
+        self.read(move |c| outbox::stats(c, now)).await
     }
 }

@@ -49,7 +49,7 @@ pub fn insert_event(c: &Connection, e: &Event) -> Result<(), StoreError> {
         ])
     })
     .map_err(db)?;
-    Ok(())
+    super::outbox::enqueue(c, &e.id, &e.data.key_id, &e.data.tenant_id, e.timestamp)
 }
 
 /// Makes and writes an event of `ty` for a key.

@@ -92,13 +92,21 @@ pub fn sweep(
             params![horizon, BATCH as i64],
         )
         .map_err(db)?;
-    report.purged = purged_keys + purged_tombstones;
+    let purged_deliveries = c
+        .execute(
+            "DELETE FROM deliveries WHERE id IN
+               (SELECT id FROM deliveries WHERE status != 'pending' AND finished_at < ?1 LIMIT ?2)",
+            params![horizon, BATCH as i64],
+        )
+        .map_err(db)?;
+    report.purged = purged_keys + purged_tombstones + purged_deliveries;
     report.more = [
         report.expired,
         report.grace_ended,
         purged_events,
         purged_keys,
         purged_tombstones,
+        purged_deliveries,
     ]
     .iter()
     .any(|n| *n >= BATCH);
