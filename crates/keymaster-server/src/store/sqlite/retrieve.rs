@@ -182,6 +182,9 @@ pub fn retrieve(c: &Connection, cmd: &RetrieveCommand) -> Result<RetrieveOutcome
                         policy.confirm_grace_seconds,
                     )))
                     .map_err(|e| StoreError::Db(e.to_string()))?;
+                // Stored in milliseconds: answer with the instant as stored, so that a repeated
+                // retrieval (which reads it back) reports the same `confirm_by`.
+                let by = ts(ms(by))?;
                 confirm_by = Some(by);
                 c.execute(
                     "UPDATE keys SET retrievals = ?2, state = 'awaiting_confirmation',
