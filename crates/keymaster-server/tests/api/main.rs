@@ -7,5 +7,7 @@ mod admin;
 mod deposit;
 mod helpers;
 mod holder;
+mod kinds;
+mod policy;
 mod retrieve;
 mod service_endpoints;
