@@ -203,6 +203,41 @@ async fn five_wrong_passwords_lock_the_key() {
     assert_eq!(st.retrievals, 0);
 }
 
+/// `MAX_PASSWORD_FAILURES` counts wrong passwords in a row (`KeyFacts::failed_password_attempts`
+/// is "since the last correct one"): a right password in between starts the count again.
+#[tokio::test]
+async fn a_right_password_resets_the_count_of_wrong_ones() {
+    let app = spawn_app().await;
+    let (_, device, _) = app.device().await;
+    let dep = deposit_with(
+        &device,
+        PolicyInput {
+            password: Some("correct horse".into()),
+            max_retrievals: Some(2),
+            ..Default::default()
+        },
+    )
+    .await;
+    let (_, service, _) = app.service("svc", &[], &[]).await;
+    for i in 1..=4 {
+        let r = service
+            .retrieve(&with_password(&dep.code, &format!("wrong {i}")))
+            .await;
+        assert_problem(r, 403, "password_incorrect");
+    }
+    service
+        .retrieve(&with_password(&dep.code, "correct horse"))
+        .await
+        .unwrap();
+    let r = service.retrieve(&with_password(&dep.code, "wrong 5")).await;
+    assert_problem(r, 403, "password_incorrect");
+    assert_eq!(app.holder(&dep).status().await.unwrap().status, "active");
+    service
+        .retrieve(&with_password(&dep.code, "correct horse"))
+        .await
+        .unwrap();
+}
+
 // ---- services, domains, fetcher_cidrs, trusted proxies ----
 
 #[tokio::test]
