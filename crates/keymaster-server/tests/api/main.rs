@@ -8,5 +8,7 @@ mod deposit;
 mod helpers;
 mod holder;
 mod notify;
+mod kinds;
+mod policy;
 mod retrieve;
 mod service_endpoints;

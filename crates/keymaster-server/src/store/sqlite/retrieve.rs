@@ -172,6 +172,15 @@ pub fn retrieve(c: &Connection, cmd: &RetrieveCommand) -> Result<RetrieveOutcome
             ))))
         }
         Decision::Allow => {
+            if row.failed_password_attempts > 0 {
+                // An allowed retrieval of a key with a password carried the right one: the
+                // count of wrong passwords is "in a row" (`KeyFacts::failed_password_attempts`).
+                c.execute(
+                    "UPDATE keys SET failed_password_attempts = 0 WHERE id = ?1",
+                    params![row.id],
+                )
+                .map_err(db)?;
+            }
             let retrievals = row.retrievals + 1;
             let retrieval_id = cmd.new_retrieval_id.clone();
             let mut confirm_by = None;
@@ -182,6 +191,9 @@ pub fn retrieve(c: &Connection, cmd: &RetrieveCommand) -> Result<RetrieveOutcome
                         policy.confirm_grace_seconds,
                     )))
                     .map_err(|e| StoreError::Db(e.to_string()))?;
+                // Stored in milliseconds: answer with the instant as stored, so that a repeated
+                // retrieval (which reads it back) reports the same `confirm_by`.
+                let by = ts(ms(by))?;
                 confirm_by = Some(by);
                 c.execute(
                     "UPDATE keys SET retrievals = ?2, state = 'awaiting_confirmation',
