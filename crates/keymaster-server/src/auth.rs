@@ -8,10 +8,13 @@
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
+use std::time::Instant;
+
 use subtle::ConstantTimeEq;
 
 use crate::crypto::token_hash;
 use crate::error::ApiError;
+use crate::extract::ClientIp;
 use crate::state::AppState;
 use crate::store::{AppKeyAuth, KeyRecord, ServiceAuth};
 
@@ -39,8 +42,22 @@ fn bearer(parts: &Parts) -> Option<&str> {
     (!token.is_empty() && token.len() <= 256).then_some(token)
 }
 
-/// Resolves the request's credential to a principal.
-pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiError> {
+/// Resolves the request's credential to a principal. Bad or missing credentials count against
+/// the source address's budget; once it is spent, the address gets `429` until the minute ends.
+pub async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Principal, ApiError> {
+    let ip = ClientIp::from_request_parts(parts, state).await?.0;
+    let now = Instant::now();
+    if let Some(wait) = state.auth_budget.spent(ip, now) {
+        return Err(ApiError::RateLimited(wait));
+    }
+    let result = principal(parts, state).await;
+    if matches!(result, Err(ApiError::Unauthorized)) {
+        state.auth_budget.record(ip, now);
+    }
+    result
+}
+
+async fn principal(parts: &Parts, state: &AppState) -> Result<Principal, ApiError> {
     let token = bearer(parts).ok_or(ApiError::Unauthorized)?;
     let hash = token_hash(token);
     let found = if token.starts_with("kma_") {

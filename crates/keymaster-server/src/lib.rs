@@ -16,6 +16,7 @@
 )]
 
 pub mod auth;
+pub mod auth_budget;
 pub mod config;
 pub mod crypto;
 pub mod dispatch;

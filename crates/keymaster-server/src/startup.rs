@@ -133,12 +133,14 @@ impl App {
             max_ttl_seconds: settings.max_ttl.as_secs() as i64,
             default_ttl_seconds: settings.default_ttl.as_secs() as i64,
         };
+        let auth_budget = crate::auth_budget::AuthBudget::new(settings.failed_auth_per_minute);
         let state = AppState {
             store,
             keys: Arc::new(keys),
             settings: Arc::new(settings),
             admin_hash: Arc::new(admin_hash),
             limits: Arc::new(limits),
+            auth_budget: Arc::new(auth_budget),
             metrics: metrics_handle(),
         };
         Ok(App {

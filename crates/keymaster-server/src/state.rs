@@ -21,6 +21,8 @@ pub struct AppState {
     pub admin_hash: Arc<Vec<u8>>,
     /// TTL bounds for policies, from the settings.
     pub limits: Arc<PolicyLimits>,
+    /// Failed authentications per source address.
+    pub auth_budget: Arc<crate::auth_budget::AuthBudget>,
     /// Renders `/metrics`.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }

@@ -154,3 +154,22 @@ async fn deleted_app_key_and_service_stop_working() {
         "unauthorized",
     );
 }
+
+#[tokio::test]
+async fn bad_tokens_from_one_address_are_budgeted() {
+    let app = spawn_app_with(|s| s.failed_auth_per_minute = 3).await;
+    let wrong = AdminClient::new(&app.base, "not-the-admin-token-at-all").unwrap();
+    for _ in 0..3 {
+        assert_problem(wrong.audit(None, None).await, 401, "unauthorized");
+    }
+    // Spent: now even the right token from this address waits.
+    let resp = app
+        .http
+        .get(format!("{}/v1/admin/audit", app.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.headers().contains_key("retry-after"));
+    assert_raw_problem(resp, 429, "rate_limited").await;
+}
