@@ -10,6 +10,7 @@
 //! hashes and sealed blobs, never codes or tokens in clear.
 
 pub mod events;
+pub mod postgres;
 pub mod sqlite;
 
 use std::net::IpAddr;
