@@ -293,3 +293,41 @@ async fn readyz_and_requests_answer_503_quickly_while_the_database_is_down() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_starting_together_migrate_once_and_share_one_generated_admin_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut settings, db) = backend_settings(dir.path()).await;
+    assert!(db.is_some(), "set {PG_ENV}");
+    let db = db.unwrap();
+    settings.admin_token = None;
+    let apps = join_all((0..4).map(|_| App::build(settings.clone()))).await;
+    let mut generated = Vec::new();
+    let mut bases = Vec::new();
+    for app in apps {
+        let mut app = app.expect("every replica starts");
+        if let Some(token) = app.take_generated_admin_token() {
+            generated.push(token.to_string());
+        }
+        bases.push(format!("http://{}", app.local_addr().unwrap()));
+        tokio::spawn(app.run_until_stopped(std::future::pending()));
+    }
+    assert_eq!(
+        generated.len(),
+        1,
+        "exactly one replica generates the token"
+    );
+    for base in &bases {
+        let admin = AdminClient::new(base, &generated[0]).unwrap();
+        admin
+            .audit(None, None)
+            .await
+            .expect("the token works on every replica");
+    }
+    let mut conn = db.connect().await;
+    let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(versions, vec![1]);
+}

@@ -18,12 +18,13 @@ mod retrieve;
 mod rows;
 mod sweep;
 
+use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
 use keymaster_core::wire::AuditEntry;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
 
 use super::{
@@ -54,10 +55,15 @@ pub struct PostgresStore {
 impl PostgresStore {
     /// Connects to `url` and applies pending migrations.
     pub async fn open(url: &str) -> Result<PostgresStore, StoreError> {
+        // READ COMMITTED with row locks is what the transactions are written for, whatever
+        // the server's `default_transaction_isolation` says.
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Db(format!("database_url: {e}")))?
+            .options([("default_transaction_isolation", r"read\ committed")]);
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect(url)
+            .connect_with(options)
             .await
             .map_err(db)?;
         let store = PostgresStore { pool };
