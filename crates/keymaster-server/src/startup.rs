@@ -79,18 +79,17 @@ impl App {
                 let store = SqliteStore::open(&path, settings.sqlite_synchronous_full)?;
                 (Arc::new(store), secret)
             }
-            Database::Postgres(_) => {
-                if settings.secret.is_none() {
+            Database::Postgres(url) => {
+                let Some(secret) = &settings.secret else {
                     return Err(crate::config::ConfigError(
                         "KEYMASTER_SECRET is required with PostgreSQL (every replica must share it)"
                             .into(),
                     )
                     .into());
-                }
-                return Err(crate::config::ConfigError(
-                    "database_url: the PostgreSQL backend is not part of this build yet".into(),
-                )
-                .into());
+                };
+                let secret = Zeroizing::new(secret.0.clone());
+                let store = crate::store::postgres::PostgresStore::open(&url).await?;
+                (Arc::new(store), secret)
             }
         };
         let keys = Keys::derive(secret.as_bytes());

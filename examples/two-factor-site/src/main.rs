@@ -62,19 +62,31 @@ async fn settings() -> Html<String> {
 async fn enrol(State(app): State<App>, Form(form): Form<CodeForm>) -> (StatusCode, Html<String>) {
     // Catch typos before asking the key master: the code carries a check digit.
     if let Err(e) = check_code(&form.code) {
-        return (StatusCode::BAD_REQUEST, page(&format!("<p>That code looks mistyped: {e}.</p>")));
+        return (
+            StatusCode::BAD_REQUEST,
+            page(&format!("<p>That code looks mistyped: {e}.</p>")),
+        );
     }
-    let request = RetrievalRequest { code: form.code, ..RetrievalRequest::default() };
+    let request = RetrievalRequest {
+        code: form.code,
+        ..RetrievalRequest::default()
+    };
     match app.keymaster.retrieve(&request).await {
         Ok(key) => {
             let fp = key.fingerprint.clone().unwrap_or_default();
             let mut site = app.site.lock().unwrap_or_else(|p| p.into_inner());
             site.key = Some(key);
-            (StatusCode::OK, page(&format!("<p>Two-factor sign-in enabled. Key {fp}</p>")))
+            (
+                StatusCode::OK,
+                page(&format!("<p>Two-factor sign-in enabled. Key {fp}</p>")),
+            )
         }
         Err(e) => (
             StatusCode::BAD_REQUEST,
-            page(&format!("<p>The code was not accepted ({}).</p>", e.code().unwrap_or("error"))),
+            page(&format!(
+                "<p>The code was not accepted ({}).</p>",
+                e.code().unwrap_or("error")
+            )),
         ),
     }
 }
@@ -89,31 +101,51 @@ async fn challenge(State(app): State<App>) -> Html<String> {
     ))
 }
 
-async fn login(State(app): State<App>, Form(form): Form<SignatureForm>) -> (StatusCode, Html<String>) {
+async fn login(
+    State(app): State<App>,
+    Form(form): Form<SignatureForm>,
+) -> (StatusCode, Html<String>) {
     let (key, challenge) = {
         let mut site = app.site.lock().unwrap_or_else(|p| p.into_inner());
         // A challenge is good for one try.
         (site.key.clone(), site.challenge.take())
     };
     let (Some(key), Some(challenge)) = (key, challenge) else {
-        return (StatusCode::BAD_REQUEST, page("<p>Enrol first, then ask for a challenge.</p>"));
+        return (
+            StatusCode::BAD_REQUEST,
+            page("<p>Enrol first, then ask for a challenge.</p>"),
+        );
     };
     let Ok(signature) = STANDARD.decode(form.signature.trim()) else {
-        return (StatusCode::BAD_REQUEST, page("<p>The signature is not base64.</p>"));
+        return (
+            StatusCode::BAD_REQUEST,
+            page("<p>The signature is not base64.</p>"),
+        );
     };
     match verify_signature(&key, challenge.as_bytes(), &signature) {
-        Ok(()) => (StatusCode::OK, page("<p>Signed in with your second factor.</p>")),
-        Err(_) => (StatusCode::UNAUTHORIZED, page("<p>The signature does not verify.</p>")),
+        Ok(()) => (
+            StatusCode::OK,
+            page("<p>Signed in with your second factor.</p>"),
+        ),
+        Err(_) => (
+            StatusCode::UNAUTHORIZED,
+            page("<p>The signature does not verify.</p>"),
+        ),
     }
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let listen = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:3000".into());
+    let listen = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:3000".into());
     let url = std::env::var("KEYMASTER_URL").unwrap_or_else(|_| "http://127.0.0.1:8080".into());
     let key = std::env::var("KEYMASTER_SERVICE_KEY")
         .map_err(|_| "set KEYMASTER_SERVICE_KEY to this site's kms_ service key")?;
-    let app = App { keymaster: ServiceClient::new(&url, &key)?, site: Arc::default() };
+    let app = App {
+        keymaster: ServiceClient::new(&url, &key)?,
+        site: Arc::default(),
+    };
     let router = Router::new()
         .route("/", get(settings))
         .route("/enrol", axum::routing::post(enrol))

@@ -11,6 +11,7 @@
 
 pub mod events;
 pub mod outbox;
+pub mod postgres;
 pub mod sqlite;
 
 use std::net::IpAddr;

@@ -1,4 +1,8 @@
 //! `spawn_app()` and shortcuts shared by the tests.
+//!
+//! With `KEYMASTER_TEST_DATABASE_URL` set (a PostgreSQL maintenance URL such as
+//! `postgres://postgres@127.0.0.1:5432/postgres`), every test gets a fresh PostgreSQL database
+//! of its own (`km_test_<random>`, dropped when the test ends) instead of a SQLite file.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,8 +16,86 @@ use keymaster_core::key::{generate, GenerateAlgorithm};
 use keymaster_server::config::Redacted;
 use keymaster_server::{App, Settings};
 use rand::rngs::OsRng;
+use rand::RngCore;
+use sqlx::{Connection, PgConnection};
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
+
+/// The server secret of PostgreSQL test runs (PostgreSQL requires one in the settings).
+pub const PG_SECRET: &str = "test-server-secret-0123456789abcdef0123456789";
+
+/// The environment variable that switches the suite to PostgreSQL.
+pub const PG_ENV: &str = "KEYMASTER_TEST_DATABASE_URL";
+
+/// The PostgreSQL maintenance URL, when the suite runs against PostgreSQL.
+pub fn pg_url() -> Option<String> {
+    std::env::var(PG_ENV).ok().filter(|u| !u.is_empty())
+}
+
+/// A PostgreSQL database made for one test; dropped (connections and all) when this is.
+pub struct PgDatabase {
+    maintenance_url: String,
+    pub name: String,
+    pub url: String,
+}
+
+impl PgDatabase {
+    /// Creates `km_test_<random>` through the maintenance connection.
+    pub async fn create(maintenance_url: &str) -> PgDatabase {
+        let name = format!("km_test_{}", hex::encode(random_bytes::<8>()));
+        let mut conn = PgConnection::connect(maintenance_url)
+            .await
+            .unwrap_or_else(|e| panic!("{PG_ENV}={maintenance_url}: cannot connect: {e}"));
+        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+        let mut url = url::Url::parse(maintenance_url).unwrap();
+        url.set_path(&format!("/{name}"));
+        PgDatabase {
+            maintenance_url: maintenance_url.to_owned(),
+            name,
+            url: url.to_string(),
+        }
+    }
+
+    /// A connection to this database, for looking at what the server wrote.
+    pub async fn connect(&self) -> PgConnection {
+        PgConnection::connect(&self.url).await.unwrap()
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        // Best effort, on a thread of its own: Drop cannot await, and the test's runtime may
+        // be the one calling this.
+        let (url, name) = (self.maintenance_url.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                if let Ok(mut conn) = PgConnection::connect(&url).await {
+                    let _ = sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await;
+                    let _ = conn.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    OsRng.fill_bytes(&mut b);
+    b
+}
 
 /// A running server for one test.
 pub struct TestApp {
@@ -21,6 +103,8 @@ pub struct TestApp {
     pub admin: AdminClient,
     pub http: reqwest::Client,
     pub db_path: PathBuf,
+    /// The test's own PostgreSQL database, when the suite runs against PostgreSQL.
+    pub pg: Option<PgDatabase>,
     _dir: tempfile::TempDir,
 }
 
@@ -37,13 +121,29 @@ pub fn test_settings(dir: &std::path::Path) -> Settings {
     }
 }
 
+/// [`test_settings`] for the backend of this run: with [`PG_ENV`] set, a fresh PostgreSQL
+/// database (returned, so that it lives as long as the caller keeps it) and a fixed secret.
+pub async fn backend_settings(dir: &std::path::Path) -> (Settings, Option<PgDatabase>) {
+    let mut settings = test_settings(dir);
+    let pg = match pg_url() {
+        Some(url) => {
+            let db = PgDatabase::create(&url).await;
+            settings.database_url = db.url.clone();
+            settings.secret = Some(Redacted(PG_SECRET.into()));
+            Some(db)
+        }
+        None => None,
+    };
+    (settings, pg)
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
-    let mut settings = test_settings(dir.path());
+    let (mut settings, pg) = backend_settings(dir.path()).await;
     tweak(&mut settings);
     let db_path = PathBuf::from(&settings.database_url);
     let app = App::build(settings).await.expect("server builds");
@@ -55,6 +155,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
         http: reqwest::Client::new(),
         base,
         db_path,
+        pg,
         _dir: dir,
     }
 }
@@ -135,8 +236,35 @@ impl TestApp {
         resp.json().await.unwrap()
     }
 
-    /// Every byte the database files hold (main file and WAL).
-    pub fn database_bytes(&self) -> Vec<u8> {
+    /// Everything the database holds: with SQLite every byte of its files (main file and
+    /// WAL); with PostgreSQL the text form of every row of every table (`bytea` as hex).
+    pub async fn database_bytes(&self) -> Vec<u8> {
+        if let Some(pg) = &self.pg {
+            let mut conn = pg.connect().await;
+            let mut all = Vec::new();
+            for table in [
+                "meta",
+                "tenants",
+                "app_keys",
+                "services",
+                "keys",
+                "tombstones",
+                "events",
+                "audit",
+                "failure_budget",
+                "deliveries",
+                "schema_migrations",
+            ] {
+                let dump: String = sqlx::query_scalar(&format!(
+                    "SELECT coalesce(string_agg(t::text, E'\\n'), '') FROM {table} t"
+                ))
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+                all.extend(dump.into_bytes());
+            }
+            return all;
+        }
         let mut all = std::fs::read(&self.db_path).unwrap_or_default();
         let mut wal = self.db_path.clone().into_os_string();
         wal.push("-wal");

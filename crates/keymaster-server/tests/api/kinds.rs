@@ -101,7 +101,7 @@ async fn generated_pair_signs_and_is_not_kept(alg: &str) {
 
     // The private half is nowhere the server keeps or tells.
     let der = pem_der(&private);
-    let db = app.database_bytes();
+    let db = app.database_bytes().await;
     assert!(
         !leaks::<16>(&db, &der, public.spki_der()),
         "{alg}: in the db"
@@ -165,7 +165,7 @@ async fn secrets_round_trip_and_are_sealed_at_rest() {
         assert!(dep.private_key.is_none());
         assert!(dep.fingerprint.is_none());
 
-        let db = app.database_bytes();
+        let db = app.database_bytes().await;
         assert!(!contains(&db, &raw), "{len} raw bytes in the db");
         assert!(
             !contains(&db, b64.as_bytes()),

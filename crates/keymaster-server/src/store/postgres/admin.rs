@@ -1,0 +1,235 @@
+//! PostgreSQL: the operator's objects (admin token, tenants, app keys, services) and the audit
+//! log.
+
+use ipnet::IpNet;
+use keymaster_core::wire::AuditEntry;
+use sqlx::PgConnection;
+
+use super::rows::insert_audit;
+use super::{db, ms, ts};
+use crate::store::{
+    AppKeyAuth, AuditRecord, NewAppKey, NewService, NewTenant, ServiceAuth, StoreError,
+};
+
+const ADMIN_HASH: &str = "admin_token_hash";
+
+pub async fn admin_token_hash(c: &mut PgConnection) -> Result<Option<Vec<u8>>, StoreError> {
+    sqlx::query_scalar("SELECT value FROM meta WHERE name = $1")
+        .bind(ADMIN_HASH)
+        .fetch_optional(c)
+        .await
+        .map_err(db)
+}
+
+pub async fn init_admin_token_hash(c: &mut PgConnection, hash: &[u8]) -> Result<bool, StoreError> {
+    let n =
+        sqlx::query("INSERT INTO meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+            .bind(ADMIN_HASH)
+            .bind(hash)
+            .execute(c)
+            .await
+            .map_err(db)?
+            .rows_affected();
+    Ok(n == 1)
+}
+
+pub async fn create_tenant(
+    c: &mut PgConnection,
+    t: &NewTenant,
+    a: &AuditRecord,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO tenants (id, name, webhook_url, webhook_secret_sealed, created_at)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&t.id)
+    .bind(&t.name)
+    .bind(&t.webhook_url)
+    .bind(&t.webhook_secret_sealed)
+    .bind(ms(a.at))
+    .execute(&mut *c)
+    .await
+    .map_err(db)?;
+    insert_audit(c, a).await
+}
+
+pub async fn create_app_key(
+    c: &mut PgConnection,
+    k: &NewAppKey,
+    a: &AuditRecord,
+) -> Result<bool, StoreError> {
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM tenants WHERE id = $1")
+        .bind(&k.tenant_id)
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(db)?;
+    if exists.is_none() {
+        return Ok(false);
+    }
+    sqlx::query(
+        "INSERT INTO app_keys (id, tenant_id, token_hash, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(&k.id)
+    .bind(&k.tenant_id)
+    .bind(&k.token_hash)
+    .bind(ms(a.at))
+    .execute(&mut *c)
+    .await
+    .map_err(db)?;
+    insert_audit(c, a).await?;
+    Ok(true)
+}
+
+pub async fn delete_app_key(
+    c: &mut PgConnection,
+    id: &str,
+    a: &AuditRecord,
+) -> Result<bool, StoreError> {
+    let n = sqlx::query("DELETE FROM app_keys WHERE id = $1")
+        .bind(id)
+        .execute(&mut *c)
+        .await
+        .map_err(db)?
+        .rows_affected();
+    if n == 1 {
+        insert_audit(c, a).await?;
+    }
+    Ok(n == 1)
+}
+
+pub async fn create_service(
+    c: &mut PgConnection,
+    s: &NewService,
+    a: &AuditRecord,
+) -> Result<(), StoreError> {
+    let domains = serde_json::to_string(&s.domains).map_err(|e| StoreError::Db(e.to_string()))?;
+    let cidrs =
+        serde_json::to_string(&s.allowed_cidrs).map_err(|e| StoreError::Db(e.to_string()))?;
+    sqlx::query(
+        "INSERT INTO services (id, name, domains, allowed_cidrs, token_hash, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&s.id)
+    .bind(&s.name)
+    .bind(domains)
+    .bind(cidrs)
+    .bind(&s.token_hash)
+    .bind(ms(a.at))
+    .execute(&mut *c)
+    .await
+    .map_err(db)?;
+    insert_audit(c, a).await
+}
+
+pub async fn delete_service(
+    c: &mut PgConnection,
+    id: &str,
+    a: &AuditRecord,
+) -> Result<bool, StoreError> {
+    let n = sqlx::query("DELETE FROM services WHERE id = $1")
+        .bind(id)
+        .execute(&mut *c)
+        .await
+        .map_err(db)?
+        .rows_affected();
+    if n == 1 {
+        insert_audit(c, a).await?;
+    }
+    Ok(n == 1)
+}
+
+pub async fn app_key_by_token(
+    c: &mut PgConnection,
+    hash: &[u8],
+) -> Result<Option<AppKeyAuth>, StoreError> {
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT id, tenant_id FROM app_keys WHERE token_hash = $1")
+            .bind(hash)
+            .fetch_optional(c)
+            .await
+            .map_err(db)?;
+    Ok(row.map(|(id, tenant_id)| AppKeyAuth { id, tenant_id }))
+}
+
+pub async fn service_by_token(
+    c: &mut PgConnection,
+    hash: &[u8],
+) -> Result<Option<ServiceAuth>, StoreError> {
+    let row: Option<(String, String, String, String)> = sqlx::query_as(
+        "SELECT id, name, domains, allowed_cidrs FROM services WHERE token_hash = $1",
+    )
+    .bind(hash)
+    .fetch_optional(c)
+    .await
+    .map_err(db)?;
+    row.map(|(id, name, domains, cidrs)| {
+        let domains: Vec<String> = serde_json::from_str(&domains)
+            .map_err(|e| StoreError::Corrupt(format!("service domains: {e}")))?;
+        let allowed_cidrs: Vec<IpNet> = serde_json::from_str(&cidrs)
+            .map_err(|e| StoreError::Corrupt(format!("service cidrs: {e}")))?;
+        Ok(ServiceAuth {
+            id,
+            name,
+            domains,
+            allowed_cidrs,
+        })
+    })
+    .transpose()
+}
+
+pub async fn missing_services(
+    c: &mut PgConnection,
+    ids: &[String],
+) -> Result<Vec<String>, StoreError> {
+    let present: Vec<String> = sqlx::query_scalar("SELECT id FROM services WHERE id = ANY($1)")
+        .bind(ids)
+        .fetch_all(c)
+        .await
+        .map_err(db)?;
+    Ok(ids
+        .iter()
+        .filter(|id| !present.contains(id))
+        .cloned()
+        .collect())
+}
+
+type AuditRow = (
+    i64,
+    i64,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+pub async fn list_audit(
+    c: &mut PgConnection,
+    limit: u32,
+    before: Option<i64>,
+) -> Result<Vec<AuditEntry>, StoreError> {
+    let rows: Vec<AuditRow> = sqlx::query_as(
+        "SELECT id, at, actor, action, outcome, key_id, ip, detail FROM audit
+         WHERE id < $1 ORDER BY id DESC LIMIT $2",
+    )
+    .bind(before.unwrap_or(i64::MAX))
+    .bind(i64::from(limit))
+    .fetch_all(c)
+    .await
+    .map_err(db)?;
+    rows.into_iter()
+        .map(|(id, at, actor, action, outcome, key_id, ip, detail)| {
+            Ok(AuditEntry {
+                id,
+                at: ts(at)?,
+                actor,
+                action,
+                outcome,
+                key_id,
+                ip,
+                detail,
+            })
+        })
+        .collect()
+}

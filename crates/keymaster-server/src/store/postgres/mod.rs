@@ -1,0 +1,454 @@
+//! The PostgreSQL backend: sqlx (runtime API, no compile-time checked queries), a pool with an
+//! acquire timeout so that no request hangs while the database is down, READ COMMITTED
+//! transactions with row locks.
+//!
+//! Meant for several replicas on one database: the retrieval transaction locks the service's
+//! failure-budget row and the key row (`FOR UPDATE`), so a single-use code is handed out once
+//! and budgets are exact across processes; the sweeper takes its batches with
+//! `FOR UPDATE SKIP LOCKED`, so each expiry is reported once however many replicas sweep;
+//! migrations run under an advisory lock and are recorded in `schema_migrations`.
+//!
+//! The SQL of each subject lives in its own file (`admin`, `keys`, `retrieve`, `sweep`,
+//! `rows`), as plain functions over a `&mut PgConnection` that is inside a transaction; this
+//! file only opens transactions and commits them. It behaves exactly like the SQLite backend.
+
+mod admin;
+mod keys;
+mod outbox;
+mod retrieve;
+mod rows;
+mod sweep;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use keymaster_core::wire::AuditEntry;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Connection, PgConnection};
+
+use super::outbox::{AttemptResult, ClaimedDelivery, DeliveryInfo, OutboxStats};
+use super::{
+    AppKeyAuth, AuditRecord, KeyRecord, NewAppKey, NewKey, NewService, NewTenant, RecodeOutcome,
+    RetrieveCommand, RetrieveOutcome, ServiceAuth, Store, StoreError, StoredEvent, SweepReport,
+};
+
+/// The migrations, in order; `schema_migrations` records which versions were applied.
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../../../../migrations/postgres/0001_initial.sql"),
+    include_str!("../../../../../migrations/postgres/0002_deliveries.sql"),
+];
+
+/// The advisory lock key that serialises migrations of replicas starting together.
+const MIGRATION_LOCK: i64 = 0x6b65_796d_6173_7472; // "keymastr"
+
+/// How long a request waits for a pooled connection before the store reports `Unavailable`.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Most connections one replica holds.
+const MAX_CONNECTIONS: u32 = 16;
+
+/// The PostgreSQL store.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to `url` and applies pending migrations.
+    pub async fn open(url: &str) -> Result<PostgresStore, StoreError> {
+        // READ COMMITTED with row locks is what the transactions are written for, whatever
+        // the server's `default_transaction_isolation` says.
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Db(format!("database_url: {e}")))?
+            .options([("default_transaction_isolation", r"read\ committed")]);
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(db)?;
+        let store = PostgresStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies the migrations not yet recorded, all in one transaction under an advisory lock,
+    /// so that replicas starting at once apply each exactly once.
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version    BIGINT PRIMARY KEY,
+                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+             )",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        let applied: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM schema_migrations")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?;
+        let applied = usize::try_from(applied.unwrap_or(0))
+            .map_err(|e| StoreError::Corrupt(format!("schema_migrations: {e}")))?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+            let version = i64::try_from(i + 1).unwrap_or(i64::MAX);
+            sqlx::raw_sql(sql)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| StoreError::Db(format!("migration {version} failed: {e}")))?;
+            sqlx::query("INSERT INTO schema_migrations (version) VALUES ($1)")
+                .bind(version)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    /// Runs `f` inside one transaction (READ COMMITTED) and commits it if `f` succeeded.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send,
+        F: for<'c> FnOnce(
+                &'c mut PgConnection,
+            ) -> futures::future::BoxFuture<'c, Result<T, StoreError>>
+            + Send,
+    {
+        let mut conn = self.pool.acquire().await.map_err(unavailable)?;
+        let mut tx = conn.begin().await.map_err(unavailable)?;
+        let out = f(&mut tx).await;
+        match out {
+            Ok(v) => {
+                tx.commit().await.map_err(db)?;
+                Ok(v)
+            }
+            Err(e) => {
+                // Dropping the transaction would roll back too; saying so is clearer.
+                let _ = tx.rollback().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs a read on a pooled connection, outside any explicit transaction.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send,
+        F: for<'c> FnOnce(
+                &'c mut PgConnection,
+            ) -> futures::future::BoxFuture<'c, Result<T, StoreError>>
+            + Send,
+    {
+        let mut conn = self.pool.acquire().await.map_err(unavailable)?;
+        f(&mut conn).await
+    }
+}
+
+/// Maps a sqlx error into the store's error: a database that cannot be reached (pool timeout,
+/// I/O, connection-class SQLSTATE `08…`, shutdown `57P…`) is `Unavailable`, the rest `Db`.
+pub(crate) fn db(e: sqlx::Error) -> StoreError {
+    let unavailable = match &e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(d) => d
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        _ => false,
+    };
+    if unavailable {
+        StoreError::Unavailable(e.to_string())
+    } else {
+        StoreError::Db(e.to_string())
+    }
+}
+
+/// Maps a failure to get a connection (or to begin on it): whatever the cause, the database
+/// cannot serve this request now.
+fn unavailable(e: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// True when `e` is a UNIQUE violation (SQLSTATE 23505).
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.code().as_deref() == Some("23505"))
+}
+
+/// Unix milliseconds, as stored.
+pub(crate) fn ms(t: Timestamp) -> i64 {
+    t.as_millisecond()
+}
+
+/// Back from stored milliseconds.
+pub(crate) fn ts(ms: i64) -> Result<Timestamp, StoreError> {
+    Timestamp::from_millisecond(ms).map_err(|e| StoreError::Corrupt(format!("timestamp: {e}")))
+}
+
+/// A stored count back into the domain's `u32`.
+pub(crate) fn count(v: i64) -> Result<u32, StoreError> {
+    u32::try_from(v).map_err(|e| StoreError::Corrupt(format!("count {v}: {e}")))
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+
+    async fn admin_token_hash(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(|c| Box::pin(admin::admin_token_hash(c))).await
+    }
+
+    async fn init_admin_token_hash(&self, hash: Vec<u8>) -> Result<bool, StoreError> {
+        self.write(move |c| Box::pin(async move { admin::init_admin_token_hash(c, &hash).await }))
+            .await
+    }
+
+    async fn create_tenant(&self, t: NewTenant, audit: AuditRecord) -> Result<(), StoreError> {
+        self.write(move |c| Box::pin(async move { admin::create_tenant(c, &t, &audit).await }))
+            .await
+    }
+
+    async fn create_app_key(&self, k: NewAppKey, audit: AuditRecord) -> Result<bool, StoreError> {
+        self.write(move |c| Box::pin(async move { admin::create_app_key(c, &k, &audit).await }))
+            .await
+    }
+
+    async fn delete_app_key(&self, id: &str, audit: AuditRecord) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.write(move |c| Box::pin(async move { admin::delete_app_key(c, &id, &audit).await }))
+            .await
+    }
+
+    async fn create_service(&self, s: NewService, audit: AuditRecord) -> Result<(), StoreError> {
+        self.write(move |c| Box::pin(async move { admin::create_service(c, &s, &audit).await }))
+            .await
+    }
+
+    async fn delete_service(&self, id: &str, audit: AuditRecord) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.write(move |c| Box::pin(async move { admin::delete_service(c, &id, &audit).await }))
+            .await
+    }
+
+    async fn app_key_by_token(&self, hash: &[u8]) -> Result<Option<AppKeyAuth>, StoreError> {
+        let hash = hash.to_vec();
+        self.read(move |c| Box::pin(async move { admin::app_key_by_token(c, &hash).await }))
+            .await
+    }
+
+    async fn service_by_token(&self, hash: &[u8]) -> Result<Option<ServiceAuth>, StoreError> {
+        let hash = hash.to_vec();
+        self.read(move |c| Box::pin(async move { admin::service_by_token(c, &hash).await }))
+            .await
+    }
+
+    async fn missing_services(&self, ids: &[String]) -> Result<Vec<String>, StoreError> {
+        let ids = ids.to_vec();
+        self.read(move |c| Box::pin(async move { admin::missing_services(c, &ids).await }))
+            .await
+    }
+
+    async fn append_audit(&self, audit: AuditRecord) -> Result<(), StoreError> {
+        self.write(move |c| Box::pin(async move { rows::insert_audit(c, &audit).await }))
+            .await
+    }
+
+    async fn list_audit(
+        &self,
+        limit: u32,
+        before: Option<i64>,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        self.read(move |c| Box::pin(admin::list_audit(c, limit, before)))
+            .await
+    }
+
+    async fn deposit(&self, key: NewKey, audit: AuditRecord) -> Result<bool, StoreError> {
+        self.write(move |c| Box::pin(async move { keys::deposit(c, &key, &audit).await }))
+            .await
+    }
+
+    async fn password_hash_for_code(
+        &self,
+        code_hash: &[u8],
+    ) -> Result<Option<Option<String>>, StoreError> {
+        let code_hash = code_hash.to_vec();
+        self.read(move |c| {
+            Box::pin(async move { keys::password_hash_for_code(c, &code_hash).await })
+        })
+        .await
+    }
+
+    async fn retrieve(&self, cmd: RetrieveCommand) -> Result<RetrieveOutcome, StoreError> {
+        self.write(move |c| Box::pin(async move { retrieve::retrieve(c, &cmd).await }))
+            .await
+    }
+
+    async fn refuse_retrieval(
+        &self,
+        service: &ServiceAuth,
+        budget_per_minute: u32,
+        audit: AuditRecord,
+    ) -> Result<Option<u64>, StoreError> {
+        let service = service.clone();
+        self.write(move |c| {
+            Box::pin(async move { retrieve::refuse(c, &service, budget_per_minute, &audit).await })
+        })
+        .await
+    }
+
+    async fn confirm(
+        &self,
+        retrieval_id: &str,
+        service: &ServiceAuth,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let rid = retrieval_id.to_owned();
+        let service = service.clone();
+        self.write(move |c| {
+            Box::pin(async move { retrieve::confirm(c, &rid, &service, now).await })
+        })
+        .await
+    }
+
+    async fn key_by_holder(&self, holder_hash: &[u8]) -> Result<Option<KeyRecord>, StoreError> {
+        let h = holder_hash.to_vec();
+        self.read(move |c| Box::pin(async move { keys::key_by_holder(c, &h).await }))
+            .await
+    }
+
+    async fn key_events(
+        &self,
+        key_id: &str,
+        after_seq: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let key_id = key_id.to_owned();
+        self.read(move |c| Box::pin(async move { rows::key_events(c, &key_id, after_seq).await }))
+            .await
+    }
+
+    async fn event_seq(&self, key_id: &str, event_id: &str) -> Result<Option<i64>, StoreError> {
+        let (key_id, event_id) = (key_id.to_owned(), event_id.to_owned());
+        self.read(move |c| Box::pin(async move { rows::event_seq(c, &key_id, &event_id).await }))
+            .await
+    }
+
+    async fn set_expiry(
+        &self,
+        key_id: &str,
+        expires_at: Timestamp,
+        audit: AuditRecord,
+    ) -> Result<bool, StoreError> {
+        let key_id = key_id.to_owned();
+        self.write(move |c| {
+            Box::pin(async move { keys::set_expiry(c, &key_id, expires_at, &audit).await })
+        })
+        .await
+    }
+
+    async fn revoke(&self, key_id: &str, audit: AuditRecord) -> Result<bool, StoreError> {
+        let key_id = key_id.to_owned();
+        self.write(move |c| Box::pin(async move { keys::revoke(c, &key_id, &audit).await }))
+            .await
+    }
+
+    async fn recode(
+        &self,
+        key_id: &str,
+        new_code_hash: Vec<u8>,
+        audit: AuditRecord,
+    ) -> Result<RecodeOutcome, StoreError> {
+        let key_id = key_id.to_owned();
+        self.write(move |c| {
+            Box::pin(async move { keys::recode(c, &key_id, &new_code_hash, &audit).await })
+        })
+        .await
+    }
+
+    async fn sweep(
+        &self,
+        now: Timestamp,
+        retention: std::time::Duration,
+    ) -> Result<SweepReport, StoreError> {
+        self.write(move |c| Box::pin(sweep::sweep(c, now, retention)))
+            .await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: Timestamp,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        self.write(move |c| Box::pin(async move { outbox::claim(c, now, lease, limit).await }))
+            .await
+    }
+
+    async fn finish_delivery(
+        &self,
+        id: i64,
+        result: AttemptResult,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.write(move |c| Box::pin(async move { outbox::finish(c, id, &result, now).await }))
+            .await
+    }
+
+    async fn tenant_webhook_secrets(
+        &self,
+        tenant_id: &str,
+        now: Timestamp,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let tenant_id = tenant_id.to_owned();
+        self.read(move |c| {
+            Box::pin(async move { outbox::tenant_secrets(c, &tenant_id, now).await })
+        })
+        .await
+    }
+
+    async fn rotate_webhook_secret(
+        &self,
+        tenant_id: &str,
+        new_sealed: Vec<u8>,
+        previous_until: Timestamp,
+        audit: AuditRecord,
+    ) -> Result<bool, StoreError> {
+        let tenant_id = tenant_id.to_owned();
+        self.write(move |c| {
+            Box::pin(async move {
+                outbox::rotate(c, &tenant_id, &new_sealed, previous_until, &audit).await
+            })
+        })
+        .await
+    }
+
+    async fn list_deliveries(
+        &self,
+        status: &str,
+        limit: u32,
+    ) -> Result<Vec<DeliveryInfo>, StoreError> {
+        let status = status.to_owned();
+        self.read(move |c| Box::pin(async move { outbox::list(c, &status, limit).await }))
+            .await
+    }
+
+    async fn outbox_stats(&self, now: Timestamp) -> Result<OutboxStats, StoreError> {
+        self.read(move |c| Box::pin(async move { outbox::stats(c, now).await }))
+            .await
+    }
+}

@@ -1,0 +1,212 @@
+//! Rows shared by every PostgreSQL operation: audit rows, events (the outbox), the end of a
+//! key's life (material cleared, code tombstoned), failure budgets.
+
+use jiff::Timestamp;
+use keymaster_core::wire::Event;
+use sqlx::PgConnection;
+
+use super::{db, ms, ts};
+use crate::store::events::{new_event, EventType, KeyRef};
+use crate::store::{AuditRecord, KeyState, StoreError, StoredEvent};
+
+/// Appends an audit row.
+pub async fn insert_audit(c: &mut PgConnection, a: &AuditRecord) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO audit (at, actor, action, outcome, key_id, ip, detail)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(ms(a.at))
+    .bind(&a.actor)
+    .bind(a.action)
+    .bind(&a.outcome)
+    .bind(&a.key_id)
+    .bind(a.ip.map(|ip| ip.to_string()))
+    .bind(&a.detail)
+    .execute(c)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+/// Writes an event into the outbox.
+pub async fn insert_event(c: &mut PgConnection, e: &Event) -> Result<(), StoreError> {
+    let payload = serde_json::to_string(e).map_err(|e| StoreError::Db(e.to_string()))?;
+    sqlx::query(
+        "INSERT INTO events (id, key_id, tenant_id, type, at, payload)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&e.id)
+    .bind(&e.data.key_id)
+    .bind(&e.data.tenant_id)
+    .bind(&e.event_type)
+    .bind(ms(e.timestamp))
+    .bind(payload)
+    .execute(&mut *c)
+    .await
+    .map_err(db)?;
+    super::outbox::enqueue(c, &e.id, &e.data.key_id, &e.data.tenant_id, e.timestamp).await
+}
+
+/// Makes and writes an event of `ty` for a key.
+pub async fn emit(
+    c: &mut PgConnection,
+    ty: EventType,
+    key: &KeyRef<'_>,
+    service: Option<(&str, &str)>,
+    reason: Option<&str>,
+    at: Timestamp,
+) -> Result<(), StoreError> {
+    insert_event(c, &new_event(ty, key, service, reason, at)).await
+}
+
+/// Ends the lives of keys: the state becomes `state`, the key material and the code hash are
+/// cleared, and each code is kept as a tombstone so that a later use can be reported. The
+/// caller holds the rows' locks.
+pub async fn end_keys(
+    c: &mut PgConnection,
+    key_ids: &[String],
+    state: KeyState,
+    at: Timestamp,
+) -> Result<(), StoreError> {
+    if key_ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO tombstones (code_hash, key_id, died_at)
+         SELECT code_hash, id, $2 FROM keys WHERE id = ANY($1) AND code_hash IS NOT NULL
+         ON CONFLICT (code_hash) DO UPDATE SET key_id = EXCLUDED.key_id,
+             died_at = EXCLUDED.died_at",
+    )
+    .bind(key_ids)
+    .bind(ms(at))
+    .execute(&mut *c)
+    .await
+    .map_err(db)?;
+    sqlx::query(
+        "UPDATE keys SET state = $2, ended_at = $3, code_hash = NULL, spki = NULL,
+                secret_sealed = NULL, password_hash = NULL, pending_retrieval_id = NULL,
+                pending_service_id = NULL, confirm_by = NULL
+         WHERE id = ANY($1)",
+    )
+    .bind(key_ids)
+    .bind(state.as_str())
+    .bind(ms(at))
+    .execute(&mut *c)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+/// Ends one key's life (see [`end_keys`]).
+pub async fn end_key(
+    c: &mut PgConnection,
+    key_id: &str,
+    state: KeyState,
+    at: Timestamp,
+) -> Result<(), StoreError> {
+    end_keys(c, &[key_id.to_owned()], state, at).await
+}
+
+/// The key's events after `after_seq`, oldest first.
+pub async fn key_events(
+    c: &mut PgConnection,
+    key_id: &str,
+    after_seq: i64,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let rows: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT seq, payload FROM events WHERE key_id = $1 AND seq > $2 ORDER BY seq LIMIT 1000",
+    )
+    .bind(key_id)
+    .bind(after_seq)
+    .fetch_all(c)
+    .await
+    .map_err(db)?;
+    rows.into_iter()
+        .map(|(seq, payload)| {
+            let event = serde_json::from_str(&payload)
+                .map_err(|e| StoreError::Corrupt(format!("event {seq}: {e}")))?;
+            Ok(StoredEvent { seq, event })
+        })
+        .collect()
+}
+
+/// The sequence number of one event of a key.
+pub async fn event_seq(
+    c: &mut PgConnection,
+    key_id: &str,
+    event_id: &str,
+) -> Result<Option<i64>, StoreError> {
+    sqlx::query_scalar("SELECT seq FROM events WHERE key_id = $1 AND id = $2")
+        .bind(key_id)
+        .bind(event_id)
+        .fetch_optional(c)
+        .await
+        .map_err(db)
+}
+
+/// Seconds until `subject` may try again, when its failure budget is spent.
+///
+/// Locks the subject's budget row (creating it if needed) until the transaction ends, so that
+/// checking and counting are one step across every replica: the budget is exact.
+pub async fn budget_spent(
+    c: &mut PgConnection,
+    subject: &str,
+    now: Timestamp,
+    per_minute: u32,
+) -> Result<Option<u64>, StoreError> {
+    let now = ms(now);
+    sqlx::query(
+        "INSERT INTO failure_budget (subject, window_start, failures) VALUES ($1, $2, 0)
+         ON CONFLICT (subject) DO NOTHING",
+    )
+    .bind(subject)
+    .bind(now)
+    .execute(&mut *c)
+    .await
+    .map_err(db)?;
+    let (start, failures): (i64, i64) = sqlx::query_as(
+        "SELECT window_start, failures FROM failure_budget WHERE subject = $1 FOR UPDATE",
+    )
+    .bind(subject)
+    .fetch_one(&mut *c)
+    .await
+    .map_err(db)?;
+    Ok(
+        if now - start < 60_000 && failures >= i64::from(per_minute) {
+            Some(((start + 60_000 - now + 999) / 1000).max(1) as u64)
+        } else {
+            None
+        },
+    )
+}
+
+/// Counts one failure against `subject`'s budget (a fixed one-minute window that starts at
+/// the first failure, as in the SQLite backend: the row [`budget_spent`] made with no failure
+/// does not start a window).
+pub async fn record_failure(
+    c: &mut PgConnection,
+    subject: &str,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO failure_budget (subject, window_start, failures) VALUES ($1, $2, 1)
+         ON CONFLICT (subject) DO UPDATE SET
+           failures = CASE WHEN $2 - failure_budget.window_start >= 60000
+                                  OR failure_budget.failures = 0 THEN 1
+                           ELSE failure_budget.failures + 1 END,
+           window_start = CASE WHEN $2 - failure_budget.window_start >= 60000
+                                   OR failure_budget.failures = 0 THEN $2
+                               ELSE failure_budget.window_start END",
+    )
+    .bind(subject)
+    .bind(ms(now))
+    .execute(c)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+/// Reads a timestamp column that may be null.
+pub fn opt_ts(v: Option<i64>) -> Result<Option<Timestamp>, StoreError> {
+    v.map(ts).transpose()
+}
