@@ -23,4 +23,7 @@ pub struct AppState {
     pub limits: Arc<PolicyLimits>,
     /// Renders `/metrics`.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// Becomes `true` when the server starts to stop; long-lived answers (the event stream)
+    /// end on it so that a stop is not held up by them.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }

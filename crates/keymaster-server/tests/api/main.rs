@@ -7,5 +7,6 @@ mod admin;
 mod deposit;
 mod helpers;
 mod holder;
+mod limits;
 mod retrieve;
 mod service_endpoints;
