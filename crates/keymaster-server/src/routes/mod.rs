@@ -189,9 +189,45 @@ pub async fn verify_password(given: String, hash: String) -> Result<PasswordChec
         admin::create_service, admin::delete_service, admin::audit,
         health::healthz, health::readyz, health::metrics,
     ),
-    modifiers(&BearerSchemes),
+    modifiers(&BearerSchemes, &ServerLimits),
 )]
 pub struct ApiDoc;
+
+/// Documents the answer every operation can give whatever its handler does: `503 unavailable`
+/// when the request runs past `request_timeout` or the database cannot be reached.
+pub(crate) struct ServerLimits;
+
+impl Modify for ServerLimits {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let unavailable = ResponseBuilder::new()
+            .description("unavailable: the request ran past the server's request_timeout, or the database cannot be reached")
+            .content(
+                "application/problem+json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build();
+        for item in openapi.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                op.responses
+                    .responses
+                    .entry("503".to_owned())
+                    .or_insert_with(|| unavailable.clone().into());
+            }
+        }
+    }
+}
 
 struct BearerSchemes;
 

@@ -154,6 +154,25 @@ async fn a_request_whose_body_stalls_gets_503_problem_json_after_the_timeout() {
     );
     assert!(answer.contains("\"code\":\"unavailable\""), "{answer}");
     assert!(took >= Duration::from_millis(700), "{took:?}");
+
+    // The description says so, for every operation.
+    let doc: serde_json::Value = app
+        .http
+        .get(format!("{}/openapi.json", app.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            assert!(
+                op["responses"].get("503").is_some(),
+                "{method} {path} does not document 503"
+            );
+        }
+    }
 }
 
 #[tokio::test]
