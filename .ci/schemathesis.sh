@@ -12,7 +12,8 @@ SCHEMATHESIS_VERSION=4.32.5
 MAX_EXAMPLES=${SCHEMATHESIS_MAX_EXAMPLES:-30}
 MAX_TIME=${SCHEMATHESIS_MAX_TIME:-60}
 TARGET=${CARGO_TARGET_DIR:-target}
-VENV="$TARGET/schemathesis-venv"
+mkdir -p "$TARGET"
+VENV="$(cd "$TARGET" && pwd)/schemathesis-venv"
 
 if ! "$VENV/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
   echo "schemathesis: installing $SCHEMATHESIS_VERSION into $VENV"
@@ -73,12 +74,13 @@ for kind in admin app_key service_key holder_token; do
   esac
   echo "schemathesis: run with the $kind"
   # The event stream never ends while its key lives; schemathesis cannot read it to the end.
-  if ! "$VENV/bin/schemathesis" run "$BASE/openapi.json" \
+  # Run from the temporary directory: schemathesis leaves a .schemathesis/ cache where it runs.
+  if ! (cd "$WORK" && "$VENV/bin/schemathesis" run "$BASE/openapi.json" \
       --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
       --header "Authorization: Bearer $token" \
       --exclude-path "/v1/keys/{id}/events" \
       --max-examples "$MAX_EXAMPLES" --max-time "$MAX_TIME" --seed 9 \
-      --request-timeout 10 --workers 2 --no-color; then
+      --request-timeout 10 --workers 2 --no-color); then
     echo "schemathesis: FAILED with the $kind"
     status=1
   fi
