@@ -67,6 +67,25 @@ pub struct Settings {
     pub sqlite_synchronous_full: bool,
     /// Serve the browser demo under `/demo/`; default: on when listening on loopback.
     pub demo: Option<bool>,
+    /// Longest time one request may take, from its headers being read to its answer, body
+    /// upload included; past it the answer is `503 unavailable`. The event stream is exempt.
+    #[serde(with = "duration")]
+    pub request_timeout: Duration,
+    /// Longest time a client may take to send a request's headers (and the longest an idle
+    /// keep-alive connection is kept); past it the connection is closed (slow-loris).
+    #[serde(with = "duration")]
+    pub header_read_timeout: Duration,
+    /// Largest request head (request line and headers) in bytes, at least 8192; a larger one
+    /// is answered `431` and the connection closed.
+    pub max_header_bytes: usize,
+    /// Open connections served at once; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// Requests handled at once over all connections; further requests wait (and time out
+    /// after `request_timeout`).
+    pub max_concurrent_requests: usize,
+    /// On SIGTERM, how long requests in flight may take to finish before the server exits.
+    #[serde(with = "duration")]
+    pub shutdown_grace: Duration,
 }
 
 impl Default for Settings {
@@ -92,6 +111,12 @@ impl Default for Settings {
             trusted_proxies: Vec::new(),
             sqlite_synchronous_full: true,
             demo: None,
+            request_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 32 * 1024,
+            max_connections: 1024,
+            max_concurrent_requests: 256,
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }
@@ -119,7 +144,16 @@ const ENV_KEYS: &[&str] = &[
     "trusted_proxies",
     "sqlite_synchronous_full",
     "demo",
+    "request_timeout",
+    "header_read_timeout",
+    "max_header_bytes",
+    "max_connections",
+    "max_concurrent_requests",
+    "shutdown_grace",
 ];
+
+/// The smallest `max_header_bytes` the HTTP/1 parser accepts (hyper's minimum buffer).
+pub const MIN_HEADER_BYTES: usize = 8192;
 
 /// A setting that failed to load or validate; the message names the setting.
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +203,21 @@ impl Settings {
         if self.webhook_max_attempts == 0 {
             return Err(ConfigError(
                 "webhook_max_attempts must be at least 1".into(),
+            ));
+        }
+        if self.request_timeout.is_zero() || self.header_read_timeout.is_zero() {
+            return Err(ConfigError(
+                "request_timeout and header_read_timeout must be positive".into(),
+            ));
+        }
+        if self.max_header_bytes < MIN_HEADER_BYTES {
+            return Err(ConfigError(format!(
+                "max_header_bytes must be at least {MIN_HEADER_BYTES}"
+            )));
+        }
+        if self.max_connections == 0 || self.max_concurrent_requests == 0 {
+            return Err(ConfigError(
+                "max_connections and max_concurrent_requests must be at least 1".into(),
             ));
         }
         if let Some(secret) = &self.secret {

@@ -150,7 +150,7 @@ impl IntoResponse for ApiError {
         let (status, code) = self.status_and_code();
         match &self {
             ApiError::Internal(cause) => tracing::error!(%cause, "internal error"),
-            ApiError::Unavailable(cause) => tracing::warn!(%cause, "database unavailable"),
+            ApiError::Unavailable(cause) => tracing::warn!(%cause, "unavailable"),
             _ => {}
         }
         let (title, detail) = self.title_and_detail();

@@ -2,16 +2,28 @@
 //!
 //! `App::build` does everything that can fail before serving; `run_until_stopped` takes the
 //! shutdown signal as an argument so that tests and `serve` stop it the same way.
+//!
+//! The accept loop is written out (hyper's HTTP/1 connection builder rather than `axum::serve`)
+//! because the defences against slow and greedy clients live at the connection level, where
+//! `axum::serve` has no settings: a header read timeout (slow-loris; it also closes idle
+//! keep-alive connections), a bound on the request head's size, and a cap on open connections.
+//! HTTP/1 only: with the HTTP/2 prior-knowledge sniffing of an "auto" connection, a client that
+//! sends nothing would sit before the header timeout starts.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use keymaster_core::policy::PolicyLimits;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
+use tower::Service;
 use zeroize::Zeroizing;
 
 use crate::config::{Database, Settings};
@@ -47,6 +59,8 @@ pub enum StartError {
 pub struct App {
     listener: TcpListener,
     state: AppState,
+    /// Set to `true` when the server starts to stop: ends the sweeper and the event streams.
+    stop_tx: watch::Sender<bool>,
     /// Where the generated admin token was announced (first start only), for tests.
     generated_admin_token: Option<Zeroizing<String>>,
     /// The SMTP relay, when `smtp_url` is set.
@@ -133,6 +147,7 @@ impl App {
             default_ttl_seconds: settings.default_ttl.as_secs() as i64,
         };
         let auth_budget = crate::auth_budget::AuthBudget::new(settings.failed_auth_per_minute);
+        let (stop_tx, stop_rx) = watch::channel(false);
         let state = AppState {
             store,
             keys: Arc::new(keys),
@@ -141,10 +156,12 @@ impl App {
             limits: Arc::new(limits),
             auth_budget: Arc::new(auth_budget),
             metrics: metrics_handle(),
+            shutdown: stop_rx,
         };
         Ok(App {
             listener,
             state,
+            stop_tx,
             generated_admin_token,
             mailer,
         })
@@ -160,37 +177,101 @@ impl App {
         self.generated_admin_token.take()
     }
 
-    /// Serves until `shutdown` completes, then drains requests in flight.
+    /// Serves until `shutdown` completes, then drains requests in flight for at most
+    /// `shutdown_grace`.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let settings = self.state.settings.clone();
+        let App {
+            listener,
+            state,
+            stop_tx,
+            mailer,
+            ..
+        } = self;
+        let settings = state.settings.clone();
         let sweeper = tokio::spawn(crate::sweeper::run(
-            self.state.store.clone(),
+            state.store.clone(),
             settings.sweep_interval,
             settings.retention,
-            stop_rx.clone(),
+            state.shutdown.clone(),
         ));
-        let stop_rx_dispatch = stop_rx;
         let dispatcher = tokio::spawn(
             crate::dispatch::Dispatcher {
-                store: self.state.store.clone(),
-                keys: self.state.keys.clone(),
+                store: state.store.clone(),
+                keys: state.keys.clone(),
                 settings: settings.clone(),
-                mailer: self.mailer,
+                mailer,
             }
-            .run(stop_rx_dispatch),
+            .run(state.shutdown.clone()),
         );
-        let app = routes::router(self.state).into_make_service_with_connect_info::<SocketAddr>();
-        let result = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+
+        let mut make_service =
+            routes::router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(settings.header_read_timeout)
+            .max_buf_size(settings.max_header_bytes)
+            .keep_alive(true);
+        let connections = Arc::new(Semaphore::new(settings.max_connections));
+        let graceful = GracefulShutdown::new();
+        tokio::pin!(shutdown);
+
+        loop {
+            // A free connection slot first: at the cap, new clients wait in the backlog.
+            let permit = tokio::select! {
+                permit = connections.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    // The semaphore is never closed; treat it as a stop all the same.
+                    Err(_) => break,
+                },
+                () = &mut shutdown => break,
+            };
+            let (stream, remote) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait, then go on serving
+                        // the connections that are open.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let _ = stream.set_nodelay(true);
+            // `Connected<SocketAddr>`: the same `ConnectInfo` as `axum::serve` would set.
+            let service = match make_service.call(remote).await {
+                Ok(s) => s,
+                Err(never) => match never {},
+            };
+            let conn =
+                http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                drop(permit);
+            });
+        }
+
+        drop(listener);
         let _ = stop_tx.send(true);
+        if tokio::time::timeout(settings.shutdown_grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                grace = ?settings.shutdown_grace,
+                "requests still in flight after shutdown_grace; stopping anyway"
+            );
+        }
         let _ = sweeper.await;
         let _ = dispatcher.await;
-        result
+        Ok(())
     }
 }
 

@@ -25,4 +25,7 @@ pub struct AppState {
     pub auth_budget: Arc<crate::auth_budget::AuthBudget>,
     /// Renders `/metrics`.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// Becomes `true` when the server starts to stop; long-lived answers (the event stream)
+    /// end on it so that a stop is not held up by them.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }

@@ -2,7 +2,7 @@
 //!
 //! It reads the stored events (the outbox table), so it works whichever replica the holder is
 //! connected to: it polls for events after the last one sent, resumes after `Last-Event-ID`,
-//! and ends once the key is gone and its last event has been sent.
+//! and ends once the key is gone and its last event has been sent, or when the server stops.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -52,6 +52,12 @@ pub async fn events(
     let after = match headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
         Some(last) => state.store.event_seq(&id, last).await?.unwrap_or(0),
         None => 0,
+    };
+
+    // The stream ends when the server starts to stop, so that a stop is not held up by it.
+    let mut stopping = state.shutdown.clone();
+    let stopped = async move {
+        let _ = stopping.wait_for(|s| *s).await;
     };
 
     struct Cursor {
@@ -117,6 +123,7 @@ pub async fn events(
             return Some((stream::iter(items), c));
         }
     })
-    .flatten();
+    .flatten()
+    .take_until(stopped);
     Ok(Sse::new(s).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

@@ -65,6 +65,8 @@ pub async fn openapi() -> Response {
                 .build(),
         ),
     );
+    // This operation is behind the same request timeout as the others.
+    utoipa::Modify::modify(&super::ServerLimits, &mut doc);
     match doc.to_json() {
         Ok(s) => ([(header::CONTENT_TYPE, "application/json")], s).into_response(),
         Err(e) => ApiError::Internal(format!("openapi: {e}")).into_response(),

@@ -1,5 +1,7 @@
 //! The HTTP routes, one module per resource, and the router that joins them with the
-//! cross-cutting layers (body limit, request ids, tracing, problem+json fallbacks).
+//! cross-cutting layers (body limit, request timeout, concurrency bound, request ids, tracing,
+//! problem+json fallbacks). Connection-level limits (header timeout, head size, connection
+//! cap) are in `startup`.
 
 pub mod admin;
 pub mod events;
@@ -10,13 +12,18 @@ pub mod notify_check;
 pub mod retrievals;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use argon2::{Algorithm, Argon2, Params, Version};
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
 use jiff::Timestamp;
 use keymaster_core::policy::PasswordCheck;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::{BoxError, ServiceBuilder};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -31,8 +38,25 @@ use crate::store::AuditRecord;
 pub const BODY_LIMIT: usize = 64 * 1024;
 
 /// The whole API.
+///
+/// Every route but the event stream answers within `request_timeout` (body upload included)
+/// or gets `503 unavailable`; the event stream lives as long as its key. At most
+/// `max_concurrent_requests` requests are handled at once over all connections; the rest wait
+/// for a slot (within their timeout).
 pub fn router(state: AppState) -> Router {
     let request_id = axum::http::HeaderName::from_static("x-request-id");
+    // One semaphore for the whole router: `Router::layer` applies a layer to each route
+    // separately, so a per-service `ConcurrencyLimitLayer` would bound each route alone.
+    let concurrency = GlobalConcurrencyLimitLayer::with_semaphore(Arc::new(
+        tokio::sync::Semaphore::new(state.settings.max_concurrent_requests),
+    ));
+    // The timeout is outside the concurrency bound, so that waiting for a slot counts too.
+    let bounded = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(timeout_error))
+        .layer(tower::timeout::TimeoutLayer::new(
+            state.settings.request_timeout,
+        ))
+        .layer(concurrency.clone());
     Router::new()
         .route("/v1/keys", post(keys::deposit))
         .route(
@@ -42,7 +66,6 @@ pub fn router(state: AppState) -> Router {
                 .delete(holder::delete_key),
         )
         .route("/v1/keys/{id}/code", post(holder::recode))
-        .route("/v1/keys/{id}/events", get(events::events))
         .route("/v1/retrievals", post(retrievals::retrieve))
         .route(
             "/v1/retrievals/{retrieval_id}/confirm",
@@ -66,6 +89,13 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(health::openapi))
+        // Only the routes above get the timeout: the event stream below is long-lived.
+        .layer(bounded)
+        // The event stream holds a slot only until its answer starts.
+        .route(
+            "/v1/keys/{id}/events",
+            get(events::events).layer(concurrency),
+        )
         .fallback(health::not_found)
         .method_not_allowed_fallback(health::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -84,6 +114,15 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)
+}
+
+/// The answer to a request that ran past `request_timeout`: `503 unavailable`, problem+json.
+async fn timeout_error(err: BoxError) -> Response {
+    if err.is::<tower::timeout::error::Elapsed>() {
+        ApiError::Unavailable("request timed out".into()).into_response()
+    } else {
+        ApiError::Internal(format!("middleware: {err}")).into_response()
+    }
 }
 
 /// An audit row with the common fields.
@@ -117,9 +156,19 @@ pub fn argon2() -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
-/// Checks a policy password against its stored hash, off the async threads.
+/// argon2id runs at most this many at once (19 MiB and a few tens of milliseconds each), so
+/// that a flood of password guesses cannot take every core or much memory; the rest wait.
+const ARGON2_AT_ONCE: usize = 4;
+static ARGON2_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(ARGON2_AT_ONCE);
+
+/// Checks a policy password against its stored hash, off the async threads, at most
+/// [`ARGON2_AT_ONCE`] at a time.
 pub async fn verify_password(given: String, hash: String) -> Result<PasswordCheck, ApiError> {
     let given = Zeroizing::new(given);
+    let _slot = ARGON2_SLOTS
+        .acquire()
+        .await
+        .map_err(|e| ApiError::Internal(format!("argon2 slots: {e}")))?;
     tokio::task::spawn_blocking(move || {
         use argon2::password_hash::{PasswordHash, PasswordVerifier};
         let parsed = PasswordHash::new(&hash)
@@ -146,9 +195,45 @@ pub async fn verify_password(given: String, hash: String) -> Result<PasswordChec
         admin::deliveries, admin::rotate_webhook_secret,
         health::healthz, health::readyz, health::metrics,
     ),
-    modifiers(&BearerSchemes),
+    modifiers(&BearerSchemes, &ServerLimits),
 )]
 pub struct ApiDoc;
+
+/// Documents the answer every operation can give whatever its handler does: `503 unavailable`
+/// when the request runs past `request_timeout` or the database cannot be reached.
+pub(crate) struct ServerLimits;
+
+impl Modify for ServerLimits {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let unavailable = ResponseBuilder::new()
+            .description("unavailable: the request ran past the server's request_timeout, or the database cannot be reached")
+            .content(
+                "application/problem+json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build();
+        for item in openapi.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                op.responses
+                    .responses
+                    .entry("503".to_owned())
+                    .or_insert_with(|| unavailable.clone().into());
+            }
+        }
+    }
+}
 
 struct BearerSchemes;
 

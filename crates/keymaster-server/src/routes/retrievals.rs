@@ -78,7 +78,20 @@ pub async fn retrieve(
     let password = match &req.password {
         None => PasswordCheck::NotGiven,
         Some(given) => match state.store.password_hash_for_code(&code_hash).await? {
-            Some(Some(hash)) => verify_password(given.clone(), hash).await?,
+            Some(Some(hash)) => {
+                // argon2 is costly: only for a service whose budget is not spent.
+                if let Some(retry) = state
+                    .store
+                    .retrieval_budget_spent(&service, now, budget)
+                    .await?
+                {
+                    let audit =
+                        audit_record(now, &actor, "key.retrieve", "rate_limited", None, Some(ip));
+                    state.store.append_audit(audit).await?;
+                    return Err(count(ApiError::RateLimited(retry)));
+                }
+                verify_password(given.clone(), hash).await?
+            }
             _ => PasswordCheck::NotGiven,
         },
     };

@@ -332,6 +332,14 @@ pub trait Store: Send + Sync + 'static {
         budget_per_minute: u32,
         audit: AuditRecord,
     ) -> Result<Option<u64>, StoreError>;
+    /// Seconds to wait when the service's failure budget is spent (a read; the retrieval
+    /// transaction checks again). Lets costly work, such as argon2, wait for the budget.
+    async fn retrieval_budget_spent(
+        &self,
+        service: &ServiceAuth,
+        now: Timestamp,
+        budget_per_minute: u32,
+    ) -> Result<Option<u64>, StoreError>;
     /// Confirms a held retrieval by the service that made it; false when there is none.
     async fn confirm(
         &self,

@@ -8,6 +8,7 @@ mod deposit;
 mod helpers;
 mod holder;
 mod kinds;
+mod limits;
 mod notify;
 mod policy;
 mod retrieve;

@@ -312,6 +312,36 @@ impl Store for PostgresStore {
         .await
     }
 
+    async fn retrieval_budget_spent(
+        &self,
+        service: &ServiceAuth,
+        now: Timestamp,
+        budget_per_minute: u32,
+    ) -> Result<Option<u64>, StoreError> {
+        let subject = format!("service:{}", service.id);
+        self.read(move |c| {
+            Box::pin(async move {
+                let row: Option<(i64, i64)> = sqlx::query_as(
+                    "SELECT window_start, failures FROM failure_budget WHERE subject = $1",
+                )
+                .bind(&subject)
+                .fetch_optional(c)
+                .await
+                .map_err(db)?;
+                let now = ms(now);
+                Ok(match row {
+                    Some((start, failures))
+                        if now - start < 60_000 && failures >= i64::from(budget_per_minute) =>
+                    {
+                        Some(((start + 60_000 - now + 999) / 1000).max(1) as u64)
+                    }
+                    _ => None,
+                })
+            })
+        })
+        .await
+    }
+
     async fn confirm(
         &self,
         retrieval_id: &str,

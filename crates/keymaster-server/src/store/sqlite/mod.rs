@@ -243,6 +243,17 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn retrieval_budget_spent(
+        &self,
+        service: &ServiceAuth,
+        now: Timestamp,
+        budget_per_minute: u32,
+    ) -> Result<Option<u64>, StoreError> {
+        let subject = format!("service:{}", service.id);
+        self.read(move |c| rows::budget_spent(c, &subject, now, budget_per_minute))
+            .await
+    }
+
     async fn confirm(
         &self,
         retrieval_id: &str,
