@@ -58,6 +58,8 @@ async function enrol(ev) {
 async function startSignin() {
   $("signin-error").hidden = true;
   $("signed-in").hidden = true;
+  $("challenge-box").hidden = true;
+  $("challenge").value = "";
   try {
     current = await postJson("/demo/api/challenge", { account: account() });
     $("challenge").value = current.challenge;
@@ -88,7 +90,8 @@ async function verify(ev) {
   try {
     const ok = await postJson("/demo/api/verify", { challenge_id: id, signature });
     $("challenge-box").hidden = true;
-    show($("signed-in"), `Signed in with your authenticator (key ${ok.fingerprint}).`);
+    $("signed-in-key").textContent = ok.fingerprint;
+    $("signed-in").hidden = false;
   } catch (e) {
     $("challenge-box").hidden = true;
     show($("signin-error"), e.status === 401
