@@ -23,6 +23,7 @@ const ARGS = [
   "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
   "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ];
+const ADMIN_TOKEN = "browser-test-admin-token-0123456789";
 const STEP = 20_000; // longest wait for any one thing on a page, in ms
 
 let server, base, browser, tmp;
@@ -56,7 +57,7 @@ function freePort() {
 async function startServer(bin) {
   const port = await freePort();
   tmp = mkdtempSync(join(tmpdir(), "keymaster-browser-"));
-  const env = { ...process.env, KEYMASTER_ADMIN_TOKEN: "browser-test-admin-token-0123456789" };
+  const env = { ...process.env, KEYMASTER_ADMIN_TOKEN: ADMIN_TOKEN };
   delete env.KEYMASTER_DEMO;
   server = spawn(bin, ["serve", "--listen", `127.0.0.1:${port}`, "--database", join(tmp, "km.db")],
     { cwd: tmp, env, stdio: ["ignore", "ignore", "pipe"] });
@@ -187,13 +188,27 @@ test("enrol, see the live retrieval, sign in, and catch a typo (Ed25519, pages t
   assert.deepEqual(problems, []);
 });
 
-test("ECDSA P-256 key, challenge and signature copied by hand", async () => {
+test("ECDSA P-256 key, a blocked attempt, challenge and signature copied by hand", async () => {
   const context = await browser.newContext({ viewport: { width: 1000, height: 900 } });
   const auth = await newPage(context, "/demo/authenticator.html?alg=p256");
   await auth.getByRole("button", { name: "Make key and get code" }).click();
   await auth.locator("#code").filter({ hasText: /\d{4}-/ }).waitFor();
   assert.equal(await auth.locator("#alg").textContent(), "ECDSA P-256");
   const code = (await auth.locator("#code").textContent()).trim();
+
+  // Another enrolled service tries the code: the demo key is only for example-web, so the
+  // authenticator reports a blocked attempt, live.
+  const admin = { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" };
+  const svc = await (await fetch(`${base}/v1/admin/services`, {
+    method: "POST", headers: admin, body: JSON.stringify({ name: "intruder", domains: [], allowed_cidrs: [] }),
+  })).json();
+  const denied = await fetch(`${base}/v1/retrievals`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${svc.token}`, "content-type": "application/json" },
+    body: JSON.stringify({ code }),
+  });
+  assert.equal(denied.status, 403);
+  await auth.locator("#key-status").filter({ hasText: "Blocked attempt by intruder" }).waitFor();
 
   const app = await newPage(context, "/demo/example-app.html");
   await app.getByLabel("Code from your authenticator").fill(code.replace(/-/g, " "));
