@@ -8,6 +8,7 @@
 //! - [`store`]: the `Store` trait and its backends; every change writes its event and audit
 //!   row in the same transaction.
 //! - [`sweeper`]: reports expiries and purges what is past retention.
+//! - [`demo`]: the browser demo under `/demo/` (pages embedded in the binary).
 //! - [`crypto`]: keys derived from the server secret, code HMACs, token hashes, sealing.
 #![forbid(unsafe_code)]
 #![cfg_attr(
@@ -19,6 +20,7 @@ pub mod auth;
 pub mod auth_budget;
 pub mod config;
 pub mod crypto;
+pub mod demo;
 pub mod dispatch;
 pub mod error;
 pub mod extract;

@@ -89,6 +89,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(health::openapi))
+        .merge(crate::demo::router(&state.settings))
         // Only the routes above get the timeout: the event stream below is long-lived.
         .layer(bounded)
         // The event stream holds a slot only until its answer starts.

@@ -1,0 +1,383 @@
+//! The server side of the demo: what the two demo pages call under `/demo/api/`.
+//!
+//! - `POST /demo/api/deposit` — the authenticator's deposit, made with the demo's app key
+//!   through the same handler as `POST /v1/keys`. The browser sends its public key (PEM) and
+//!   proof of possession and gets the deposit body back (code, holder token, fingerprint);
+//!   the holder token is the browser's own credential for its own key.
+//! - `POST /demo/api/enrol` — the example app's settings page: retrieves the key for a typed
+//!   code with the demo's service key (the handler of `POST /v1/retrievals`) and keeps it for a
+//!   demo account, in memory.
+//! - `POST /demo/api/challenge`, `POST /demo/api/verify` — the example app's sign-in: a random
+//!   challenge, single-use and short-lived, and its signature checked with the stored key.
+//!
+//! Everything held here is bounded ([`MAX_ACCOUNTS`], [`MAX_CHALLENGES`],
+//! [`DEPOSITS_PER_MINUTE`], and the demo's body limit), so that the demo cannot be used to
+//! fill the server's memory or its database. Not responsible for the demo's credentials
+//! (`bootstrap`) or for serving the pages (`demo`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use keymaster_core::key::PublicKey;
+use keymaster_core::wire::{DepositRequest, DepositResponse, PolicyInput, RetrievalRequest};
+use rand::rngs::OsRng;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use super::bootstrap::{bootstrap, Credentials, SERVICE_NAME};
+use crate::auth::{App, Service};
+use crate::crypto::new_id;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ClientIp};
+use crate::routes::{keys, retrievals};
+use crate::state::AppState;
+use crate::store::{AppKeyAuth, ServiceAuth};
+
+/// Demo accounts of the example app held at once.
+pub const MAX_ACCOUNTS: usize = 1000;
+/// How long a demo account lasts.
+pub const ACCOUNT_TTL: Duration = Duration::from_secs(3600);
+/// Open sign-in challenges held at once.
+pub const MAX_CHALLENGES: usize = 1000;
+/// How long a challenge may be answered.
+pub const CHALLENGE_TTL: Duration = Duration::from_secs(300);
+/// Deposits through the demo per minute, all browsers together.
+pub const DEPOSITS_PER_MINUTE: u32 = 30;
+/// Lifetime asked for a demo key (clamped to the server's `min_ttl`..`max_ttl`).
+pub const DEMO_KEY_TTL_SECONDS: i64 = 600;
+/// What every sign-in challenge starts with; the authenticator signs nothing else, so that a
+/// sign-in signature can never pass for a proof of possession or anything other.
+pub const CHALLENGE_PREFIX: &str = "keymaster-demo-sign-in:";
+
+/// The demo's state in this process: its credentials and the example app's memory.
+#[derive(Default)]
+pub struct Demo {
+    /// Made on first use; remade if an operator deletes them.
+    credentials: tokio::sync::Mutex<Option<Arc<Credentials>>>,
+    /// The example app's accounts by id.
+    accounts: Mutex<HashMap<String, Account>>,
+    /// Open sign-in challenges by id.
+    challenges: Mutex<HashMap<String, Challenge>>,
+    /// Deposits in the current minute: (start of the minute, count).
+    deposits: Mutex<Option<(Instant, u32)>>,
+}
+
+/// An example-app account with two-factor sign-in enabled.
+struct Account {
+    key: PublicKey,
+    fingerprint: String,
+    expires: Instant,
+}
+
+/// A sign-in challenge waiting for its signature.
+struct Challenge {
+    account: String,
+    challenge: String,
+    expires: Instant,
+}
+
+/// Locks a map; a poisoned lock (a panic elsewhere while holding it) still holds a usable map
+/// of independent entries, so it is taken as is.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Demo {
+    /// This process's credentials, made on first use.
+    async fn credentials(
+        &self,
+        state: &AppState,
+        renew: bool,
+    ) -> Result<Arc<Credentials>, ApiError> {
+        let mut slot = self.credentials.lock().await;
+        if renew {
+            *slot = None;
+        }
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(bootstrap(state).await?);
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    /// The demo's app key and the service its keys are bound to.
+    async fn app(&self, state: &AppState) -> Result<(AppKeyAuth, String), ApiError> {
+        for renew in [false, true] {
+            let c = self.credentials(state, renew).await?;
+            if let Some(app) = c.app(state).await? {
+                return Ok((app, c.service_id.clone()));
+            }
+        }
+        Err(ApiError::Internal(
+            "demo: app key vanished after renewal".into(),
+        ))
+    }
+
+    /// The demo's service ("example-web").
+    async fn service(&self, state: &AppState) -> Result<ServiceAuth, ApiError> {
+        for renew in [false, true] {
+            let c = self.credentials(state, renew).await?;
+            if let Some(s) = c.service(state).await? {
+                return Ok(s);
+            }
+        }
+        Err(ApiError::Internal(
+            "demo: service vanished after renewal".into(),
+        ))
+    }
+
+    /// Counts a deposit against the demo's budget; `429` once this minute's is spent.
+    fn take_deposit(&self, now: Instant) -> Result<(), ApiError> {
+        let mut w = lock(&self.deposits);
+        let (start, count) = match *w {
+            Some((start, count)) if now.duration_since(start) < Duration::from_secs(60) => {
+                (start, count)
+            }
+            _ => (now, 0),
+        };
+        if count >= DEPOSITS_PER_MINUTE {
+            let wait = 60u64
+                .saturating_sub(now.duration_since(start).as_secs())
+                .max(1);
+            return Err(ApiError::RateLimited(wait));
+        }
+        *w = Some((start, count + 1));
+        Ok(())
+    }
+
+    /// Whether one more account fits (after dropping expired ones).
+    fn account_room(&self, now: Instant) -> Result<(), ApiError> {
+        let mut accounts = lock(&self.accounts);
+        if accounts.len() >= MAX_ACCOUNTS {
+            accounts.retain(|_, a| a.expires > now);
+        }
+        if accounts.len() >= MAX_ACCOUNTS {
+            return Err(ApiError::RateLimited(60));
+        }
+        Ok(())
+    }
+}
+
+/// The authenticator's deposit.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoDeposit {
+    /// The public key, PEM `PUBLIC KEY` (SPKI), as WebCrypto exports it.
+    pub public_key: String,
+    /// Base64 signature over `keymaster-proof-of-possession:` + fingerprint (required here).
+    pub proof: String,
+    /// The key's label.
+    #[serde(default)]
+    pub label: Option<String>,
+}
+
+/// `POST /demo/api/deposit`: deposits with the demo's app key; the key may be retrieved only
+/// by the demo's service, within [`DEMO_KEY_TTL_SECONDS`].
+pub async fn deposit(
+    State(state): State<AppState>,
+    Extension(demo): Extension<Arc<Demo>>,
+    ClientIp(ip): ClientIp,
+    ApiJson(body): ApiJson<DemoDeposit>,
+) -> Result<(StatusCode, Json<DepositResponse>), ApiError> {
+    demo.take_deposit(Instant::now())?;
+    let (app, service_id) = demo.app(&state).await?;
+    let ttl =
+        DEMO_KEY_TTL_SECONDS.clamp(state.limits.min_ttl_seconds, state.limits.max_ttl_seconds);
+    let req = DepositRequest {
+        public_key: Some(body.public_key),
+        proof: Some(body.proof),
+        label: Some(
+            body.label
+                .unwrap_or_else(|| "demo authenticator".to_owned()),
+        ),
+        policy: Some(PolicyInput {
+            ttl_seconds: Some(ttl),
+            services: Some(vec![service_id]),
+            ..PolicyInput::default()
+        }),
+        ..DepositRequest::default()
+    };
+    keys::deposit(State(state), App(app), ClientIp(ip), ApiJson(req)).await
+}
+
+/// The code typed into the example app's settings page.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoEnrol {
+    /// The code as typed.
+    pub code: String,
+}
+
+/// The example app's answer: two-factor sign-in is on for this account.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Enrolled {
+    /// The demo account (the browser keeps it for the sign-in page).
+    pub account: String,
+    /// The retrieving service's name.
+    pub service: String,
+    /// `SHA256:…` of the retrieved key.
+    pub fingerprint: String,
+    /// `ed25519`, `p256`, …
+    pub algorithm: String,
+    /// The key's label, as the depositor gave it.
+    pub label: Option<String>,
+    /// Whether the deposit carried a good proof of possession.
+    pub proven: bool,
+}
+
+/// `POST /demo/api/enrol`: retrieves the key for the code as "example-web" and keeps it for a
+/// new demo account.
+pub async fn enrol(
+    State(state): State<AppState>,
+    Extension(demo): Extension<Arc<Demo>>,
+    ClientIp(ip): ClientIp,
+    ApiJson(body): ApiJson<DemoEnrol>,
+) -> Result<Json<Enrolled>, ApiError> {
+    // Refuse before retrieving, so that a full demo does not use up someone's key.
+    demo.account_room(Instant::now())?;
+    let service = demo.service(&state).await?;
+    let req = RetrievalRequest {
+        code: body.code,
+        ..RetrievalRequest::default()
+    };
+    let Json(got) =
+        retrievals::retrieve(State(state), Service(service), ClientIp(ip), ApiJson(req)).await?;
+    let Some(pem) = got.public_key_pem else {
+        return Err(ApiError::InvalidRequest(
+            "example-web signs people in with a public key; this code was for a secret".into(),
+        ));
+    };
+    let key = PublicKey::parse(&pem)
+        .map_err(|e| ApiError::Internal(format!("retrieved key does not parse: {e}")))?;
+    let fingerprint = key.fingerprint();
+    let account = new_id("acct_");
+    lock(&demo.accounts).insert(
+        account.clone(),
+        Account {
+            key,
+            fingerprint: fingerprint.clone(),
+            expires: Instant::now() + ACCOUNT_TTL,
+        },
+    );
+    Ok(Json(Enrolled {
+        account,
+        service: SERVICE_NAME.to_owned(),
+        fingerprint,
+        algorithm: got.algorithm,
+        label: got.label,
+        proven: got.proven,
+    }))
+}
+
+/// A sign-in attempt of one demo account.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoChallengeRequest {
+    /// The account from `enrol`.
+    pub account: String,
+}
+
+/// A challenge for the authenticator to sign.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ChallengeIssued {
+    /// Names the challenge in `verify`.
+    pub challenge_id: String,
+    /// The exact text to sign: [`CHALLENGE_PREFIX`] and 256 random bits, base64url.
+    pub challenge: String,
+    /// Seconds the challenge may be answered.
+    pub expires_in: u64,
+}
+
+/// `POST /demo/api/challenge`: a fresh, single-use challenge for the account.
+pub async fn challenge(
+    Extension(demo): Extension<Arc<Demo>>,
+    ApiJson(body): ApiJson<DemoChallengeRequest>,
+) -> Result<Json<ChallengeIssued>, ApiError> {
+    let now = Instant::now();
+    {
+        let accounts = lock(&demo.accounts);
+        match accounts.get(&body.account) {
+            Some(a) if a.expires > now => {}
+            _ => return Err(ApiError::NotFound),
+        }
+    }
+    let mut raw = [0u8; 32];
+    OsRng.fill_bytes(&mut raw);
+    let challenge = format!("{CHALLENGE_PREFIX}{}", URL_SAFE_NO_PAD.encode(raw));
+    let challenge_id = new_id("chl_");
+    let mut challenges = lock(&demo.challenges);
+    if challenges.len() >= MAX_CHALLENGES {
+        challenges.retain(|_, c| c.expires > now);
+    }
+    if challenges.len() >= MAX_CHALLENGES {
+        return Err(ApiError::RateLimited(CHALLENGE_TTL.as_secs()));
+    }
+    challenges.insert(
+        challenge_id.clone(),
+        Challenge {
+            account: body.account,
+            challenge: challenge.clone(),
+            expires: now + CHALLENGE_TTL,
+        },
+    );
+    Ok(Json(ChallengeIssued {
+        challenge_id,
+        challenge,
+        expires_in: CHALLENGE_TTL.as_secs(),
+    }))
+}
+
+/// The authenticator's answer to a challenge.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoVerify {
+    /// From `challenge`.
+    pub challenge_id: String,
+    /// Base64 signature over the challenge text (Ed25519, or ECDSA in DER).
+    pub signature: String,
+}
+
+/// A successful sign-in.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SignedIn {
+    /// The account now signed in.
+    pub account: String,
+    /// The fingerprint of the key that signed.
+    pub fingerprint: String,
+}
+
+/// `POST /demo/api/verify`: checks the signature with the account's stored key. The
+/// challenge is used up by the attempt, right or wrong.
+pub async fn verify(
+    Extension(demo): Extension<Arc<Demo>>,
+    ApiJson(body): ApiJson<DemoVerify>,
+) -> Result<Json<SignedIn>, ApiError> {
+    let now = Instant::now();
+    let challenge = lock(&demo.challenges)
+        .remove(&body.challenge_id)
+        .filter(|c| c.expires > now)
+        .ok_or(ApiError::NotFound)?;
+    let signature = STANDARD
+        .decode(body.signature.trim())
+        .map_err(|_| ApiError::InvalidRequest("signature: not valid base64".into()))?;
+    let accounts = lock(&demo.accounts);
+    let account = accounts
+        .get(&challenge.account)
+        .filter(|a| a.expires > now)
+        .ok_or(ApiError::NotFound)?;
+    account
+        .key
+        .verify(challenge.challenge.as_bytes(), &signature)
+        .map_err(|_| ApiError::Unauthorized)?;
+    Ok(Json(SignedIn {
+        account: challenge.account,
+        fingerprint: account.fingerprint.clone(),
+    }))
+}

@@ -1,0 +1,181 @@
+//! The browser demo under `/demo/`: two small web apps served by `keymaster serve` itself.
+//!
+//! - `/demo/authenticator.html` — the client application: makes a key pair with WebCrypto,
+//!   deposits the public half, shows the code, follows the key's event stream, signs sign-in
+//!   challenges.
+//! - `/demo/example-app.html` — an outside service ("example-web"): takes the typed code,
+//!   retrieves the key, and lets the user sign in with a challenge the authenticator signs.
+//!
+//! Every asset is embedded in the binary (`crates/keymaster-server/demo/`), and every response
+//! under `/demo/` carries a strict Content-Security-Policy ([`CSP`]): scripts and styles only
+//! from the same origin, no inline script, no framing.
+//!
+//! On when the server listens on a loopback address, off otherwise; the `demo` setting
+//! overrides either way ([`enabled`]). The server side of the demo ([`api`]) holds the demo's
+//! app key and service key in this process's memory only; the browser never sees them.
+//!
+//! Not responsible for the API the demo calls: deposits and retrievals go through the same
+//! handlers as `POST /v1/keys` and `POST /v1/retrievals`, with their checks, events and audit.
+
+pub mod api;
+pub mod bootstrap;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Path};
+use axum::http::{header, HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+
+use crate::config::Settings;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The Content-Security-Policy of every demo response.
+pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+    img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; \
+    form-action 'self'";
+
+/// Largest request body the demo's own endpoints accept (a public key and a signature fit
+/// many times over).
+pub const DEMO_BODY_LIMIT: usize = 8 * 1024;
+
+/// Whether the demo is served: the `demo` setting, or else whether `listen` is a loopback
+/// address (a demo is for a developer's own machine, not for a public deployment).
+pub fn enabled(settings: &Settings) -> bool {
+    settings.demo.unwrap_or_else(|| {
+        settings
+            .listen_addr()
+            .map(|a| a.ip().is_loopback())
+            .unwrap_or(false)
+    })
+}
+
+/// The demo's routes (empty when the demo is off), to be merged into the API router.
+pub fn router(settings: &Settings) -> Router<AppState> {
+    if !enabled(settings) {
+        return Router::new();
+    }
+    Router::new()
+        .route("/demo", get(|| async { Redirect::permanent("/demo/") }))
+        .route("/demo/", get(|| asset(Path("index.html".to_owned()))))
+        .route("/demo/{file}", get(asset))
+        .route("/demo/api/deposit", post(api::deposit))
+        .route("/demo/api/enrol", post(api::enrol))
+        .route("/demo/api/challenge", post(api::challenge))
+        .route("/demo/api/verify", post(api::verify))
+        .layer(Extension(Arc::new(api::Demo::default())))
+        .layer(DefaultBodyLimit::max(DEMO_BODY_LIMIT))
+        .layer(axum::middleware::map_response(security_headers))
+}
+
+/// The embedded files: name, content type, bytes.
+const ASSETS: &[(&str, &str, &[u8])] = &[
+    (
+        "index.html",
+        "text/html; charset=utf-8",
+        include_bytes!("../../demo/index.html"),
+    ),
+    (
+        "authenticator.html",
+        "text/html; charset=utf-8",
+        include_bytes!("../../demo/authenticator.html"),
+    ),
+    (
+        "example-app.html",
+        "text/html; charset=utf-8",
+        include_bytes!("../../demo/example-app.html"),
+    ),
+    (
+        "demo.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../../demo/demo.css"),
+    ),
+    (
+        "common.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../demo/common.js"),
+    ),
+    (
+        "authenticator.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../demo/authenticator.js"),
+    ),
+    (
+        "example-app.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../demo/example-app.js"),
+    ),
+    (
+        "qrcodegen.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../demo/qrcodegen.js"),
+    ),
+];
+
+/// One embedded file, or `404 not_found`.
+async fn asset(Path(file): Path<String>) -> Result<Response, ApiError> {
+    let (_, content_type, body) = ASSETS
+        .iter()
+        .find(|(name, _, _)| *name == file)
+        .ok_or(ApiError::NotFound)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, *content_type),
+            // Small files; always revalidate so that a new binary's pages are seen at once.
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        *body,
+    )
+        .into_response())
+}
+
+/// Adds the CSP and its companions to every demo response, errors included.
+async fn security_headers(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        HeaderName::from_static("cross-origin-opener-policy"),
+        HeaderValue::from_static("same-origin"),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn on_by_default_only_on_loopback() {
+        let mut s = Settings::default();
+        assert!(enabled(&s));
+        s.listen = "[::1]:8080".into();
+        assert!(enabled(&s));
+        s.listen = "0.0.0.0:8080".into();
+        assert!(!enabled(&s));
+        s.demo = Some(true);
+        assert!(enabled(&s));
+        s.listen = "127.0.0.1:8080".into();
+        s.demo = Some(false);
+        assert!(!enabled(&s));
+    }
+
+    #[test]
+    fn every_asset_has_a_distinct_name() {
+        for (i, (a, _, _)) in ASSETS.iter().enumerate() {
+            assert!(ASSETS[i + 1..].iter().all(|(b, _, _)| a != b), "{a}");
+        }
+    }
+}
