@@ -64,7 +64,7 @@ async fn enrol(State(app): State<App>, Form(form): Form<CodeForm>) -> (StatusCod
     if let Err(e) = check_code(&form.code) {
         return (
             StatusCode::BAD_REQUEST,
-            page(&format!("<p>That code looks mistyped: {e}.</p>")),
+            page(&format!("<p>Nothing was sent: {e}.</p>")),
         );
     }
     let request = RetrievalRequest {
