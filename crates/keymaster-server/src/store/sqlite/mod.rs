@@ -78,9 +78,10 @@ impl SqliteStore {
         // The checkpointer copies WAL pages into the database in the background. Under steady
         // writes it never catches up with the newest commit, and SQLite reuses the WAL from its
         // start only when a write transaction begins with the WAL fully copied; so the writer
-        // still checkpoints itself, rarely (at 32768 pages of WAL), finding most pages
-        // already copied, and the WAL is then reused instead of growing.
-        conn.execute_batch("PRAGMA wal_autocheckpoint=32768;")
+        // still checkpoints itself, rarely (at 65536 pages, 128 MiB of WAL), finding most pages
+        // already copied, and the WAL is then reused instead of growing. (At 32768 pages these
+        // checkpoints showed as 70 ms commits, in the p99; they are rarer now.)
+        conn.execute_batch("PRAGMA wal_autocheckpoint=65536;")
             .map_err(db)?;
         let checkpointer = Connection::open(path).map_err(db)?;
         checkpointer
