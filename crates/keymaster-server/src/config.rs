@@ -72,7 +72,9 @@ pub struct Settings {
     #[serde(with = "duration")]
     pub request_timeout: Duration,
     /// Longest time a client may take to send a request's headers (and the longest an idle
-    /// keep-alive connection is kept); past it the connection is closed (slow-loris).
+    /// keep-alive connection is kept); past it the connection is closed (slow-loris). Longer
+    /// than a load balancer's usual 60 s idle timeout, so that clients do not race a closing
+    /// connection.
     #[serde(with = "duration")]
     pub header_read_timeout: Duration,
     /// Largest request head (request line and headers) in bytes, at least 8192; a larger one
@@ -112,7 +114,7 @@ impl Default for Settings {
             sqlite_synchronous_full: true,
             demo: None,
             request_timeout: Duration::from_secs(30),
-            header_read_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(65),
             max_header_bytes: 32 * 1024,
             max_connections: 1024,
             max_concurrent_requests: 256,

@@ -1,13 +1,30 @@
-//! The one writer thread of the SQLite backend, with group commit.
+//! The one writer thread of the SQLite backend, with group commit and a pipelined `fsync`.
 //!
-//! Every change is a job sent over a bounded channel. The thread takes the first job, then every
-//! job already waiting (up to [`MAX_BATCH`]), runs each inside its own savepoint of one
-//! `BEGIN IMMEDIATE` transaction, commits once, and only then answers each caller. So one
-//! `fsync` covers many requests, a failing job rolls back only itself, and no caller hears
-//! "done" before its change is durable.
+//! Every change is a job sent over a bounded channel. The writer thread runs each job inside its
+//! own savepoint of one open `BEGIN IMMEDIATE` transaction, so a failing job rolls back only
+//! itself. It commits when no job is waiting and the sync thread is idle (or the batch is full),
+//! and hands the committed batch to the sync thread, which makes the WAL durable with one
+//! `fdatasync` and only then answers each caller. So no caller hears "done" before its change
+//! is on disk, one `fsync` covers every job that arrived while the previous one ran, and the
+//! writer keeps running jobs during the `fsync` instead of waiting for it.
+//!
+//! Durability is exactly that of `PRAGMA synchronous=FULL` in WAL mode, which is `NORMAL` (WAL
+//! synced before each checkpoint, database synced after it) plus a sync of the WAL after each
+//! commit; here that last sync is made by the sync thread instead of inside `COMMIT`. A
+//! transaction torn by power loss before that sync is discarded by SQLite's WAL checksums on
+//! recovery, and none of its callers was answered. If an `fsync` fails the store stops
+//! accepting writes (the kernel may have dropped the dirty pages; retrying would lie).
+//!
+//! Checkpoints run on their own thread and connection ([`start_checkpointer`]), so that copying
+//! WAL pages into the database and its two syncs never stall the writer.
 //!
 //! Not responsible for reads (those use separate read-only connections) or for SQL of any
 //! particular operation.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc};
+use std::time::Duration;
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
@@ -16,31 +33,78 @@ use crate::store::StoreError;
 
 /// Most jobs committed together.
 const MAX_BATCH: usize = 512;
+/// Jobs waiting for the writer before callers wait to send theirs.
+const QUEUE: usize = 4096;
+/// How often the checkpointer copies committed WAL pages into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
-/// The answer to a job, sent once the batch's commit has finished.
+/// The answer to a job, sent once the batch's commit is durable.
 type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
 /// A job: runs on the writer's connection (or, given `None`, does not run because no
 /// transaction could be begun) and returns how to answer its caller.
 type Job = Box<dyn FnOnce(Option<&Connection>) -> Finish + Send>;
 
+/// What the writer thread receives.
+enum Msg {
+    Job(Job),
+    /// The sync thread has become idle: a waiting batch can be committed.
+    SyncIdle,
+}
+
+/// How commits are made durable.
+pub enum Durability {
+    /// `synchronous=NORMAL` alone: a commit survives a crash of the process, but the last ones
+    /// may be lost on power loss. Callers are answered right after `COMMIT`.
+    Normal,
+    /// The WAL file at this path is synced after every commit before its callers are answered:
+    /// the durability of `synchronous=FULL`.
+    SyncWal(PathBuf),
+}
+
 /// Handle to the writer thread.
 #[derive(Clone)]
 pub struct Writer {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Msg>,
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn`.
-    pub fn start(conn: Connection) -> Result<Writer, StoreError> {
-        let (tx, rx) = mpsc::channel::<Job>(4096);
+    /// Starts the writer thread on `conn` (which must be in WAL mode with `synchronous=NORMAL`
+    /// when `durability` is [`Durability::SyncWal`]), and its sync thread.
+    pub fn start(conn: Connection, durability: Durability) -> Result<Writer, StoreError> {
+        let (tx, rx) = mpsc::channel::<Msg>(QUEUE);
+        let syncer = match durability {
+            Durability::Normal => None,
+            Durability::SyncWal(wal) => {
+                let (batches_tx, batches_rx) = std_mpsc::channel::<Vec<Finish>>();
+                let busy = Arc::new(AtomicBool::new(false));
+                let broken = Arc::new(AtomicBool::new(false));
+                let sync = Syncer {
+                    wal,
+                    batches: batches_rx,
+                    busy: busy.clone(),
+                    broken: broken.clone(),
+                    // Weak, so that the writer stops once every `Writer` handle is dropped.
+                    wake: tx.downgrade(),
+                };
+                std::thread::Builder::new()
+                    .name("km-sqlite-sync".into())
+                    .spawn(move || sync.run())
+                    .map_err(|e| StoreError::Db(format!("cannot start sync thread: {e}")))?;
+                Some(SyncHandle {
+                    batches: batches_tx,
+                    busy,
+                    broken,
+                })
+            }
+        };
         std::thread::Builder::new()
-            .name("keymaster-sqlite-writer".into())
-            .spawn(move || run(conn, rx))
+            .name("km-sqlite-write".into())
+            .spawn(move || BatchLoop::new(conn, syncer).run(rx))
             .map_err(|e| StoreError::Db(format!("cannot start writer thread: {e}")))?;
         Ok(Writer { jobs: tx })
     }
 
-    /// Runs `f` in the next batch and returns its result once the batch is committed.
+    /// Runs `f` in the next batch and returns its result once the batch is durably committed.
     pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -63,7 +127,7 @@ impl Writer {
             })
         });
         self.jobs
-            .send(job)
+            .send(Msg::Job(job))
             .await
             .map_err(|_| StoreError::Unavailable("writer thread stopped".into()))?;
         rx.await
@@ -75,45 +139,214 @@ fn in_savepoint<T>(
     conn: &Connection,
     f: impl FnOnce(&Connection) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    conn.execute_batch("SAVEPOINT job").map_err(db)?;
+    run_cached(conn, "SAVEPOINT job").map_err(db)?;
     match f(conn) {
         Ok(v) => {
-            conn.execute_batch("RELEASE job").map_err(db)?;
+            run_cached(conn, "RELEASE job").map_err(db)?;
             Ok(v)
         }
         Err(e) => {
             // Undo only this job; the batch goes on.
-            let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+            let _ =
+                run_cached(conn, "ROLLBACK TO job").and_then(|_| run_cached(conn, "RELEASE job"));
             Err(e)
         }
     }
 }
 
-fn run(conn: Connection, mut rx: mpsc::Receiver<Job>) {
-    let mut finishes: Vec<Finish> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.blocking_recv() {
-        let begun = conn.execute_batch("BEGIN IMMEDIATE");
-        if let Err(e) = begun {
-            tracing::error!(error = %e, "sqlite writer cannot begin a transaction");
-            first(None)(Err(e.to_string()));
-            continue;
-        }
-        finishes.push(first(Some(&conn)));
-        while finishes.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => finishes.push(job(Some(&conn))),
-                Err(_) => break,
-            }
-        }
-        let commit = conn.execute_batch("COMMIT").map_err(|e| {
-            let _ = conn.execute_batch("ROLLBACK");
-            e.to_string()
-        });
-        metrics::histogram!("keymaster_sqlite_batch_size").record(finishes.len() as f64);
-        for finish in finishes.drain(..) {
-            finish(commit.clone());
+/// Runs one statement without parameters through the statement cache (no parsing per job).
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.raw_execute().map(|_| ())
+}
+
+/// The writer's side of the sync thread.
+struct SyncHandle {
+    batches: std_mpsc::Sender<Vec<Finish>>,
+    /// A batch is with the sync thread.
+    busy: Arc<AtomicBool>,
+    /// An `fsync` failed: no further write is accepted.
+    broken: Arc<AtomicBool>,
+}
+
+/// The writer thread's state: the open transaction and the jobs run in it.
+struct BatchLoop {
+    conn: Connection,
+    syncer: Option<SyncHandle>,
+    /// Jobs run inside the open transaction, waiting for its commit.
+    pending: Vec<Finish>,
+    open: bool,
+}
+
+impl BatchLoop {
+    fn new(conn: Connection, syncer: Option<SyncHandle>) -> BatchLoop {
+        BatchLoop {
+            conn,
+            syncer,
+            pending: Vec::with_capacity(MAX_BATCH),
+            open: false,
         }
     }
+
+    fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        loop {
+            // Take every job already waiting, without blocking.
+            while self.pending.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(msg) => self.handle(msg),
+                    Err(_) => break,
+                }
+            }
+            if !self.pending.is_empty() && (!self.sync_busy() || self.pending.len() >= MAX_BATCH) {
+                self.commit();
+                continue;
+            }
+            // Nothing to commit yet: wait for a job, or for the sync thread to become idle.
+            match rx.blocking_recv() {
+                Some(msg) => self.handle(msg),
+                None => {
+                    if !self.pending.is_empty() {
+                        self.commit();
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn sync_busy(&self) -> bool {
+        self.syncer
+            .as_ref()
+            .is_some_and(|s| s.busy.load(Ordering::Acquire))
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        let Msg::Job(job) = msg else { return };
+        let broken = self
+            .syncer
+            .as_ref()
+            .is_some_and(|s| s.broken.load(Ordering::Acquire));
+        if broken {
+            job(None)(Err("an fsync failed; the store accepts no writes".into()));
+            return;
+        }
+        if !self.open {
+            if let Err(e) = run_cached(&self.conn, "BEGIN IMMEDIATE") {
+                tracing::error!(error = %e, "sqlite writer cannot begin a transaction");
+                job(None)(Err(e.to_string()));
+                return;
+            }
+            self.open = true;
+        }
+        self.pending.push(job(Some(&self.conn)));
+    }
+
+    /// Commits the open transaction and hands its jobs to the sync thread (or answers them).
+    fn commit(&mut self) {
+        self.open = false;
+        let started = std::time::Instant::now();
+        let commit = run_cached(&self.conn, "COMMIT").map_err(|e| {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            e.to_string()
+        });
+        metrics::histogram!("keymaster_sqlite_commit_seconds")
+            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("keymaster_sqlite_batch_size").record(self.pending.len() as f64);
+        let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(MAX_BATCH));
+        match (&self.syncer, commit) {
+            (Some(s), Ok(())) => {
+                s.busy.store(true, Ordering::Release);
+                if let Err(std_mpsc::SendError(batch)) = s.batches.send(batch) {
+                    for finish in batch {
+                        finish(Err("sync thread stopped".into()));
+                    }
+                }
+            }
+            (_, commit) => {
+                for finish in batch {
+                    finish(commit.clone());
+                }
+            }
+        }
+    }
+}
+
+/// The sync thread: one `fdatasync` of the WAL for every batch committed since the last one.
+struct Syncer {
+    wal: PathBuf,
+    batches: std_mpsc::Receiver<Vec<Finish>>,
+    busy: Arc<AtomicBool>,
+    broken: Arc<AtomicBool>,
+    wake: mpsc::WeakSender<Msg>,
+}
+
+impl Syncer {
+    fn run(self) {
+        while let Ok(first) = self.batches.recv() {
+            let mut batches = vec![first];
+            while let Ok(more) = self.batches.try_recv() {
+                batches.push(more);
+            }
+            let result = if self.broken.load(Ordering::Acquire) {
+                Err("an earlier fsync failed".to_owned())
+            } else {
+                let started = std::time::Instant::now();
+                let synced = self.sync();
+                metrics::histogram!("keymaster_sqlite_sync_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                synced
+            };
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "cannot sync the SQLite WAL; refusing further writes");
+                self.broken.store(true, Ordering::Release);
+            }
+            // Let the writer commit its next batch while these callers are answered. If the
+            // channel is full the writer has jobs to take and looks at `busy` again anyway.
+            self.busy.store(false, Ordering::Release);
+            if let Some(wake) = self.wake.upgrade() {
+                let _ = wake.try_send(Msg::SyncIdle);
+            }
+            for finish in batches.into_iter().flatten() {
+                finish(result.clone());
+            }
+        }
+    }
+
+    /// Syncs the WAL. Opened afresh each time so that a WAL that SQLite replaced is still the
+    /// one synced; a WAL that no longer exists was checkpointed (and synced) and removed.
+    fn sync(&self) -> Result<(), String> {
+        match std::fs::File::open(&self.wal) {
+            Ok(f) => f
+                .sync_data()
+                .map_err(|e| format!("fdatasync {}: {e}", self.wal.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("open {}: {e}", self.wal.display())),
+        }
+    }
+}
+
+/// Starts the checkpointer: every [`CHECKPOINT_EVERY`] it copies committed WAL pages into the
+/// database on `conn` (`PRAGMA wal_checkpoint(PASSIVE)`: never blocks the writer or readers;
+/// syncs the WAL before and the database after, so the WAL can be reused safely). Stops when
+/// the writer's channel closes, i.e. with the store.
+pub fn start_checkpointer(conn: Connection, writer: &Writer) -> Result<(), StoreError> {
+    let alive = writer.jobs.downgrade();
+    std::thread::Builder::new()
+        .name("km-sqlite-ckpt".into())
+        .spawn(move || loop {
+            std::thread::sleep(CHECKPOINT_EVERY);
+            if alive.upgrade().is_none() {
+                return;
+            }
+            let done: rusqlite::Result<(i64, i64, i64)> =
+                conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                });
+            if let Err(e) = done {
+                tracing::warn!(error = %e, "sqlite checkpoint failed");
+            }
+        })
+        .map_err(|e| StoreError::Db(format!("cannot start checkpoint thread: {e}")))?;
+    Ok(())
 }
 
 /// Maps a rusqlite error into the store's error.

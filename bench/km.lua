@@ -1,0 +1,136 @@
+-- wrk script for bench/run. One file, several modes, chosen by BENCH_MODE:
+--   healthz   GET /healthz (the ceiling)
+--   deposit   POST /v1/keys with one OpenSSH Ed25519 public key
+--   capture   like deposit, and every code received is appended to $BENCH_CODES/codes-<thread>.txt
+--   retrieve  POST /v1/retrievals, each code of $BENCH_CODES used exactly once: thread i of n takes
+--             the codes whose line number is i modulo n, and its connections share that queue
+--   pair      deposit, then retrieve the code that deposit returned (each code once)
+-- Every non-2xx answer is counted as an error (wrk itself counts only >= 400 and socket errors).
+-- done() writes one JSON object to $BENCH_OUT.
+
+local mode = os.getenv("BENCH_MODE") or "healthz"
+local app_key = os.getenv("BENCH_APP_KEY") or ""
+local service_key = os.getenv("BENCH_SERVICE_KEY") or ""
+local pubkey = os.getenv("BENCH_PUBKEY") or ""
+local codes_dir = os.getenv("BENCH_CODES") or "."
+local nthreads = tonumber(os.getenv("BENCH_THREADS") or "2")
+
+-- main state: collect the threads so that done() can read their counters
+local threads = {}
+local next_id = 0
+function setup(thread)
+  thread:set("id", next_id)
+  next_id = next_id + 1
+  table.insert(threads, thread)
+end
+
+-- thread state
+ok2xx, bad, exhausted, retrieved = 0, 0, 0, 0 -- globals: done() reads them with thread:get
+local queue, qhead, qtail = {}, 1, 0 -- codes waiting: queue[qhead..qtail]
+local out
+local deposit_req, healthz_req
+
+local function json_escape(s)
+  return (s:gsub('\\', '\\\\'):gsub('"', '\\"'))
+end
+
+local function retrieval(code)
+  return wrk.format("POST", "/v1/retrievals", {
+    ["Authorization"] = "Bearer " .. service_key,
+    ["Content-Type"] = "application/json",
+  }, '{"code":"' .. code .. '"}')
+end
+
+function init(args)
+  deposit_req = wrk.format("POST", "/v1/keys", {
+    ["Authorization"] = "Bearer " .. app_key,
+    ["Content-Type"] = "application/json",
+  }, '{"public_key":"' .. json_escape(pubkey) .. '","label":"bench"}')
+  healthz_req = wrk.format("GET", "/healthz")
+  if mode == "capture" then
+    out = io.open(codes_dir .. "/codes-" .. (os.getenv("BENCH_TAG") or "x") .. "-" .. id .. ".txt", "w")
+  elseif mode == "retrieve" then
+    local files = io.popen('ls "' .. codes_dir .. '"')
+    local n = 0
+    for name in files:lines() do
+      for line in io.lines(codes_dir .. "/" .. name) do
+        if n % nthreads == id then qtail = qtail + 1; queue[qtail] = line end
+        n = n + 1
+      end
+    end
+    files:close()
+  end
+end
+
+function request()
+  if mode == "healthz" then
+    return healthz_req
+  elseif mode == "deposit" or mode == "capture" then
+    return deposit_req
+  elseif mode == "retrieve" then
+    local code = queue[qhead]
+    if code == nil then
+      exhausted = exhausted + 1
+      wrk.thread:stop()
+      return healthz_req
+    end
+    queue[qhead] = nil
+    qhead = qhead + 1
+    return retrieval(code)
+  else -- pair: a waiting code is retrieved first, else a new deposit
+    local code = queue[qhead]
+    if code ~= nil then
+      queue[qhead] = nil
+      qhead = qhead + 1
+      return retrieval(code)
+    end
+    return deposit_req
+  end
+end
+
+function response(status, headers, body)
+  if status < 200 or status > 299 then
+    bad = bad + 1
+    if bad <= 3 then io.stderr:write("bench: HTTP " .. status .. ": " .. tostring(body) .. "\n") end
+    return
+  end
+  ok2xx = ok2xx + 1
+  if mode == "capture" or mode == "pair" then
+    local code = body:match('"code":"(%w+)"')
+    if code then
+      if mode == "capture" then
+        out:write(code, "\n")
+      else
+        qtail = qtail + 1
+        queue[qtail] = code
+      end
+    elseif body:find('"retrieval_id"', 1, true) then
+      retrieved = retrieved + 1
+    end
+  elseif mode == "retrieve" then
+    retrieved = retrieved + 1
+  end
+end
+
+function done(summary, latency, requests)
+  local okc, badc, exh, ret = 0, 0, 0, 0
+  for _, t in ipairs(threads) do
+    okc = okc + (t:get("ok2xx") or 0)
+    badc = badc + (t:get("bad") or 0)
+    exh = exh + (t:get("exhausted") or 0)
+    ret = ret + (t:get("retrieved") or 0)
+  end
+  local e = summary.errors
+  local socket_errors = e.connect + e.read + e.write + e.timeout
+  local secs = summary.duration / 1e6
+  local f = io.open(os.getenv("BENCH_OUT"), "w")
+  f:write(string.format(
+    '{"mode":"%s","seconds":%.3f,"requests":%d,"rps":%.1f,"ok":%d,"non2xx":%d,"socket_errors":%d,' ..
+    '"retrieved":%d,"retrieved_per_s":%.1f,"codes_exhausted":%d,' ..
+    '"p50_ms":%.3f,"p90_ms":%.3f,"p99_ms":%.3f,"max_ms":%.3f,"mean_ms":%.3f}\n',
+    mode, secs, summary.requests, summary.requests / secs, okc, badc, socket_errors,
+    ret, ret / secs, exh,
+    latency:percentile(50) / 1000, latency:percentile(90) / 1000, latency:percentile(99) / 1000,
+    latency.max / 1000, latency.mean / 1000))
+  f:close()
+end
