@@ -41,6 +41,7 @@ KEYMASTER_ADMIN_TOKEN="$ADMIN" \
 KEYMASTER_FAILED_RETRIEVALS_PER_MINUTE=1000000 \
 KEYMASTER_FAILED_AUTH_PER_MINUTE=1000000 \
 KEYMASTER_ALLOW_PRIVATE_WEBHOOKS=false \
+RUST_LOG="${RUST_LOG:-info,keymaster_server::startup=debug}" \
   "$BIN" serve --listen 127.0.0.1:0 --database "$WORK/keymaster.db" 2>"$WORK/server.log" &
 SERVER_PID=$!
 for _ in $(seq 1 300); do
@@ -97,7 +98,9 @@ for kind in admin app_key service_key holder_token; do
     echo "schemathesis: the tool itself crashed (no check failed); retrying with another seed"
   done
   if [ "$passed" != 1 ]; then
-    echo "schemathesis: FAILED with the $kind"
+    echo "schemathesis: FAILED with the $kind; the server's panics and last log lines:"
+    grep -m5 -A3 "panicked at" "$WORK/server.log" || true
+    tail -30 "$WORK/server.log"
     status=1
   fi
 done

@@ -43,8 +43,17 @@ fn json_error(r: JsonRejection) -> ApiError {
     ApiError::InvalidRequest(detail)
 }
 
+/// At most 300 bytes of an error message, cut at a character boundary (a field name may be
+/// any Unicode; `String::truncate` inside a character would panic).
 fn trim(mut s: String) -> String {
-    s.truncate(300);
+    const MAX: usize = 300;
+    if s.len() > MAX {
+        let mut cut = MAX;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
     s
 }
 
@@ -106,6 +115,19 @@ pub fn client_ip<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_messages_are_cut_at_a_character_boundary() {
+        // Found by schemathesis: an unknown field named with 4-byte characters made the
+        // message's 300th byte fall inside a character, and the cut panicked.
+        for pad in 0..4 {
+            let msg = format!("{}{}", "x".repeat(pad), "\u{1D54B}".repeat(200));
+            let cut = trim(msg.clone());
+            assert!(cut.len() <= 300 && cut.len() > 290, "{}", cut.len());
+            assert!(msg.starts_with(&cut));
+        }
+        assert_eq!(trim("short".into()), "short");
+    }
 
     #[test]
     fn forwarded_for_is_believed_only_from_trusted_proxies() {

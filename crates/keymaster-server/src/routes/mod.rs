@@ -100,6 +100,8 @@ pub fn router(state: AppState) -> Router {
         .fallback(health::not_found)
         .method_not_allowed_fallback(health::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        // A panic is a bug; the client still gets a problem+json 500, not a dropped connection.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http().make_span_with(
             |req: &axum::http::Request<axum::body::Body>| {
@@ -124,6 +126,12 @@ async fn timeout_error(err: BoxError) -> Response {
     } else {
         ApiError::Internal(format!("middleware: {err}")).into_response()
     }
+}
+
+/// The answer to a request whose handler panicked: a generic 500; the cause is logged.
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    ApiError::Internal("a request handler panicked".into()).into_response()
 }
 
 /// An audit row with the common fields.

@@ -230,3 +230,16 @@ async fn deposits_survive_a_restart() {
     let got = service.retrieve(&retrieval(&dep.code)).await.unwrap();
     assert_eq!(got.key_id, dep.id);
 }
+
+#[tokio::test]
+async fn a_long_unknown_unicode_field_is_a_400_not_a_dropped_connection() {
+    // Found by schemathesis: the error message was cut inside a 4-byte character.
+    let app = spawn_app().await;
+    let (_, _, app_key) = app.device().await;
+    for pad in 0..4 {
+        let field = format!("{}{}", "x".repeat(pad), "\u{1D54B}".repeat(120));
+        let body = serde_json::json!({ field: [], "public_key": "x" }).to_string();
+        let resp = app.post_raw("/v1/keys", &app_key, body).await;
+        assert_raw_problem(resp, 400, "invalid_request").await;
+    }
+}
