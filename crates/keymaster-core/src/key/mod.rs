@@ -47,6 +47,7 @@ mod jwk;
 mod material;
 mod openssh;
 mod parse;
+mod stored;
 mod verify;
 
 use std::fmt;
@@ -54,6 +55,7 @@ use std::str::FromStr;
 
 pub use fingerprint::proof_message;
 pub use generate::{generate, sign, GenerateAlgorithm};
+pub use stored::PublicForms;
 
 use material::Material;
 

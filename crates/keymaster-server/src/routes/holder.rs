@@ -10,7 +10,6 @@ use jiff::Timestamp;
 use keymaster_core::code::Code;
 use keymaster_core::policy::resolve_expiry;
 use keymaster_core::wire::{KeyStatus, PatchKeyRequest, Problem, RecodeResponse};
-use rand::rngs::OsRng;
 
 use crate::auth::Holder;
 use crate::error::ApiError;
@@ -173,7 +172,7 @@ pub async fn recode(
     let actor = format!("holder:{}", rec.id);
     for _ in 0..8 {
         let now = Timestamp::now();
-        let code = Code::generate(rec.code_format, &mut OsRng);
+        let code = Code::generate(rec.code_format, &mut rand::thread_rng());
         let hash = state.keys.code_hash(code.as_str());
         let audit = audit_record(
             now,

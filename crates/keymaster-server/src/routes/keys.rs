@@ -234,7 +234,7 @@ async fn deposit_inner(
     let holder_token = new_token("kmh_");
     let format = req.code_format.unwrap_or(CodeFormat::Digits);
     for _ in 0..CODE_ATTEMPTS {
-        let code = Code::generate(format, &mut OsRng);
+        let code = Code::generate(format, &mut rand::thread_rng());
         let key = NewKey {
             id: id.clone(),
             tenant_id: tenant_id.to_owned(),

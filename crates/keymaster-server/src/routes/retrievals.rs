@@ -148,12 +148,13 @@ fn response(state: &AppState, key: RetrievedKey) -> Result<RetrievalResponse, Ap
         confirm_by: key.confirm_by,
     };
     if let Some(spki) = key.spki {
-        let public = PublicKey::from_spki_der(&spki).map_err(|e| {
+        // Validated when it was deposited: not decompressed and checked again here.
+        let forms = PublicKey::forms_of_stored_spki(&spki).map_err(|e| {
             ApiError::Internal(format!("stored key {} does not parse: {e}", key.key_id))
         })?;
-        resp.public_key_pem = Some(public.to_pem());
-        resp.openssh = public.to_openssh();
-        resp.jwk = Some(public.to_jwk());
+        resp.public_key_pem = Some(forms.pem);
+        resp.openssh = forms.openssh;
+        resp.jwk = Some(forms.jwk);
     } else if let Some(sealed) = key.secret_sealed {
         let plain = state
             .keys

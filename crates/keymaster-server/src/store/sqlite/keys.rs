@@ -1,13 +1,13 @@
 //! SQLite: deposits and the holder's operations on one key (status, expiry, revoke, re-code).
 
 use jiff::Timestamp;
-use keymaster_core::wire::{CodeFormat, Notify};
+use keymaster_core::wire::{CodeFormat, Event, Notify};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 
-use super::rows::{emit, end_key, insert_audit, opt_ts};
+use super::rows::{emit, end_key, event_json, insert_audit, insert_event_json, opt_ts};
 use super::writer::db;
 use super::{ms, ts};
-use crate::store::events::{EventType, KeyRef};
+use crate::store::events::{new_event, EventType, KeyRef};
 use crate::store::{AuditRecord, KeyRecord, KeyState, NewKey, RecodeOutcome, StoreError};
 
 /// True when `e` is a UNIQUE violation (a code that is already live).
@@ -15,14 +15,45 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation)
 }
 
-pub fn deposit(c: &Connection, k: &NewKey, a: &AuditRecord) -> Result<bool, StoreError> {
-    let policy = serde_json::to_string(&k.policy).map_err(|e| StoreError::Db(e.to_string()))?;
-    let notify = k
-        .notify
-        .as_ref()
-        .map(serde_json::to_string)
-        .transpose()
-        .map_err(|e| StoreError::Db(e.to_string()))?;
+/// The JSON of a deposit (policy, notification targets, the `key.deposited` event), made by
+/// the caller before the job is queued so that the single writer thread does not serialise.
+pub struct DepositJson {
+    policy: String,
+    notify: Option<String>,
+    event: Event,
+    event_json: String,
+}
+
+impl DepositJson {
+    pub fn new(k: &NewKey) -> Result<DepositJson, StoreError> {
+        let json = |e: serde_json::Error| StoreError::Db(e.to_string());
+        let key = KeyRef {
+            key_id: &k.id,
+            tenant_id: &k.tenant_id,
+            label: k.label.as_deref(),
+        };
+        let event = new_event(EventType::Deposited, &key, None, None, k.created_at);
+        Ok(DepositJson {
+            policy: serde_json::to_string(&k.policy).map_err(json)?,
+            notify: k
+                .notify
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(json)?,
+            event_json: event_json(&event)?,
+            event,
+        })
+    }
+}
+
+pub fn deposit(
+    c: &Connection,
+    k: &NewKey,
+    j: &DepositJson,
+    a: &AuditRecord,
+) -> Result<bool, StoreError> {
+    let (policy, notify) = (&j.policy, &j.notify);
     let inserted = c
         .prepare_cached(
             "INSERT INTO keys (id, tenant_id, holder_hash, code_hash, label, kind, algorithm, spki,
@@ -64,12 +95,7 @@ pub fn deposit(c: &Connection, k: &NewKey, a: &AuditRecord) -> Result<bool, Stor
     c.prepare_cached("DELETE FROM tombstones WHERE code_hash = ?1")
         .and_then(|mut s| s.execute(params![k.code_hash]))
         .map_err(db)?;
-    let key = KeyRef {
-        key_id: &k.id,
-        tenant_id: &k.tenant_id,
-        label: k.label.as_deref(),
-    };
-    emit(c, EventType::Deposited, &key, None, None, k.created_at)?;
+    insert_event_json(c, &j.event, &j.event_json)?;
     insert_audit(c, a)?;
     Ok(true)
 }

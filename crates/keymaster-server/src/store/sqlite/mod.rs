@@ -271,8 +271,9 @@ impl Store for SqliteStore {
     }
 
     async fn deposit(&self, key: NewKey, audit: AuditRecord) -> Result<bool, StoreError> {
+        let json = keys::DepositJson::new(&key)?;
         self.writer
-            .write(move |c| keys::deposit(c, &key, &audit))
+            .write(move |c| keys::deposit(c, &key, &json, &audit))
             .await
     }
 

@@ -21,6 +21,18 @@ pub fn enqueue(
     tenant_id: &str,
     at: Timestamp,
 ) -> Result<(), StoreError> {
+    // Most keys have no notification target and most tenants no webhook: one cheap point read
+    // of each then spares the three-way UNION below (and its temporary table) for every event.
+    let any_target: bool = c
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM keys WHERE id = ?1 AND notify IS NOT NULL)
+                 OR EXISTS (SELECT 1 FROM tenants WHERE id = ?2 AND webhook_url IS NOT NULL)",
+        )
+        .and_then(|mut s| s.query_row(params![key_id, tenant_id], |r| r.get(0)))
+        .map_err(db)?;
+    if !any_target {
+        return Ok(());
+    }
     c.prepare_cached(
         "INSERT INTO deliveries (event_id, channel, target, tenant_id, status, next_attempt_at,
                                  created_at)

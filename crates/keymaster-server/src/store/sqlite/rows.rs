@@ -33,7 +33,17 @@ pub fn insert_audit(c: &Connection, a: &AuditRecord) -> Result<(), StoreError> {
 
 /// Writes an event into the outbox.
 pub fn insert_event(c: &Connection, e: &Event) -> Result<(), StoreError> {
-    let payload = serde_json::to_string(e).map_err(|e| StoreError::Db(e.to_string()))?;
+    insert_event_json(c, e, &event_json(e)?)
+}
+
+/// The stored JSON payload of an event.
+pub fn event_json(e: &Event) -> Result<String, StoreError> {
+    serde_json::to_string(e).map_err(|e| StoreError::Db(e.to_string()))
+}
+
+/// Writes an event whose payload (`event_json(e)`) was serialised before the job was queued,
+/// off the writer thread.
+pub fn insert_event_json(c: &Connection, e: &Event, payload: &str) -> Result<(), StoreError> {
     c.prepare_cached(
         "INSERT INTO events (id, key_id, tenant_id, type, at, payload)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
