@@ -188,9 +188,9 @@ async fn two_processes_share_one_database() {
     for i in 0..80 {
         let s = services[i % 2].clone();
         let code = dep.code.clone();
-        tasks.push(tokio::spawn(async move {
-            s.retrieve(&retrieval(&code)).await
-        }));
+        tasks.push(tokio::spawn(
+            async move { s.retrieve(&retrieval(&code)).await },
+        ));
     }
     let mut ok = 0;
     for t in tasks {
