@@ -9,6 +9,7 @@
 //! Not responsible for HTTP, for choosing status codes, or for cryptography: callers pass in
 //! hashes and sealed blobs, never codes or tokens in clear.
 
+pub mod decision;
 pub mod events;
 pub mod outbox;
 pub mod postgres;

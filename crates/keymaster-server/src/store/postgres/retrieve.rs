@@ -8,12 +8,13 @@
 //! row and finds the code gone if the winner used it up. So a single-use code is handed out
 //! exactly once and `max_retrievals` is exact across processes.
 
-use jiff::{SignedDuration, Timestamp};
-use keymaster_core::policy::{decide, Decision, Denial, KeyFacts, Pending, Policy, Requester};
+use jiff::Timestamp;
+use keymaster_core::policy::{Decision, Denial};
 use sqlx::{PgConnection, Row};
 
 use super::rows::{budget_spent, emit, end_key, insert_audit, opt_ts, record_failure};
-use super::{count, db, ms, ts};
+use super::{count, db, ms};
+use crate::store::decision::{confirm_deadline, evaluate, Evaluated, StoredFacts};
 use crate::store::events::{EventType, KeyRef};
 use crate::store::{
     AuditRecord, KeyState, RetrieveCommand, RetrieveOutcome, RetrievedKey, ServiceAuth, StoreError,
@@ -110,40 +111,30 @@ pub async fn retrieve(
         report_stale_use(c, cmd).await?;
         return not_found(c, cmd, &subject, None).await;
     };
-    let policy: Policy = serde_json::from_str(&row.policy)
-        .map_err(|e| StoreError::Corrupt(format!("policy of {}: {e}", row.id)))?;
-    let pending = match (
-        &row.pending_retrieval_id,
-        &row.pending_service_id,
-        row.confirm_by,
-    ) {
-        (Some(rid), Some(sid), Some(by)) => Some(Pending {
-            retrieval_id: rid.clone(),
-            service_id: sid.clone(),
-            confirm_by: ts(by)?,
-        }),
-        _ => None,
-    };
-    let facts = KeyFacts {
-        expires_at: ts(row.expires_at)?,
-        retrievals: row.retrievals,
-        failed_password_attempts: row.failed_password_attempts,
-        locked: row.state == KeyState::Locked.as_str(),
-        pending,
-    };
-    let requester = Requester {
-        service_id: &cmd.service.id,
-        service_domains: &cmd.service.domains,
-        source_ip: cmd.source_ip,
-        context: cmd.context.as_ref(),
-        password: cmd.password,
-    };
+    let Evaluated {
+        policy,
+        decision,
+        held_until,
+    } = evaluate(
+        cmd,
+        &StoredFacts {
+            key_id: &row.id,
+            policy_json: &row.policy,
+            state: &row.state,
+            expires_at_ms: row.expires_at,
+            retrievals: row.retrievals,
+            failed_password_attempts: row.failed_password_attempts,
+            pending_retrieval_id: row.pending_retrieval_id.as_deref(),
+            pending_service_id: row.pending_service_id.as_deref(),
+            confirm_by_ms: row.confirm_by,
+        },
+    )?;
     let key = KeyRef {
         key_id: &row.id,
         tenant_id: &row.tenant_id,
         label: row.label.as_deref(),
     };
-    match decide(&policy, &facts, &requester, cmd.now) {
+    match decision {
         Decision::Deny(Denial::Gone) => not_found(c, cmd, &subject, Some(&row.id)).await,
         Decision::Deny(denial) => {
             if let Denial::PasswordIncorrect { now_locked } = denial {
@@ -174,7 +165,7 @@ pub async fn retrieve(
             let mut a = audit(cmd, "success", Some(&row.id));
             a.detail = Some("repeated within the confirmation grace".into());
             insert_audit(c, &a).await?;
-            let confirm_by = facts.pending.map(|p| p.confirm_by);
+            let confirm_by = held_until;
             Ok(RetrieveOutcome::Allowed(Box::new(handed_out(
                 row,
                 retrieval_id,
@@ -186,15 +177,7 @@ pub async fn retrieve(
             let retrieval_id = cmd.new_retrieval_id.clone();
             let mut confirm_by = None;
             if policy.require_confirmation {
-                let by = cmd
-                    .now
-                    .saturating_add(SignedDuration::from_secs(i64::from(
-                        policy.confirm_grace_seconds,
-                    )))
-                    .map_err(|e| StoreError::Db(e.to_string()))?;
-                // Stored in milliseconds: answer with the instant as stored, so that a repeated
-                // retrieval (which reads it back) reports the same `confirm_by`.
-                let by = ts(ms(by))?;
+                let by = confirm_deadline(cmd.now, &policy)?;
                 confirm_by = Some(by);
                 sqlx::query(
                     "UPDATE keys SET retrievals = $2, state = 'awaiting_confirmation',

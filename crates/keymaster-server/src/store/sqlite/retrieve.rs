@@ -5,13 +5,14 @@
 //! lock), write the event and the audit row. There is no check-then-act across transactions,
 //! so a single-use code is handed out exactly once however many requests race for it.
 
-use jiff::{SignedDuration, Timestamp};
-use keymaster_core::policy::{decide, Decision, Denial, KeyFacts, Pending, Policy, Requester};
+use jiff::Timestamp;
+use keymaster_core::policy::{Decision, Denial};
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::ms;
 use super::rows::{budget_spent, emit, end_key, insert_audit, opt_ts, record_failure};
 use super::writer::db;
-use super::{ms, ts};
+use crate::store::decision::{confirm_deadline, evaluate, Evaluated, StoredFacts};
 use crate::store::events::{EventType, KeyRef};
 use crate::store::{
     AuditRecord, KeyState, RetrieveCommand, RetrieveOutcome, RetrievedKey, ServiceAuth, StoreError,
@@ -103,40 +104,30 @@ pub fn retrieve(c: &Connection, cmd: &RetrieveCommand) -> Result<RetrieveOutcome
         report_stale_use(c, cmd)?;
         return not_found(c, cmd, &subject, None);
     };
-    let policy: Policy = serde_json::from_str(&row.policy)
-        .map_err(|e| StoreError::Corrupt(format!("policy of {}: {e}", row.id)))?;
-    let pending = match (
-        &row.pending_retrieval_id,
-        &row.pending_service_id,
-        row.confirm_by,
-    ) {
-        (Some(rid), Some(sid), Some(by)) => Some(Pending {
-            retrieval_id: rid.clone(),
-            service_id: sid.clone(),
-            confirm_by: ts(by)?,
-        }),
-        _ => None,
-    };
-    let facts = KeyFacts {
-        expires_at: ts(row.expires_at)?,
-        retrievals: row.retrievals,
-        failed_password_attempts: row.failed_password_attempts,
-        locked: row.state == KeyState::Locked.as_str(),
-        pending,
-    };
-    let requester = Requester {
-        service_id: &cmd.service.id,
-        service_domains: &cmd.service.domains,
-        source_ip: cmd.source_ip,
-        context: cmd.context.as_ref(),
-        password: cmd.password,
-    };
+    let Evaluated {
+        policy,
+        decision,
+        held_until,
+    } = evaluate(
+        cmd,
+        &StoredFacts {
+            key_id: &row.id,
+            policy_json: &row.policy,
+            state: &row.state,
+            expires_at_ms: row.expires_at,
+            retrievals: row.retrievals,
+            failed_password_attempts: row.failed_password_attempts,
+            pending_retrieval_id: row.pending_retrieval_id.as_deref(),
+            pending_service_id: row.pending_service_id.as_deref(),
+            confirm_by_ms: row.confirm_by,
+        },
+    )?;
     let key = KeyRef {
         key_id: &row.id,
         tenant_id: &row.tenant_id,
         label: row.label.as_deref(),
     };
-    match decide(&policy, &facts, &requester, cmd.now) {
+    match decision {
         Decision::Deny(Denial::Gone) => not_found(c, cmd, &subject, Some(&row.id)),
         Decision::Deny(denial) => {
             if let Denial::PasswordIncorrect { now_locked } = denial {
@@ -168,7 +159,7 @@ pub fn retrieve(c: &Connection, cmd: &RetrieveCommand) -> Result<RetrieveOutcome
             Ok(RetrieveOutcome::Allowed(Box::new(handed_out(
                 row,
                 retrieval_id,
-                facts.pending.map(|p| p.confirm_by),
+                held_until,
             ))))
         }
         Decision::Allow => {
@@ -185,15 +176,7 @@ pub fn retrieve(c: &Connection, cmd: &RetrieveCommand) -> Result<RetrieveOutcome
             let retrieval_id = cmd.new_retrieval_id.clone();
             let mut confirm_by = None;
             if policy.require_confirmation {
-                let by = cmd
-                    .now
-                    .saturating_add(SignedDuration::from_secs(i64::from(
-                        policy.confirm_grace_seconds,
-                    )))
-                    .map_err(|e| StoreError::Db(e.to_string()))?;
-                // Stored in milliseconds: answer with the instant as stored, so that a repeated
-                // retrieval (which reads it back) reports the same `confirm_by`.
-                let by = ts(ms(by))?;
+                let by = confirm_deadline(cmd.now, &policy)?;
                 confirm_by = Some(by);
                 c.execute(
                     "UPDATE keys SET retrievals = ?2, state = 'awaiting_confirmation',
