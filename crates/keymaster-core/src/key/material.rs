@@ -84,7 +84,7 @@ impl Material {
         })?;
         let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes)
             .map_err(|_| KeyError::invalid("the Ed25519 public key is not a point on the curve"))?;
-        if key.to_edwards().compress().to_bytes() != bytes {
+        if !ed25519_is_canonical(&bytes) {
             return Err(KeyError::invalid(
                 "the Ed25519 public key is not canonically encoded",
             ));
@@ -253,6 +253,22 @@ fn is_odd(n: &BigUint) -> bool {
     n.to_bytes_be().last().is_some_and(|b| b & 1 == 1)
 }
 
+/// For an encoding that decompressed: true when it is the one that compressing the point gives
+/// back (y < p, and no sign bit on x = 0, which only y = ±1 have). The same answer as
+/// `compress(decompress(b)) == b` without compressing, whose field inversion cost about as much
+/// as the decompression itself.
+fn ed25519_is_canonical(b: &[u8; 32]) -> bool {
+    let mut y = *b;
+    let sign = y[31] & 0x80 != 0;
+    y[31] &= 0x7f;
+    if !x25519_is_canonical(&y) {
+        return false; // y >= p
+    }
+    let one = y[0] == 1 && y[1..].iter().all(|&v| v == 0);
+    let minus_one = y[0] == 0xec && y[1..31].iter().all(|&v| v == 0xff) && y[31] == 0x7f;
+    !(sign && (one || minus_one))
+}
+
 /// u < 2^255 − 19 with the top bit clear.
 fn x25519_is_canonical(u: &[u8; 32]) -> bool {
     // p = 2^255 - 19 = 0x7fff…ffed (little-endian: ed ff … ff 7f).
@@ -263,4 +279,69 @@ fn x25519_is_canonical(u: &[u8; 32]) -> bool {
         return true;
     }
     u[0] < 0xed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ed25519_is_canonical;
+    use proptest::prelude::*;
+
+    /// What `ed25519_is_canonical` replaces: decompress, compress, compare.
+    fn by_round_trip(b: &[u8; 32]) -> Option<bool> {
+        let key = ed25519_dalek::VerifyingKey::from_bytes(b).ok()?;
+        Some(key.to_edwards().compress().to_bytes() == *b)
+    }
+
+    /// Encodings near the edges: y in [p - 3, 2^255), and y = 0, 1, 2 and p - 1, each with and
+    /// without the sign bit.
+    fn edge_cases() -> Vec<[u8; 32]> {
+        let mut out = Vec::new();
+        for low in [0xea, 0xeb, 0xec, 0xed, 0xee, 0xef, 0xf0, 0xfe, 0xff] {
+            let mut y = [0xff; 32];
+            y[0] = low;
+            y[31] = 0x7f;
+            out.push(y);
+        }
+        for small in [0u8, 1, 2] {
+            let mut y = [0; 32];
+            y[0] = small;
+            out.push(y);
+        }
+        let with_sign: Vec<[u8; 32]> = out
+            .iter()
+            .map(|y| {
+                let mut s = *y;
+                s[31] |= 0x80;
+                s
+            })
+            .collect();
+        out.extend(with_sign);
+        out
+    }
+
+    #[test]
+    fn canonical_check_agrees_with_the_round_trip_at_the_edges() {
+        let mut decompressed = 0;
+        for b in edge_cases() {
+            if let Some(expected) = by_round_trip(&b) {
+                decompressed += 1;
+                assert_eq!(ed25519_is_canonical(&b), expected, "{b:02x?}");
+            }
+        }
+        // y = 1 (the identity) and y = p - 1 (order 2) decompress, with and without the sign
+        // bit, and so do some non-canonical y >= p.
+        assert!(
+            decompressed >= 6,
+            "only {decompressed} edge encodings decompressed"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn canonical_check_agrees_with_the_round_trip(b in any::<[u8; 32]>()) {
+            if let Some(expected) = by_round_trip(&b) {
+                prop_assert_eq!(ed25519_is_canonical(&b), expected);
+            }
+        }
+    }
 }
