@@ -146,7 +146,10 @@ async fn deleted_app_key_and_service_stop_working() {
         "unauthorized",
     );
 
+    // Each credential was used before its deletion (so a server that remembers credentials
+    // has them in memory), and stops working at once after it.
     let (sid, service, _) = app.service("svc", &[], &[]).await;
+    service.retrieve(&retrieval(&dep.code)).await.unwrap();
     app.admin.delete_service(&sid).await.unwrap();
     assert_problem(
         service.retrieve(&retrieval(&dep.code)).await,

@@ -6,6 +6,7 @@
 //! the writer inside one transaction.
 
 mod admin;
+mod auth_cache;
 mod keys;
 mod outbox;
 mod retrieve;
@@ -21,6 +22,7 @@ use jiff::Timestamp;
 use keymaster_core::wire::AuditEntry;
 use rusqlite::{Connection, OpenFlags};
 
+use self::auth_cache::{AuthCache, Cached};
 use self::writer::{db, Durability, Writer};
 use super::outbox::{AttemptResult, ClaimedDelivery, DeliveryInfo, OutboxStats};
 use super::{
@@ -46,12 +48,16 @@ pub struct SqliteStore {
     writer: Writer,
     readers: Arc<Mutex<Vec<Connection>>>,
     path: PathBuf,
+    auth: Arc<AuthCache>,
+    /// Held while the store is open: one process owns the database file.
+    _owner: Arc<std::fs::File>,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
     /// `synchronous_full` chooses `synchronous=FULL` (every commit durable) over `NORMAL`.
     pub fn open(path: &Path, synchronous_full: bool) -> Result<SqliteStore, StoreError> {
+        let owner = lock_owner(path)?;
         let conn = Connection::open(path).map_err(db)?;
         // The writer's connection runs `synchronous=NORMAL`; with `synchronous_full` the writer
         // adds the one sync that `FULL` would make inside each `COMMIT` (of the WAL, before any
@@ -65,7 +71,7 @@ impl SqliteStore {
             .map_err(db)?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;
-             PRAGMA foreign_keys=ON; PRAGMA cache_size=-16000; PRAGMA temp_store=MEMORY;
+             PRAGMA foreign_keys=ON; PRAGMA cache_size=-4000; PRAGMA temp_store=MEMORY;
              PRAGMA journal_size_limit=536870912;",
         )
         .map_err(db)?;
@@ -105,6 +111,8 @@ impl SqliteStore {
             writer,
             readers: Arc::new(Mutex::new(Vec::new())),
             path: path.to_owned(),
+            auth: Arc::new(AuthCache::default()),
+            _owner: Arc::new(owner),
         })
     }
 
@@ -160,6 +168,32 @@ impl SqliteStore {
         f: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         self.with_reader(f)
+    }
+}
+
+/// Takes the lock file `<database>.lock`: a second server on the same file would write behind
+/// this one's back (its credential cache, `auth_cache`, would not see the changes), so it is
+/// refused with a clear error instead. The lock goes with the process, even on `kill -9`.
+fn lock_owner(db: &Path) -> Result<std::fs::File, StoreError> {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&name)
+        .map_err(|e| StoreError::Db(format!("cannot open {}: {e}", Path::new(&name).display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Db(format!(
+            "{} is in use by another keymaster process (one server per SQLite file; \
+             use PostgreSQL for several)",
+            db.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Db(format!(
+            "cannot lock {}: {e}",
+            Path::new(&name).display()
+        ))),
     }
 }
 
@@ -231,9 +265,12 @@ impl Store for SqliteStore {
 
     async fn delete_app_key(&self, id: &str, audit: AuditRecord) -> Result<bool, StoreError> {
         let id = id.to_owned();
-        self.writer
+        let deleted = self
+            .writer
             .write(move |c| admin::delete_app_key(c, &id, &audit))
-            .await
+            .await;
+        self.auth.invalidate();
+        deleted
     }
 
     async fn create_service(&self, s: NewService, audit: AuditRecord) -> Result<(), StoreError> {
@@ -244,17 +281,36 @@ impl Store for SqliteStore {
 
     async fn delete_service(&self, id: &str, audit: AuditRecord) -> Result<bool, StoreError> {
         let id = id.to_owned();
-        self.writer
+        let deleted = self
+            .writer
             .write(move |c| admin::delete_service(c, &id, &audit))
-            .await
+            .await;
+        self.auth.invalidate();
+        deleted
     }
 
     async fn app_key_by_token(&self, hash: &[u8]) -> Result<Option<AppKeyAuth>, StoreError> {
-        self.read_point(|c| admin::app_key_by_token(c, hash))
+        let generation = match self.auth.app(hash) {
+            Cached::Hit(auth) => return Ok(Some(auth)),
+            Cached::Miss(generation) => generation,
+        };
+        let found = self.read_point(|c| admin::app_key_by_token(c, hash))?;
+        if let Some(auth) = &found {
+            self.auth.fill_app(generation, hash, auth);
+        }
+        Ok(found)
     }
 
     async fn service_by_token(&self, hash: &[u8]) -> Result<Option<ServiceAuth>, StoreError> {
-        self.read_point(|c| admin::service_by_token(c, hash))
+        let generation = match self.auth.service(hash) {
+            Cached::Hit(auth) => return Ok(Some(auth)),
+            Cached::Miss(generation) => generation,
+        };
+        let found = self.read_point(|c| admin::service_by_token(c, hash))?;
+        if let Some(auth) = &found {
+            self.auth.fill_service(generation, hash, auth);
+        }
+        Ok(found)
     }
 
     async fn missing_services(&self, ids: &[String]) -> Result<Vec<String>, StoreError> {
@@ -449,5 +505,27 @@ impl Store for SqliteStore {
 
     async fn outbox_stats(&self, now: Timestamp) -> Result<OutboxStats, StoreError> {
         self.read(move |c| outbox::stats(c, now)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SqliteStore;
+
+    #[test]
+    fn a_second_server_on_the_same_file_is_refused_until_the_first_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.db");
+        let first = SqliteStore::open(&path, true).unwrap();
+        let Err(e) = SqliteStore::open(&path, true) else {
+            panic!("two stores opened one SQLite file")
+        };
+        assert!(
+            e.to_string()
+                .contains("in use by another keymaster process"),
+            "{e}"
+        );
+        drop(first);
+        SqliteStore::open(&path, true).unwrap();
     }
 }

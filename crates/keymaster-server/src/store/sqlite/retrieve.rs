@@ -10,7 +10,9 @@ use keymaster_core::policy::{Decision, Denial};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::ms;
-use super::rows::{budget_spent, emit, end_key, insert_audit, opt_ts, record_failure};
+use super::rows::{
+    budget_spent, emit, end_key, end_key_counting, insert_audit, opt_ts, record_failure,
+};
 use super::writer::db;
 use crate::store::decision::{confirm_deadline, evaluate, Evaluated, StoredFacts};
 use crate::store::events::{EventType, KeyRef};
@@ -185,17 +187,14 @@ pub fn retrieve(c: &Connection, cmd: &RetrieveCommand) -> Result<RetrieveOutcome
                     params![row.id, retrievals, retrieval_id, cmd.service.id, ms(by)],
                 )
                 .map_err(db)?;
+            } else if retrievals >= policy.max_retrievals {
+                end_key_counting(c, &row.id, KeyState::Retrieved, cmd.now, Some(retrievals))?;
             } else {
-                c.execute(
-                    "UPDATE keys SET retrievals = ?2 WHERE id = ?1",
-                    params![row.id, retrievals],
-                )
-                .map_err(db)?;
+                c.prepare_cached("UPDATE keys SET retrievals = ?2 WHERE id = ?1")
+                    .and_then(|mut s| s.execute(params![row.id, retrievals]))
+                    .map_err(db)?;
             }
             emit(c, EventType::Retrieved, &key, service, None, cmd.now)?;
-            if !policy.require_confirmation && retrievals >= policy.max_retrievals {
-                end_key(c, &row.id, KeyState::Retrieved, cmd.now)?;
-            }
             insert_audit(c, &audit(cmd, "success", Some(&row.id)))?;
             Ok(RetrieveOutcome::Allowed(Box::new(handed_out(
                 row,

@@ -82,20 +82,45 @@ pub fn end_key(
     state: KeyState,
     at: Timestamp,
 ) -> Result<(), StoreError> {
+    end_key_counting(c, key_id, state, at, None)
+}
+
+/// [`end_key`], also setting the retrieval count when `retrievals` is given: the last
+/// retrieval of a key without confirmation counts and ends it in one `UPDATE`. Such a key never
+/// has a pending retrieval, so that `UPDATE` leaves the pending columns alone: naming a column
+/// in `SET` makes SQLite rewrite its index entry even when the value stays NULL, and the
+/// `pending_retrieval_id` entry of an old key sits on a page of its own.
+pub fn end_key_counting(
+    c: &Connection,
+    key_id: &str,
+    state: KeyState,
+    at: Timestamp,
+    retrievals: Option<u32>,
+) -> Result<(), StoreError> {
     c.prepare_cached(
         "INSERT OR REPLACE INTO tombstones (code_hash, key_id, died_at)
          SELECT code_hash, id, ?2 FROM keys WHERE id = ?1 AND code_hash IS NOT NULL",
     )
     .and_then(|mut s| s.execute(params![key_id, ms(at)]))
     .map_err(db)?;
-    c.prepare_cached(
-        "UPDATE keys SET state = ?2, ended_at = ?3, code_hash = NULL, spki = NULL,
-                secret_sealed = NULL, password_hash = NULL, pending_retrieval_id = NULL,
-                pending_service_id = NULL, confirm_by = NULL
-         WHERE id = ?1",
-    )
-    .and_then(|mut s| s.execute(params![key_id, state.as_str(), ms(at)]))
-    .map_err(db)?;
+    let ended = match retrievals {
+        None => c
+            .prepare_cached(
+                "UPDATE keys SET state = ?2, ended_at = ?3, code_hash = NULL, spki = NULL,
+                        secret_sealed = NULL, password_hash = NULL, pending_retrieval_id = NULL,
+                        pending_service_id = NULL, confirm_by = NULL
+                 WHERE id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![key_id, state.as_str(), ms(at)])),
+        Some(n) => c
+            .prepare_cached(
+                "UPDATE keys SET state = ?2, ended_at = ?3, code_hash = NULL, spki = NULL,
+                        secret_sealed = NULL, password_hash = NULL, retrievals = ?4
+                 WHERE id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![key_id, state.as_str(), ms(at), n])),
+    };
+    ended.map_err(db)?;
     Ok(())
 }
 
