@@ -58,7 +58,10 @@ impl Default for PolicyLimits {
     }
 }
 
-/// The validated, stored form of a policy. The server stores it as JSON.
+/// The validated, stored form of a policy. The server stores it as JSON, without the rules that
+/// are absent or at their default (a default policy is `{"max_retrievals":1}`, not 180 bytes
+/// of nulls in every key row); reading fills them back in, so rows written with every field
+/// still read the same.
 ///
 /// It does not hold the password, only whether one is required; the argon2id hash is the
 /// server's. Lists are `None` when the rule is absent ("any"), never empty.
@@ -67,22 +70,48 @@ pub struct Policy {
     /// Successful retrievals before the key is removed, 1 to 100.
     pub max_retrievals: u32,
     /// Whether a retrieval must carry the key's password.
+    #[serde(default, skip_serializing_if = "is_false")]
     pub has_password: bool,
     /// Service ids allowed to retrieve; `None` = any service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub services: Option<Vec<String>>,
     /// Normalised domains (lower case, no trailing dot); the service must be enrolled with one of
     /// them or a subdomain. `None` = any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domains: Option<Vec<String>>,
     /// Networks the request's source address must be inside (host bits cleared). `None` = any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fetcher_cidrs: Option<Vec<ipnet::IpNet>>,
     /// Days and hours in a time zone when retrieval is allowed. `None` = always.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_window: Option<TimeWindow>,
     /// Where the retrieving person must be, by the retrieval's `context`. `None` = anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub geo: Option<Geo>,
     /// Hold the key after a retrieval until the service confirms.
+    #[serde(default, skip_serializing_if = "is_false")]
     pub require_confirmation: bool,
     /// How long a held key waits for confirmation, in seconds (1 to 86400, default 300).
+    #[serde(
+        default = "default_confirm_grace",
+        skip_serializing_if = "is_default_confirm_grace"
+    )]
     pub confirm_grace_seconds: u32,
+}
+
+/// The confirmation grace when the deposit names none, in seconds.
+pub const DEFAULT_CONFIRM_GRACE_SECONDS: u32 = 300;
+
+fn default_confirm_grace() -> u32 {
+    DEFAULT_CONFIRM_GRACE_SECONDS
+}
+
+fn is_default_confirm_grace(s: &u32) -> bool {
+    *s == DEFAULT_CONFIRM_GRACE_SECONDS
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// A policy input that cannot be accepted. The server answers `400 invalid_request` with this

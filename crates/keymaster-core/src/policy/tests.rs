@@ -1209,3 +1209,18 @@ proptest! {
         prop_assert_eq!(decide(&policy, &fresh(), &r.get(), now()), Decision::Allow);
     }
 }
+
+/// A default policy is stored without its absent rules, and a row written with every field
+/// spelled out (as before that) still reads the same.
+#[test]
+fn stored_policy_leaves_out_absent_rules_and_reads_old_rows() {
+    let p = policy(json!({}));
+    assert_eq!(
+        serde_json::to_string(&p).unwrap(),
+        r#"{"max_retrievals":1}"#
+    );
+    let old = r#"{"max_retrievals":1,"has_password":false,"services":null,"domains":null,
+        "fetcher_cidrs":null,"time_window":null,"geo":null,"require_confirmation":false,
+        "confirm_grace_seconds":300}"#;
+    assert_eq!(serde_json::from_str::<Policy>(old).unwrap(), p);
+}

@@ -10,13 +10,13 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use jiff::{SignedDuration, Timestamp};
 
-use super::{domain, Geo, Policy, PolicyError, PolicyLimits, TimeWindow};
+use super::{
+    domain, Geo, Policy, PolicyError, PolicyLimits, TimeWindow, DEFAULT_CONFIRM_GRACE_SECONDS,
+};
 use crate::wire::PolicyInput;
 
 /// Allowed range of `max_retrievals`.
 const MAX_RETRIEVALS: std::ops::RangeInclusive<u32> = 1..=100;
-/// Default of `confirm_grace_seconds`.
-const DEFAULT_CONFIRM_GRACE_SECONDS: u32 = 300;
 /// Allowed range of `confirm_grace_seconds`: at least a second, at most a day.
 const CONFIRM_GRACE_SECONDS: std::ops::RangeInclusive<u32> = 1..=86_400;
 /// Longest password accepted, in bytes (argon2 hashes any length; this bounds the work).
