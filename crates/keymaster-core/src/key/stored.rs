@@ -6,9 +6,10 @@
 //! already. For Ed25519 the forms are plain encodings of the 32 key bytes, so they are built
 //! here without curve arithmetic; other algorithms go through the full parse.
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 use super::{KeyError, PublicKey};
 
@@ -17,15 +18,20 @@ const ED25519_SPKI_PREFIX: [u8; 12] = [
     0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
 ];
 
-/// A key's PEM `PUBLIC KEY`, OpenSSH line (`None` for X25519) and public JWK.
+/// A key's PEM `PUBLIC KEY`, OpenSSH line (`None` for X25519) and public JWK, with the
+/// fingerprints of the last two (so that the store need not keep them).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PublicForms {
     /// As [`PublicKey::to_pem`].
     pub pem: String,
     /// As [`PublicKey::to_openssh`].
     pub openssh: Option<String>,
+    /// As [`PublicKey::ssh_fingerprint`].
+    pub ssh_fingerprint: Option<String>,
     /// As [`PublicKey::to_jwk`].
     pub jwk: serde_json::Value,
+    /// As [`PublicKey::jwk_thumbprint`].
+    pub jwk_thumbprint: String,
 }
 
 impl PublicKey {
@@ -42,10 +48,18 @@ impl PublicKey {
                 wire.extend_from_slice(b"ssh-ed25519");
                 wire.extend_from_slice(&32u32.to_be_bytes());
                 wire.extend_from_slice(raw);
+                let x = URL_SAFE_NO_PAD.encode(raw);
+                // RFC 7638: the required members in lexicographic order, no whitespace.
+                let thumbprint_input = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
                 return Ok(PublicForms {
                     pem,
                     openssh: Some(format!("ssh-ed25519 {}", STANDARD.encode(&wire))),
-                    jwk: json!({"kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(raw)}),
+                    ssh_fingerprint: Some(format!(
+                        "SHA256:{}",
+                        STANDARD_NO_PAD.encode(Sha256::digest(&wire))
+                    )),
+                    jwk: json!({"kty": "OKP", "crv": "Ed25519", "x": x}),
+                    jwk_thumbprint: URL_SAFE_NO_PAD.encode(Sha256::digest(thumbprint_input)),
                 });
             }
         }
@@ -53,7 +67,9 @@ impl PublicKey {
         Ok(PublicForms {
             pem: key.to_pem(),
             openssh: key.to_openssh(),
+            ssh_fingerprint: key.ssh_fingerprint(),
             jwk: key.to_jwk(),
+            jwk_thumbprint: key.jwk_thumbprint(),
         })
     }
 }
@@ -73,6 +89,8 @@ mod tests {
                 assert_eq!(forms.pem, full.to_pem());
                 assert_eq!(forms.openssh, full.to_openssh());
                 assert_eq!(forms.jwk, full.to_jwk());
+                assert_eq!(forms.ssh_fingerprint, full.ssh_fingerprint());
+                assert_eq!(forms.jwk_thumbprint, full.jwk_thumbprint());
             }
         }
     }

@@ -155,6 +155,9 @@ fn response(state: &AppState, key: RetrievedKey) -> Result<RetrievalResponse, Ap
         resp.public_key_pem = Some(forms.pem);
         resp.openssh = forms.openssh;
         resp.jwk = Some(forms.jwk);
+        // Derived from the key rather than stored with it (the SQLite store keeps neither).
+        resp.ssh_fingerprint = forms.ssh_fingerprint;
+        resp.jwk_thumbprint = Some(forms.jwk_thumbprint);
     } else if let Some(sealed) = key.secret_sealed {
         let plain = state
             .keys
