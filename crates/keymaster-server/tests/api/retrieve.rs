@@ -305,3 +305,57 @@ async fn sweeper_reports_expiry_without_anyone_touching_the_key() {
         1
     );
 }
+
+/// Three hundred keys expire together, one of them held for confirmation past its grace: each
+/// is ended once, with at most one `key.expired`, and its code no longer opens it.
+#[tokio::test]
+async fn sweeper_ends_a_crowd_of_keys_expiring_together_once_each() {
+    let app = spawn_app().await;
+    let (_, device, _) = app.device().await;
+    let (_, service, _) = app.service("svc", &[], &[]).await;
+    let short = |confirm: bool| {
+        with_policy(
+            deposit_request(ssh_ed25519()),
+            PolicyInput {
+                ttl_seconds: Some(1),
+                require_confirmation: Some(confirm),
+                confirm_grace_seconds: confirm.then_some(1),
+                ..Default::default()
+            },
+        )
+    };
+    let held = device.deposit(&short(true)).await.unwrap();
+    service.retrieve(&retrieval(&held.code)).await.unwrap();
+    let mut deposits = vec![held];
+    for _ in 0..300 {
+        deposits.push(device.deposit(&short(false)).await.unwrap());
+    }
+    for dep in &deposits {
+        let holder = app.holder(dep);
+        eventually(|| {
+            let holder = holder.clone();
+            async move { holder.status().await.unwrap().status != "active" }
+        })
+        .await;
+    }
+    for dep in &deposits {
+        let st = app.holder(dep).status().await.unwrap();
+        let expired = st
+            .history
+            .iter()
+            .filter(|e| e.event_type == "key.expired")
+            .count();
+        assert!(expired <= 1, "{}: {expired} key.expired", dep.id);
+        assert!(
+            st.status == "expired" || (st.status == "retrieved" && dep.id == deposits[0].id),
+            "{} is {}",
+            dep.id,
+            st.status
+        );
+    }
+    assert_problem(
+        service.retrieve(&retrieval(&deposits[1].code)).await,
+        404,
+        "not_found",
+    );
+}
