@@ -340,16 +340,8 @@ impl Syncer {
         }
     }
 
-    /// Syncs the WAL. Opened afresh each time so that a WAL that SQLite replaced is still the
-    /// one synced; a WAL that no longer exists was checkpointed (and synced) and removed.
     fn sync(&self) -> Result<(), String> {
-        match std::fs::File::open(&self.wal) {
-            Ok(f) => f
-                .sync_data()
-                .map_err(|e| format!("fdatasync {}: {e}", self.wal.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(format!("open {}: {e}", self.wal.display())),
-        }
+        sync_wal(&self.wal)
     }
 }
 
@@ -440,6 +432,18 @@ fn pause_writer<T>(jobs: &mpsc::Sender<Msg>, f: impl FnOnce() -> T) -> Option<T>
     let out = f();
     let _ = resume_tx.send(());
     Some(out)
+}
+
+/// Syncs the WAL at `wal`. Opened afresh each time so that a WAL that SQLite replaced is still
+/// the one synced; a WAL that no longer exists was checkpointed (and synced) and removed.
+pub fn sync_wal(wal: &std::path::Path) -> Result<(), String> {
+    match std::fs::File::open(wal) {
+        Ok(f) => f
+            .sync_data()
+            .map_err(|e| format!("fdatasync {}: {e}", wal.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("open {}: {e}", wal.display())),
+    }
 }
 
 /// Maps a rusqlite error into the store's error.
