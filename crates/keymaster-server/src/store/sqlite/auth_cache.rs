@@ -16,73 +16,78 @@ use crate::store::{AppKeyAuth, ServiceAuth};
 /// Most entries of each kind; past it the cache starts empty again.
 const MAX_ENTRIES: usize = 10_000;
 
+/// The credentials of both kinds; a deletion of either empties both.
 #[derive(Default)]
 pub struct AuthCache {
-    inner: Mutex<Inner>,
-}
-
-#[derive(Default)]
-struct Inner {
-    generation: u64,
-    apps: HashMap<Vec<u8>, AppKeyAuth>,
-    services: HashMap<Vec<u8>, ServiceAuth>,
-}
-
-/// What a lookup found in the cache: the entry, or the generation to fill under.
-pub enum Cached<T> {
-    Hit(T),
-    Miss(u64),
+    pub apps: Credentials<AppKeyAuth>,
+    pub services: Credentials<ServiceAuth>,
 }
 
 impl AuthCache {
-    pub fn app(&self, hash: &[u8]) -> Cached<AppKeyAuth> {
-        let inner = self.lock();
-        match inner.apps.get(hash) {
-            Some(a) => Cached::Hit(a.clone()),
-            None => Cached::Miss(inner.generation),
-        }
-    }
-
-    pub fn service(&self, hash: &[u8]) -> Cached<ServiceAuth> {
-        let inner = self.lock();
-        match inner.services.get(hash) {
-            Some(s) => Cached::Hit(s.clone()),
-            None => Cached::Miss(inner.generation),
-        }
-    }
-
-    /// Remembers an app key read from the database under `generation`.
-    pub fn fill_app(&self, generation: u64, hash: &[u8], auth: &AppKeyAuth) {
-        let mut inner = self.lock();
-        if inner.generation == generation {
-            if inner.apps.len() >= MAX_ENTRIES {
-                inner.apps.clear();
-            }
-            inner.apps.insert(hash.to_vec(), auth.clone());
-        }
-    }
-
-    /// Remembers a service read from the database under `generation`.
-    pub fn fill_service(&self, generation: u64, hash: &[u8], auth: &ServiceAuth) {
-        let mut inner = self.lock();
-        if inner.generation == generation {
-            if inner.services.len() >= MAX_ENTRIES {
-                inner.services.clear();
-            }
-            inner.services.insert(hash.to_vec(), auth.clone());
-        }
-    }
-
     /// Forgets everything: called after an app key or a service was deleted.
     pub fn invalidate(&self) {
-        let mut inner = self.lock();
-        inner.generation += 1;
-        inner.apps.clear();
-        inner.services.clear();
+        self.apps.invalidate();
+        self.services.invalidate();
+    }
+}
+
+/// One kind of credential by token hash.
+pub struct Credentials<T> {
+    inner: Mutex<Inner<T>>,
+}
+
+struct Inner<T> {
+    generation: u64,
+    entries: HashMap<Vec<u8>, T>,
+}
+
+impl<T> Default for Credentials<T> {
+    fn default() -> Self {
+        Credentials {
+            inner: Mutex::new(Inner {
+                generation: 0,
+                entries: HashMap::new(),
+            }),
+        }
+    }
+}
+
+impl<T: Clone> Credentials<T> {
+    /// The credential of `hash`: from memory, else from `read` (the database), remembered when
+    /// found and no deletion happened meanwhile.
+    pub fn get_or_read<E>(
+        &self,
+        hash: &[u8],
+        read: impl FnOnce() -> Result<Option<T>, E>,
+    ) -> Result<Option<T>, E> {
+        let generation = {
+            let inner = self.lock();
+            if let Some(found) = inner.entries.get(hash) {
+                return Ok(Some(found.clone()));
+            }
+            inner.generation
+        };
+        let found = read()?;
+        if let Some(auth) = &found {
+            let mut inner = self.lock();
+            if inner.generation == generation {
+                if inner.entries.len() >= MAX_ENTRIES {
+                    inner.entries.clear();
+                }
+                inner.entries.insert(hash.to_vec(), auth.clone());
+            }
+        }
+        Ok(found)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // A panic while holding this lock leaves plain maps behind; nothing half-done.
+    fn invalidate(&self) {
+        let mut inner = self.lock();
+        inner.generation += 1;
+        inner.entries.clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner<T>> {
+        // A panic while holding this lock leaves a plain map behind; nothing half-done.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -98,26 +103,47 @@ mod tests {
         }
     }
 
+    type Read = Result<Option<AppKeyAuth>, ()>;
+
     #[test]
-    fn a_fill_from_before_an_invalidation_is_dropped() {
+    fn a_read_from_before_an_invalidation_is_not_remembered() {
         let cache = AuthCache::default();
-        let Cached::Miss(generation) = cache.app(b"h") else {
-            panic!("empty cache hit")
-        };
-        cache.invalidate(); // the key is deleted while the lookup reads the database
-        cache.fill_app(generation, b"h", &app("ak_1"));
-        assert!(matches!(cache.app(b"h"), Cached::Miss(_)));
+        // The key is deleted while the lookup reads the database.
+        let found = cache.apps.get_or_read(b"h", || -> Read {
+            cache.invalidate();
+            Ok(Some(app("ak_1")))
+        });
+        assert_eq!(found.unwrap().unwrap().id, "ak_1");
+        let again = cache.apps.get_or_read(b"h", || -> Read { Ok(None) });
+        assert!(again.unwrap().is_none(), "the stale read was remembered");
     }
 
     #[test]
-    fn a_fill_is_found_until_an_invalidation() {
+    fn a_read_is_remembered_until_an_invalidation() {
         let cache = AuthCache::default();
-        let Cached::Miss(generation) = cache.app(b"h") else {
-            panic!("empty cache hit")
-        };
-        cache.fill_app(generation, b"h", &app("ak_1"));
-        assert!(matches!(cache.app(b"h"), Cached::Hit(a) if a.id == "ak_1"));
+        cache
+            .apps
+            .get_or_read(b"h", || -> Read { Ok(Some(app("ak_1"))) })
+            .unwrap();
+        let hit = cache
+            .apps
+            .get_or_read(b"h", || -> Read { panic!("read the database again") });
+        assert_eq!(hit.unwrap().unwrap().id, "ak_1");
         cache.invalidate();
-        assert!(matches!(cache.app(b"h"), Cached::Miss(_)));
+        let gone = cache.apps.get_or_read(b"h", || -> Read { Ok(None) });
+        assert!(gone.unwrap().is_none());
+    }
+
+    #[test]
+    fn unknown_tokens_are_not_remembered() {
+        let cache = AuthCache::default();
+        cache
+            .apps
+            .get_or_read(b"h", || -> Read { Ok(None) })
+            .unwrap();
+        let later = cache
+            .apps
+            .get_or_read(b"h", || -> Read { Ok(Some(app("ak_2"))) });
+        assert_eq!(later.unwrap().unwrap().id, "ak_2");
     }
 }

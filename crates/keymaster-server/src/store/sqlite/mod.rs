@@ -22,7 +22,7 @@ use jiff::Timestamp;
 use keymaster_core::wire::AuditEntry;
 use rusqlite::{Connection, OpenFlags};
 
-use self::auth_cache::{AuthCache, Cached};
+use self::auth_cache::AuthCache;
 use self::writer::{db, Durability, Writer};
 use super::outbox::{AttemptResult, ClaimedDelivery, DeliveryInfo, OutboxStats};
 use super::{
@@ -293,27 +293,15 @@ impl Store for SqliteStore {
     }
 
     async fn app_key_by_token(&self, hash: &[u8]) -> Result<Option<AppKeyAuth>, StoreError> {
-        let generation = match self.auth.app(hash) {
-            Cached::Hit(auth) => return Ok(Some(auth)),
-            Cached::Miss(generation) => generation,
-        };
-        let found = self.read_point(|c| admin::app_key_by_token(c, hash))?;
-        if let Some(auth) = &found {
-            self.auth.fill_app(generation, hash, auth);
-        }
-        Ok(found)
+        self.auth.apps.get_or_read(hash, || {
+            self.read_point(|c| admin::app_key_by_token(c, hash))
+        })
     }
 
     async fn service_by_token(&self, hash: &[u8]) -> Result<Option<ServiceAuth>, StoreError> {
-        let generation = match self.auth.service(hash) {
-            Cached::Hit(auth) => return Ok(Some(auth)),
-            Cached::Miss(generation) => generation,
-        };
-        let found = self.read_point(|c| admin::service_by_token(c, hash))?;
-        if let Some(auth) = &found {
-            self.auth.fill_service(generation, hash, auth);
-        }
-        Ok(found)
+        self.auth.services.get_or_read(hash, || {
+            self.read_point(|c| admin::service_by_token(c, hash))
+        })
     }
 
     async fn missing_services(&self, ids: &[String]) -> Result<Vec<String>, StoreError> {
