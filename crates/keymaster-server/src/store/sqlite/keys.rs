@@ -10,7 +10,8 @@ use super::{ms, ts};
 use crate::store::events::{new_event, EventType, KeyRef};
 use crate::store::{AuditRecord, KeyRecord, KeyState, NewKey, RecodeOutcome, StoreError};
 
-/// True when `e` is a UNIQUE violation (a code that is already live).
+/// True when `e` is a UNIQUE violation: a code that is live, or kept in the row of a key that
+/// ended (its tombstone); the caller draws another code.
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation)
 }
@@ -93,7 +94,7 @@ pub fn deposit(
         Err(e) if is_unique_violation(&e) => return Ok(false),
         Err(e) => return Err(db(e)),
     }
-    // A new live code supersedes any tombstone of the same value.
+    // A new live code supersedes a replaced code's tombstone of the same value.
     c.prepare_cached("DELETE FROM tombstones WHERE code_hash = ?1")
         .and_then(|mut s| s.execute(params![k.code_hash]))
         .map_err(db)?;
@@ -106,7 +107,7 @@ pub fn password_hash_for_code(
     c: &Connection,
     code_hash: &[u8],
 ) -> Result<Option<Option<String>>, StoreError> {
-    c.prepare_cached("SELECT password_hash FROM keys WHERE code_hash = ?1")
+    c.prepare_cached("SELECT password_hash FROM keys WHERE code_hash = ?1 AND ended_at IS NULL")
         .and_then(|mut s| s.query_row(params![code_hash], |r| r.get(0)).optional())
         .map_err(db)
 }
@@ -193,7 +194,7 @@ pub fn key_by_holder(c: &Connection, holder_hash: &[u8]) -> Result<Option<KeyRec
 fn live_key(c: &Connection, key_id: &str, now: Timestamp) -> Result<Option<KeyRecord>, StoreError> {
     let raw = c
         .prepare_cached(&format!(
-            "SELECT {RECORD_COLUMNS} FROM keys WHERE id = ?1 AND code_hash IS NOT NULL"
+            "SELECT {RECORD_COLUMNS} FROM keys WHERE id = ?1 AND ended_at IS NULL"
         ))
         .and_then(|mut s| s.query_row(params![key_id], record_from_row).optional())
         .map_err(db)?;

@@ -34,6 +34,7 @@ use super::{
 const MIGRATIONS: &[&str] = &[
     include_str!("../../../../../migrations/sqlite/0001_initial.sql"),
     include_str!("../../../../../migrations/sqlite/0002_deliveries.sql"),
+    include_str!("../../../../../migrations/sqlite/0003_dead_codes_stay_in_keys.sql"),
 ];
 
 /// Page size of a new database.

@@ -40,13 +40,15 @@ struct Row {
     pending_retrieval_id: Option<String>,
     pending_service_id: Option<String>,
     confirm_by: Option<i64>,
+    ended_at: Option<i64>,
 }
 
 fn load(c: &Connection, code_hash: &[u8]) -> Result<Option<Row>, StoreError> {
     c.prepare_cached(
         "SELECT id, tenant_id, label, kind, algorithm, spki, secret_sealed, fingerprint,
                 ssh_fingerprint, jwk_thumbprint, proven, policy, state, expires_at, retrievals,
-                failed_password_attempts, pending_retrieval_id, pending_service_id, confirm_by
+                failed_password_attempts, pending_retrieval_id, pending_service_id, confirm_by,
+                ended_at
          FROM keys WHERE code_hash = ?1",
     )
     .and_then(|mut s| {
@@ -71,6 +73,7 @@ fn load(c: &Connection, code_hash: &[u8]) -> Result<Option<Row>, StoreError> {
                 pending_retrieval_id: r.get(16)?,
                 pending_service_id: r.get(17)?,
                 confirm_by: r.get(18)?,
+                ended_at: r.get(19)?,
             })
         })
         .optional()
@@ -102,9 +105,22 @@ pub fn retrieve(c: &Connection, cmd: &RetrieveCommand) -> Result<RetrieveOutcome
         return Ok(RetrieveOutcome::RateLimited(retry));
     }
     let service = Some((cmd.service.id.as_str(), cmd.service.name.as_str()));
-    let Some(row) = load(c, &cmd.code_hash)? else {
-        report_stale_use(c, cmd)?;
-        return not_found(c, cmd, &subject, None);
+    let row = match load(c, &cmd.code_hash)? {
+        Some(row) if row.ended_at.is_none() => row,
+        Some(ended) => {
+            // The code of a key that ended: its row is the code's tombstone.
+            let key = KeyRef {
+                key_id: &ended.id,
+                tenant_id: &ended.tenant_id,
+                label: ended.label.as_deref(),
+            };
+            emit(c, EventType::CodeStaleUsed, &key, service, None, cmd.now)?;
+            return not_found(c, cmd, &subject, None);
+        }
+        None => {
+            report_stale_use(c, cmd)?;
+            return not_found(c, cmd, &subject, None);
+        }
     };
     let Evaluated {
         policy,
@@ -233,7 +249,8 @@ fn not_found(
     Ok(RetrieveOutcome::NotFound)
 }
 
-/// A dead code presented again: tell the holder (`code.stale_used`) while the record exists.
+/// A replaced code (or the code of a key that ended before codes stayed in their rows) presented
+/// again: tell the holder (`code.stale_used`) while the record exists.
 fn report_stale_use(c: &Connection, cmd: &RetrieveCommand) -> Result<(), StoreError> {
     let hit: Option<(String, String, Option<String>)> = c
         .prepare_cached(
@@ -338,4 +355,98 @@ pub fn confirm(
         },
     )?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use jiff::Timestamp;
+    use keymaster_core::policy::PasswordCheck;
+    use rusqlite::{params, Connection};
+
+    use super::retrieve;
+    use crate::store::sqlite::{migrate, MIGRATIONS};
+    use crate::store::{RetrieveCommand, RetrieveOutcome, ServiceAuth};
+
+    fn key(c: &Connection, id: &str, code_hash: Option<&[u8]>, state: &str, ended: Option<i64>) {
+        c.execute(
+            "INSERT INTO keys (id, tenant_id, holder_hash, code_hash, code_format, kind, algorithm,
+                 spki, proven, policy, state, created_at, expires_at, ended_at, max_retrievals)
+             VALUES (?1, 'ten_1', CAST(?1 AS BLOB), ?2, 'digits', 'public_key', 'ed25519', x'00', 0,
+                 '{\"max_retrievals\":1}', ?3, 0, 9999999999999, ?4, 1)",
+            params![id, code_hash, state, ended],
+        )
+        .unwrap();
+    }
+
+    fn cmd(code_hash: &[u8]) -> RetrieveCommand {
+        RetrieveCommand {
+            code_hash: code_hash.to_vec(),
+            service: ServiceAuth {
+                id: "svc_1".into(),
+                name: "s".into(),
+                domains: vec![],
+                allowed_cidrs: vec![],
+            },
+            source_ip: "127.0.0.1".parse().unwrap(),
+            context: None,
+            password: PasswordCheck::NotGiven,
+            now: Timestamp::now(),
+            budget_per_minute: 100,
+            new_retrieval_id: "ret_1".into(),
+        }
+    }
+
+    fn stale_uses(c: &Connection, key_id: &str) -> i64 {
+        c.query_row(
+            "SELECT count(*) FROM events WHERE key_id = ?1 AND type = 'code.stale_used'",
+            params![key_id],
+            |r| r.get(0),
+        )
+        .unwrap()
+    }
+
+    /// Codes stay in the row of an ended key since migration 3; a key that ended before it has
+    /// its code in `tombstones`. Both kinds of dead code are reported to their holder, neither
+    /// hands anything out, and ending a key writes no tombstone row.
+    #[test]
+    fn dead_codes_are_reported_whether_in_their_row_or_in_an_old_tombstone() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Connection::open(dir.path().join("k.db")).unwrap();
+        for sql in &MIGRATIONS[..2] {
+            c.execute_batch(sql).unwrap();
+        }
+        c.execute_batch("PRAGMA user_version = 2").unwrap();
+        key(&c, "key_old", None, "retrieved", Some(1));
+        c.execute(
+            "INSERT INTO tombstones (code_hash, key_id, died_at) VALUES (x'0a', 'key_old', 1)",
+            [],
+        )
+        .unwrap();
+        migrate(&c).unwrap();
+        key(&c, "key_new", Some(b"\x0b"), "active", None);
+
+        assert!(matches!(
+            retrieve(&c, &cmd(b"\x0b")).unwrap(),
+            RetrieveOutcome::Allowed(_)
+        ));
+        let kept: Option<Vec<u8>> = c
+            .query_row("SELECT code_hash FROM keys WHERE id = 'key_new'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(kept.as_deref(), Some(&b"\x0b"[..]));
+        assert_eq!(stale_uses(&c, "key_new"), 0);
+
+        for (code, key_id) in [(b"\x0b", "key_new"), (b"\x0a", "key_old")] {
+            assert!(matches!(
+                retrieve(&c, &cmd(code)).unwrap(),
+                RetrieveOutcome::NotFound
+            ));
+            assert_eq!(stale_uses(&c, key_id), 1, "{key_id}");
+        }
+        let tombstones: i64 = c
+            .query_row("SELECT count(*) FROM tombstones", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(tombstones, 1, "only the old key's tombstone");
+    }
 }

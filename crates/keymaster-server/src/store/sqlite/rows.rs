@@ -1,5 +1,5 @@
 //! Rows shared by every SQLite operation: audit rows, events (the outbox), the end of a key's
-//! life (material cleared, code tombstoned), failure budgets.
+//! life (material cleared, the row kept as the code's tombstone), failure budgets.
 
 use jiff::Timestamp;
 use keymaster_core::wire::Event;
@@ -74,8 +74,9 @@ pub fn emit(
     insert_event(c, &new_event(ty, key, service, reason, at))
 }
 
-/// Ends a key's life: the state becomes `state`, the key material and the code hash are
-/// cleared, and the code is kept as a tombstone so that a later use can be reported.
+/// Ends a key's life: the state becomes `state` and the key material is cleared. The code
+/// hash stays in the row, which is the code's tombstone until the row is purged, so that a
+/// later use can be reported (`retrieve`); no index entry of the code moves.
 pub fn end_key(
     c: &Connection,
     key_id: &str,
@@ -97,25 +98,19 @@ pub fn end_key_counting(
     at: Timestamp,
     retrievals: Option<u32>,
 ) -> Result<(), StoreError> {
-    c.prepare_cached(
-        "INSERT OR REPLACE INTO tombstones (code_hash, key_id, died_at)
-         SELECT code_hash, id, ?2 FROM keys WHERE id = ?1 AND code_hash IS NOT NULL",
-    )
-    .and_then(|mut s| s.execute(params![key_id, ms(at)]))
-    .map_err(db)?;
     let ended = match retrievals {
         None => c
             .prepare_cached(
-                "UPDATE keys SET state = ?2, ended_at = ?3, code_hash = NULL, spki = NULL,
-                        secret_sealed = NULL, password_hash = NULL, pending_retrieval_id = NULL,
+                "UPDATE keys SET state = ?2, ended_at = ?3, spki = NULL, secret_sealed = NULL,
+                        password_hash = NULL, pending_retrieval_id = NULL,
                         pending_service_id = NULL, confirm_by = NULL
                  WHERE id = ?1",
             )
             .and_then(|mut s| s.execute(params![key_id, state.as_str(), ms(at)])),
         Some(n) => c
             .prepare_cached(
-                "UPDATE keys SET state = ?2, ended_at = ?3, code_hash = NULL, spki = NULL,
-                        secret_sealed = NULL, password_hash = NULL, retrievals = ?4
+                "UPDATE keys SET state = ?2, ended_at = ?3, spki = NULL, secret_sealed = NULL,
+                        password_hash = NULL, retrievals = ?4
                  WHERE id = ?1",
             )
             .and_then(|mut s| s.execute(params![key_id, state.as_str(), ms(at), n])),

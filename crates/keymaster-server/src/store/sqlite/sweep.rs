@@ -30,7 +30,7 @@ pub fn sweep(
         let mut stmt = c
             .prepare_cached(
                 "SELECT id, tenant_id, label FROM keys
-                 WHERE code_hash IS NOT NULL AND expires_at <= ?1
+                 WHERE ended_at IS NULL AND expires_at <= ?1
                    AND NOT (state = 'awaiting_confirmation' AND confirm_by > ?1)
                  LIMIT ?2",
             )
