@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use subtle::ConstantTimeEq;
 
-use crate::crypto::token_hash;
+use crate::crypto::{holder_key_id, token_hash};
 use crate::error::ApiError;
 use crate::extract::ClientIp;
 use crate::state::AppState;
@@ -75,7 +75,7 @@ async fn principal(parts: &Parts, state: &AppState) -> Result<Principal, ApiErro
     } else if token.starts_with("kmh_") {
         state
             .store
-            .key_by_holder(&hash)
+            .key_by_holder(holder_key_id(token).as_deref(), &hash)
             .await?
             .map(Principal::Holder)
     } else {

@@ -181,6 +181,31 @@ pub fn new_token(prefix: &str) -> Zeroizing<String> {
     Zeroizing::new(format!("{prefix}{}", URL_SAFE_NO_PAD.encode(raw.as_ref())))
 }
 
+/// A new holder token for the key `key_id` (`key_` and 32 hex digits, [`new_id`]):
+/// `kmh_<the id's 32 hex digits>.<256 random bits in base64url>`.
+///
+/// The token names its key so that the store finds the key by its id and compares the token's
+/// hash with the stored one ([`holder_key_id`]), instead of keeping an index of token hashes:
+/// such an index takes a random B-tree page per deposit. The id is no secret (the holder gets it
+/// with the token); the hash covers the whole token, so a token whose id part was changed opens
+/// nothing.
+pub fn new_holder_token(key_id: &str) -> Zeroizing<String> {
+    let hex = key_id.strip_prefix("key_").unwrap_or(key_id);
+    let mut raw = Zeroizing::new([0u8; 32]);
+    rand::thread_rng().fill_bytes(raw.as_mut());
+    Zeroizing::new(format!(
+        "kmh_{hex}.{}",
+        URL_SAFE_NO_PAD.encode(raw.as_ref())
+    ))
+}
+
+/// The key id a holder token names (`kmh_<32 hex>.<secret>`), or `None` for a token made before
+/// tokens carried their key's id (`kmh_<secret>`, whose base64url never holds a `.`).
+pub fn holder_key_id(token: &str) -> Option<String> {
+    let (hex, _) = token.strip_prefix("kmh_")?.split_once('.')?;
+    (hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| format!("key_{hex}"))
+}
+
 /// A new opaque id with a type prefix (`key_`, `ten_`, `svc_`, …): 32 hex digits, the first 12
 /// the Unix time in milliseconds, the other 20 random (80 bits).
 ///
@@ -222,6 +247,26 @@ mod tests {
         assert_eq!(a.code_hash("1234"), a.code_hash("1234"));
         assert_ne!(a.code_hash("1234"), b.code_hash("1234"));
         assert_ne!(a.code_hash("1234"), a.code_hash("1235"));
+    }
+
+    #[test]
+    fn a_holder_token_names_its_key_and_an_old_one_names_none() {
+        let id = new_id("key_");
+        let token = new_holder_token(&id);
+        assert!(token.starts_with("kmh_"));
+        assert_eq!(holder_key_id(&token).as_deref(), Some(id.as_str()));
+        assert_ne!(*new_holder_token(&id), *token);
+        // Tokens made before: `kmh_` and base64url, which has no `.`.
+        assert_eq!(holder_key_id(&new_token("kmh_")), None);
+        assert_eq!(holder_key_id("kmh_0123.secret"), None);
+        assert_eq!(
+            holder_key_id("kmh_0123456789abcdef0123456789abcdeg.s"),
+            None
+        );
+        assert_eq!(
+            holder_key_id("kma_0123456789abcdef0123456789abcdef.s"),
+            None
+        );
     }
 
     #[test]

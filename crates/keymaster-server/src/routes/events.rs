@@ -86,7 +86,12 @@ pub async fn events(
             }
             c.first = false;
             // Whether the key was gone *before* reading events: then what we read is the last.
-            let gone = match c.state.store.key_by_holder(&c.token_hash).await {
+            let gone = match c
+                .state
+                .store
+                .key_by_holder(Some(&c.key_id), &c.token_hash)
+                .await
+            {
                 Ok(Some(r)) => !r.state.is_live(),
                 Ok(None) => true,
                 Err(e) => {

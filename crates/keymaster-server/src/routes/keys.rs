@@ -18,7 +18,7 @@ use rand::rngs::OsRng;
 use zeroize::Zeroizing;
 
 use crate::auth::App;
-use crate::crypto::{new_id, new_token, token_hash};
+use crate::crypto::{new_holder_token, new_id, token_hash};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ClientIp};
 use crate::routes::{audit_record, notify_check};
@@ -231,7 +231,7 @@ async fn deposit_inner(
         Some((f, s, j)) => (Some(f), s, Some(j)),
         None => (None, None, None),
     };
-    let holder_token = new_token("kmh_");
+    let holder_token = new_holder_token(&id);
     let format = req.code_format.unwrap_or(CodeFormat::Digits);
     for _ in 0..CODE_ATTEMPTS {
         let code = Code::generate(format, &mut rand::thread_rng());

@@ -349,8 +349,14 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<bool, StoreError>;
 
-    /// The key a holder token opens (live or within retention).
-    async fn key_by_holder(&self, holder_hash: &[u8]) -> Result<Option<KeyRecord>, StoreError>;
+    /// The key a holder token opens (live or within retention): the key `key_id` if its holder
+    /// hash is `holder_hash` (tokens name their key, `crypto::holder_key_id`), else, for a
+    /// token made before they did, the key whose holder hash is `holder_hash`.
+    async fn key_by_holder(
+        &self,
+        key_id: Option<&str>,
+        holder_hash: &[u8],
+    ) -> Result<Option<KeyRecord>, StoreError>;
     /// The key's events, oldest first, after `after_seq`.
     async fn key_events(
         &self,

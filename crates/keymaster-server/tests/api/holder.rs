@@ -110,6 +110,14 @@ async fn a_holder_token_opens_exactly_one_key() {
     assert_problem(a_on_b.recode().await, 404, "not_found");
     let forged = HolderClient::new(&app.base, &a.id, "kmh_forged").unwrap();
     assert_problem(forged.status().await, 401, "unauthorized");
+    // A token names its key (`kmh_<id hex>.<secret>`): A's secret under B's id opens nothing.
+    let (_, a_secret) = a.holder_token.split_once('.').unwrap();
+    let b_hex = b.id.strip_prefix("key_").unwrap();
+    for key in [&a.id, &b.id] {
+        let spliced = format!("kmh_{b_hex}.{a_secret}");
+        let spliced = HolderClient::new(&app.base, key, &spliced).unwrap();
+        assert_problem(spliced.status().await, 401, "unauthorized");
+    }
     // An app key is not a holder token.
     let (_, _, app_key) = app.device().await;
     let wrong_kind = HolderClient::new(&app.base, &a.id, &app_key).unwrap();

@@ -121,14 +121,18 @@ fn record_from_row(r: &PgRow) -> Result<KeyRecord, StoreError> {
     })
 }
 
+/// The key a holder token opens. PostgreSQL keeps its unique index of holder hashes, so the
+/// hash finds the key; the id the token names, when it names one, must match too.
 pub async fn key_by_holder(
     c: &mut PgConnection,
+    key_id: Option<&str>,
     holder_hash: &[u8],
 ) -> Result<Option<KeyRecord>, StoreError> {
     let row = sqlx::query(&format!(
-        "SELECT {RECORD_COLUMNS} FROM keys WHERE holder_hash = $1"
+        "SELECT {RECORD_COLUMNS} FROM keys WHERE holder_hash = $1 AND ($2::text IS NULL OR id = $2)"
     ))
     .bind(holder_hash)
+    .bind(key_id)
     .fetch_optional(c)
     .await
     .map_err(db)?;

@@ -356,9 +356,13 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn key_by_holder(&self, holder_hash: &[u8]) -> Result<Option<KeyRecord>, StoreError> {
-        let h = holder_hash.to_vec();
-        self.read(move |c| Box::pin(async move { keys::key_by_holder(c, &h).await }))
+    async fn key_by_holder(
+        &self,
+        key_id: Option<&str>,
+        holder_hash: &[u8],
+    ) -> Result<Option<KeyRecord>, StoreError> {
+        let (id, h) = (key_id.map(str::to_owned), holder_hash.to_vec());
+        self.read(move |c| Box::pin(async move { keys::key_by_holder(c, id.as_deref(), &h).await }))
             .await
     }
 

@@ -177,16 +177,33 @@ impl RawRecord {
     }
 }
 
-pub fn key_by_holder(c: &Connection, holder_hash: &[u8]) -> Result<Option<KeyRecord>, StoreError> {
-    let raw = c
-        .prepare_cached(&format!(
-            "SELECT {RECORD_COLUMNS} FROM keys WHERE holder_hash = ?1"
-        ))
-        .and_then(|mut s| {
-            s.query_row(params![holder_hash], record_from_row)
-                .optional()
-        })
-        .map_err(db)?;
+/// The key a holder token opens: found by the id the token names and checked against its hash
+/// (`holder_hash` has no index of its own since migration 4), or, for a token made before
+/// tokens named their key, by the partial index over the keys made before (`legacy_holder`).
+pub fn key_by_holder(
+    c: &Connection,
+    key_id: Option<&str>,
+    holder_hash: &[u8],
+) -> Result<Option<KeyRecord>, StoreError> {
+    let raw = match key_id {
+        Some(id) => c
+            .prepare_cached(&format!(
+                "SELECT {RECORD_COLUMNS} FROM keys WHERE id = ?1 AND holder_hash = ?2"
+            ))
+            .and_then(|mut s| {
+                s.query_row(params![id, holder_hash], record_from_row)
+                    .optional()
+            }),
+        None => c
+            .prepare_cached(&format!(
+                "SELECT {RECORD_COLUMNS} FROM keys WHERE holder_hash = ?1 AND legacy_holder = 1"
+            ))
+            .and_then(|mut s| {
+                s.query_row(params![holder_hash], record_from_row)
+                    .optional()
+            }),
+    }
+    .map_err(db)?;
     raw.map(RawRecord::into_record).transpose()
 }
 

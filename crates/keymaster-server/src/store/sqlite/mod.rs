@@ -35,6 +35,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../../../migrations/sqlite/0001_initial.sql"),
     include_str!("../../../../../migrations/sqlite/0002_deliveries.sql"),
     include_str!("../../../../../migrations/sqlite/0003_dead_codes_stay_in_keys.sql"),
+    include_str!("../../../../../migrations/sqlite/0004_holder_hash_unindexed.sql"),
 ];
 
 /// Page size of a new database.
@@ -380,8 +381,12 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn key_by_holder(&self, holder_hash: &[u8]) -> Result<Option<KeyRecord>, StoreError> {
-        self.read_point(|c| keys::key_by_holder(c, holder_hash))
+    async fn key_by_holder(
+        &self,
+        key_id: Option<&str>,
+        holder_hash: &[u8],
+    ) -> Result<Option<KeyRecord>, StoreError> {
+        self.read_point(|c| keys::key_by_holder(c, key_id, holder_hash))
     }
 
     async fn key_events(
@@ -502,7 +507,57 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests {
-    use super::SqliteStore;
+    use rusqlite::{params, Connection};
+
+    use super::{keys, migrate, SqliteStore, MIGRATIONS};
+
+    /// A key made before migration 4 is found by the hash of its token alone (an old token
+    /// names no key), through the partial index; a key made after only by its id and hash.
+    #[test]
+    fn old_holder_tokens_still_open_their_key_after_the_holder_index_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Connection::open(dir.path().join("k.db")).unwrap();
+        for sql in &MIGRATIONS[..3] {
+            c.execute_batch(sql).unwrap();
+        }
+        c.execute_batch("PRAGMA user_version = 3").unwrap();
+        let insert = "INSERT INTO keys (id, tenant_id, holder_hash, code_hash, code_format, kind,
+                 algorithm, proven, policy, state, created_at, expires_at, max_retrievals)
+             VALUES (?1, 'ten_1', ?2, ?3, 'digits', 'secret', 'secret', 0,
+                 '{\"max_retrievals\":1}', 'active', 0, 9999999999999, 1)";
+        c.execute(insert, params!["key_old", b"old", b"c1"])
+            .unwrap();
+        migrate(&c).unwrap();
+        c.execute(insert, params!["key_new", b"new", b"c2"])
+            .unwrap();
+
+        let found = |id: Option<&str>, hash: &[u8]| {
+            keys::key_by_holder(&c, id, hash).unwrap().map(|k| k.id)
+        };
+        assert_eq!(found(None, b"old").as_deref(), Some("key_old"));
+        assert_eq!(found(Some("key_old"), b"old").as_deref(), Some("key_old"));
+        assert_eq!(found(Some("key_new"), b"new").as_deref(), Some("key_new"));
+        assert_eq!(found(None, b"new"), None, "new keys are looked up by id");
+        assert_eq!(found(Some("key_new"), b"old"), None);
+        assert_eq!(found(Some("key_old"), b"new"), None);
+
+        let plan: String = c
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT id FROM keys WHERE holder_hash = ?1 AND legacy_holder = 1",
+                [b"old"],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains("keys_holder_legacy"), "{plan}");
+        let indexed: i64 = c
+            .query_row(
+                "SELECT count(*) FROM keys INDEXED BY keys_holder_legacy WHERE legacy_holder = 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexed, 1, "only the old key is in the index");
+    }
 
     #[test]
     fn a_second_server_on_the_same_file_is_refused_until_the_first_is_gone() {
