@@ -51,7 +51,9 @@ pub struct KeyRef<'a> {
     pub label: Option<&'a str>,
 }
 
-/// Makes a new event with a fresh `evt_` id.
+/// Makes a new event with a fresh `evt_` id, its time in whole milliseconds: the precision
+/// every backend stores times in, so that an event reads back exactly as it was made (SQLite
+/// rebuilds it from its columns).
 pub fn new_event(
     ty: EventType,
     key: &KeyRef<'_>,
@@ -62,7 +64,7 @@ pub fn new_event(
     Event {
         id: new_id("evt_"),
         event_type: ty.as_str().to_owned(),
-        timestamp: at,
+        timestamp: Timestamp::from_millisecond(at.as_millisecond()).unwrap_or(at),
         data: EventData {
             key_id: key.key_id.to_owned(),
             tenant_id: key.tenant_id.to_owned(),

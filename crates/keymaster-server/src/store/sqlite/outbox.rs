@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use jiff::Timestamp;
+use keymaster_core::wire::Event;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::rows::insert_audit;
+use super::rows::{event_from_row, insert_audit};
 use super::writer::db;
 use super::{ms, ts};
 use crate::store::outbox::{AttemptResult, Channel, ClaimedDelivery, DeliveryInfo, OutboxStats};
@@ -57,10 +58,11 @@ pub fn claim(
     limit: u32,
 ) -> Result<Vec<ClaimedDelivery>, StoreError> {
     let now_ms = ms(now);
-    let rows: Vec<(i64, String, String, String, u32, String)> = {
+    let rows: Vec<(i64, String, String, String, u32, Event)> = {
         let mut stmt = c
             .prepare_cached(
-                "SELECT d.id, d.channel, d.target, d.tenant_id, d.attempts, e.payload
+                "SELECT d.id, d.channel, d.target, d.tenant_id, d.attempts,
+                        e.id, e.type, e.at, e.key_id, e.tenant_id, e.payload
                  FROM deliveries d JOIN events e ON e.id = d.event_id
                  WHERE d.status = 'pending' AND d.next_attempt_at <= ?1
                    AND (d.claimed_until IS NULL OR d.claimed_until <= ?1)
@@ -75,7 +77,7 @@ pub fn claim(
                     r.get(2)?,
                     r.get(3)?,
                     r.get(4)?,
-                    r.get(5)?,
+                    event_from_row(r, 5)?,
                 ))
             })
             .map_err(db)?;
@@ -83,14 +85,12 @@ pub fn claim(
     };
     let until = now_ms + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
     let mut out = Vec::with_capacity(rows.len());
-    for (id, channel, target, tenant_id, attempts, payload) in rows {
+    for (id, channel, target, tenant_id, attempts, event) in rows {
         c.prepare_cached("UPDATE deliveries SET claimed_until = ?2 WHERE id = ?1")
             .and_then(|mut s| s.execute(params![id, until]))
             .map_err(db)?;
         let channel = Channel::parse(&channel)
             .ok_or_else(|| StoreError::Corrupt(format!("delivery {id} channel {channel:?}")))?;
-        let event = serde_json::from_str(&payload)
-            .map_err(|e| StoreError::Corrupt(format!("event of delivery {id}: {e}")))?;
         out.push(ClaimedDelivery {
             id,
             channel,

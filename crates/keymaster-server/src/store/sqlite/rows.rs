@@ -2,8 +2,9 @@
 //! life (material cleared, the row kept as the code's tombstone), failure budgets.
 
 use jiff::Timestamp;
-use keymaster_core::wire::Event;
+use keymaster_core::wire::{Event, EventData, ServiceRef};
 use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
 
 use super::writer::db;
 use super::{ms, ts};
@@ -36,9 +37,65 @@ pub fn insert_event(c: &Connection, e: &Event) -> Result<(), StoreError> {
     insert_event_json(c, e, &event_json(e)?)
 }
 
-/// The stored JSON payload of an event.
+/// What an event's `payload` column holds: only what its other columns (`id`, `type`, `at`,
+/// `key_id`, `tenant_id`) do not, usually `{}`. Storing the whole event repeated ~200 bytes of
+/// those columns per event, the largest part of a key's share of the database. Rows written
+/// before hold the whole event (with `data`), and read as they were.
+#[derive(Serialize, Deserialize)]
+struct Payload {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    label: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    service: Option<ServiceRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    /// Present only in a row that holds the whole event (written before payloads were trimmed).
+    #[serde(default, skip_serializing)]
+    data: Option<serde::de::IgnoredAny>,
+}
+
+/// The stored payload of an event (see [`Payload`]).
 pub fn event_json(e: &Event) -> Result<String, StoreError> {
-    serde_json::to_string(e).map_err(|e| StoreError::Db(e.to_string()))
+    serde_json::to_string(&Payload {
+        label: e.data.label.clone(),
+        service: e.data.service.clone(),
+        reason: e.data.reason.clone(),
+        data: None,
+    })
+    .map_err(|e| StoreError::Db(e.to_string()))
+}
+
+/// The columns an event is read back from: `id, type, at, key_id, tenant_id, payload`.
+pub const EVENT_COLUMNS: &str = "id, type, at, key_id, tenant_id, payload";
+
+/// An event read back from its row (`EVENT_COLUMNS`, starting at column `first`).
+pub fn event_from_row(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Event> {
+    let payload: String = r.get(first + 5)?;
+    let bad = |e: serde_json::Error| {
+        rusqlite::Error::FromSqlConversionFailure(first + 5, rusqlite::types::Type::Text, e.into())
+    };
+    let stored: Payload = serde_json::from_str(&payload).map_err(bad)?;
+    if stored.data.is_some() {
+        return serde_json::from_str(&payload).map_err(bad);
+    }
+    Ok(Event {
+        id: r.get(first)?,
+        event_type: r.get(first + 1)?,
+        timestamp: ts(r.get(first + 2)?).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(
+                first + 2,
+                rusqlite::types::Type::Integer,
+                e.to_string().into(),
+            )
+        })?,
+        data: EventData {
+            key_id: r.get(first + 3)?,
+            tenant_id: r.get(first + 4)?,
+            label: stored.label,
+            service: stored.service,
+            reason: stored.reason,
+        },
+    })
 }
 
 /// Writes an event whose payload (`event_json(e)`) was serialised before the job was queued,
@@ -126,23 +183,21 @@ pub fn key_events(
     after_seq: i64,
 ) -> Result<Vec<StoredEvent>, StoreError> {
     let mut stmt = c
-        .prepare_cached(
-            "SELECT seq, payload FROM events WHERE key_id = ?1 AND seq > ?2 ORDER BY seq LIMIT 1000",
-        )
+        .prepare_cached(&format!(
+            "SELECT seq, {EVENT_COLUMNS} FROM events
+             WHERE key_id = ?1 AND seq > ?2 ORDER BY seq LIMIT 1000"
+        ))
         .map_err(db)?;
     let rows = stmt
         .query_map(params![key_id, after_seq], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            Ok(StoredEvent {
+                seq: r.get(0)?,
+                event: event_from_row(r, 1)?,
+            })
         })
         .map_err(db)?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (seq, payload) = row.map_err(db)?;
-        let event = serde_json::from_str(&payload)
-            .map_err(|e| StoreError::Corrupt(format!("event {seq}: {e}")))?;
-        out.push(StoredEvent { seq, event });
-    }
-    Ok(out)
+    rows.collect::<Result<_, _>>()
+        .map_err(|e| StoreError::Corrupt(format!("event of {key_id}: {e}")))
 }
 
 /// The sequence number of one event of a key.
@@ -195,4 +250,81 @@ pub fn record_failure(c: &Connection, subject: &str, now: Timestamp) -> Result<(
 /// Reads a timestamp column that may be null.
 pub fn opt_ts(v: Option<i64>) -> Result<Option<Timestamp>, StoreError> {
     v.map(ts).transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use jiff::Timestamp;
+    use rusqlite::{params, Connection};
+
+    use super::{event_json, insert_event, key_events};
+    use crate::store::events::{new_event, EventType, KeyRef};
+    use crate::store::sqlite::migrate;
+
+    /// An event is stored as its columns and a payload of only the rest, and reads back equal;
+    /// a row written before payloads were trimmed (the whole event as JSON) reads as it was.
+    #[test]
+    fn events_read_back_the_same_from_trimmed_and_from_whole_payloads() {
+        let c = Connection::open_in_memory().unwrap();
+        migrate(&c).unwrap();
+        let key = KeyRef {
+            key_id: "key_1",
+            tenant_id: "ten_1",
+            label: Some("laptop"),
+        };
+        let now = Timestamp::now();
+        let plain = new_event(
+            EventType::Deposited,
+            &KeyRef {
+                label: None,
+                ..key.clone()
+            },
+            None,
+            None,
+            now,
+        );
+        let denied = new_event(
+            EventType::Denied,
+            &key,
+            Some(("svc_1", "web")),
+            Some("forbidden"),
+            now,
+        );
+        insert_event(&c, &plain).unwrap();
+        insert_event(&c, &denied).unwrap();
+        // Written by an earlier version: the whole event, with an older timestamp precision.
+        let mut old = new_event(
+            EventType::Retrieved,
+            &key,
+            Some(("svc_1", "web")),
+            None,
+            now,
+        );
+        old.timestamp = "2026-01-02T03:04:05.123456789Z".parse().unwrap();
+        c.execute(
+            "INSERT INTO events (id, key_id, tenant_id, type, at, payload)
+             VALUES (?1, 'key_1', 'ten_1', 'key.retrieved', 0, ?2)",
+            params![old.id, serde_json::to_string(&old).unwrap()],
+        )
+        .unwrap();
+
+        let read: Vec<_> = key_events(&c, "key_1", 0)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event)
+            .collect();
+        assert_eq!(read, [plain.clone(), denied.clone(), old]);
+        assert_eq!(event_json(&plain).unwrap(), "{}");
+        let stored: String = c
+            .query_row(
+                "SELECT payload FROM events WHERE id = ?1",
+                [&denied.id],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(
+            !stored.contains("key_1") && !stored.contains(&denied.id),
+            "{stored}"
+        );
+    }
 }
