@@ -191,12 +191,7 @@ pub fn new_token(prefix: &str) -> Zeroizing<String> {
 /// nothing.
 pub fn new_holder_token(key_id: &str) -> Zeroizing<String> {
     let hex = key_id.strip_prefix("key_").unwrap_or(key_id);
-    let mut raw = Zeroizing::new([0u8; 32]);
-    rand::thread_rng().fill_bytes(raw.as_mut());
-    Zeroizing::new(format!(
-        "kmh_{hex}.{}",
-        URL_SAFE_NO_PAD.encode(raw.as_ref())
-    ))
+    new_token(&format!("kmh_{hex}."))
 }
 
 /// The key id a holder token names (`kmh_<32 hex>.<secret>`), or `None` for a token made before

@@ -226,6 +226,19 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// A database at `path` with only the first `version` migrations applied, as an older
+/// keymaster left it; `migrate` then brings it up to date.
+#[cfg(test)]
+fn migrated_to(path: &Path, version: usize) -> Connection {
+    let c = Connection::open(path).unwrap();
+    for sql in &MIGRATIONS[..version] {
+        c.execute_batch(sql).unwrap();
+    }
+    c.execute_batch(&format!("PRAGMA user_version = {version}"))
+        .unwrap();
+    c
+}
+
 /// Unix milliseconds, as stored.
 pub(crate) fn ms(t: Timestamp) -> i64 {
     t.as_millisecond()
@@ -507,20 +520,16 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests {
-    use rusqlite::{params, Connection};
+    use rusqlite::params;
 
-    use super::{keys, migrate, SqliteStore, MIGRATIONS};
+    use super::{keys, migrate, migrated_to, SqliteStore};
 
     /// A key made before migration 4 is found by the hash of its token alone (an old token
     /// names no key), through the partial index; a key made after only by its id and hash.
     #[test]
     fn old_holder_tokens_still_open_their_key_after_the_holder_index_is_gone() {
         let dir = tempfile::tempdir().unwrap();
-        let c = Connection::open(dir.path().join("k.db")).unwrap();
-        for sql in &MIGRATIONS[..3] {
-            c.execute_batch(sql).unwrap();
-        }
-        c.execute_batch("PRAGMA user_version = 3").unwrap();
+        let c = migrated_to(&dir.path().join("k.db"), 3);
         let insert = "INSERT INTO keys (id, tenant_id, holder_hash, code_hash, code_format, kind,
                  algorithm, proven, policy, state, created_at, expires_at, max_retrievals)
              VALUES (?1, 'ten_1', ?2, ?3, 'digits', 'secret', 'secret', 0,

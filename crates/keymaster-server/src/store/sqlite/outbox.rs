@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use keymaster_core::wire::Event;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::rows::{event_from_row, insert_audit};
+use super::rows::{event_from_row, event_row_error, insert_audit};
 use super::writer::db;
 use super::{ms, ts};
 use crate::store::outbox::{AttemptResult, Channel, ClaimedDelivery, DeliveryInfo, OutboxStats};
@@ -81,7 +81,7 @@ pub fn claim(
                 ))
             })
             .map_err(db)?;
-        it.collect::<Result<_, _>>().map_err(db)?
+        it.collect::<Result<_, _>>().map_err(event_row_error)?
     };
     let until = now_ms + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
     let mut out = Vec::with_capacity(rows.len());

@@ -107,18 +107,8 @@ pub fn retrieve(c: &Connection, cmd: &RetrieveCommand) -> Result<RetrieveOutcome
     let service = Some((cmd.service.id.as_str(), cmd.service.name.as_str()));
     let row = match load(c, &cmd.code_hash)? {
         Some(row) if row.ended_at.is_none() => row,
-        Some(ended) => {
-            // The code of a key that ended: its row is the code's tombstone.
-            let key = KeyRef {
-                key_id: &ended.id,
-                tenant_id: &ended.tenant_id,
-                label: ended.label.as_deref(),
-            };
-            emit(c, EventType::CodeStaleUsed, &key, service, None, cmd.now)?;
-            return not_found(c, cmd, &subject, None);
-        }
-        None => {
-            report_stale_use(c, cmd)?;
+        found => {
+            report_stale_use(c, cmd, found.map(|r| (r.id, r.tenant_id, r.label)))?;
             return not_found(c, cmd, &subject, None);
         }
     };
@@ -249,21 +239,30 @@ fn not_found(
     Ok(RetrieveOutcome::NotFound)
 }
 
-/// A replaced code (or the code of a key that ended before codes stayed in their rows) presented
-/// again: tell the holder (`code.stale_used`) while the record exists.
-fn report_stale_use(c: &Connection, cmd: &RetrieveCommand) -> Result<(), StoreError> {
-    let hit: Option<(String, String, Option<String>)> = c
-        .prepare_cached(
-            "SELECT k.id, k.tenant_id, k.label FROM tombstones t JOIN keys k ON k.id = t.key_id
-             WHERE t.code_hash = ?1",
-        )
-        .and_then(|mut s| {
-            s.query_row(params![cmd.code_hash], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+/// A dead code presented again: tell the holder (`code.stale_used`) while the record exists.
+/// `ended` is the key whose row holds the code (the row of a key that ended is its code's
+/// tombstone); without it, a replaced code (or that of a key that ended before migration 3) is
+/// looked up in `tombstones`.
+fn report_stale_use(
+    c: &Connection,
+    cmd: &RetrieveCommand,
+    ended: Option<(String, String, Option<String>)>,
+) -> Result<(), StoreError> {
+    let hit = match ended {
+        Some(key) => Some(key),
+        None => c
+            .prepare_cached(
+                "SELECT k.id, k.tenant_id, k.label FROM tombstones t JOIN keys k ON k.id = t.key_id
+                 WHERE t.code_hash = ?1",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![cmd.code_hash], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .optional()
             })
-            .optional()
-        })
-        .map_err(db)?;
+            .map_err(db)?,
+    };
     if let Some((key_id, tenant_id, label)) = hit {
         let key = KeyRef {
             key_id: &key_id,
@@ -364,7 +363,7 @@ mod tests {
     use rusqlite::{params, Connection};
 
     use super::retrieve;
-    use crate::store::sqlite::{migrate, MIGRATIONS};
+    use crate::store::sqlite::{migrate, migrated_to};
     use crate::store::{RetrieveCommand, RetrieveOutcome, ServiceAuth};
 
     fn key(c: &Connection, id: &str, code_hash: Option<&[u8]>, state: &str, ended: Option<i64>) {
@@ -411,11 +410,7 @@ mod tests {
     #[test]
     fn dead_codes_are_reported_whether_in_their_row_or_in_an_old_tombstone() {
         let dir = tempfile::tempdir().unwrap();
-        let c = Connection::open(dir.path().join("k.db")).unwrap();
-        for sql in &MIGRATIONS[..2] {
-            c.execute_batch(sql).unwrap();
-        }
-        c.execute_batch("PRAGMA user_version = 2").unwrap();
+        let c = migrated_to(&dir.path().join("k.db"), 2);
         key(&c, "key_old", None, "retrieved", Some(1));
         c.execute(
             "INSERT INTO tombstones (code_hash, key_id, died_at) VALUES (x'0a', 'key_old', 1)",

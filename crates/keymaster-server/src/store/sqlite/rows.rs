@@ -196,8 +196,18 @@ pub fn key_events(
             })
         })
         .map_err(db)?;
-    rows.collect::<Result<_, _>>()
-        .map_err(|e| StoreError::Corrupt(format!("event of {key_id}: {e}")))
+    rows.collect::<Result<_, _>>().map_err(event_row_error)
+}
+
+/// An error reading events back: an unreadable stored event is `Corrupt`, anything else a
+/// database error.
+pub fn event_row_error(e: rusqlite::Error) -> StoreError {
+    match e {
+        rusqlite::Error::FromSqlConversionFailure(..) => {
+            StoreError::Corrupt(format!("stored event: {e}"))
+        }
+        e => db(e),
+    }
 }
 
 /// The sequence number of one event of a key.
