@@ -2,11 +2,12 @@
 //!
 //! Every change is a job sent over a bounded channel. The writer thread runs each job inside its
 //! own savepoint of one open `BEGIN IMMEDIATE` transaction, so a failing job rolls back only
-//! itself. It commits when no job is waiting and the sync thread is idle (or the batch is full),
-//! and hands the committed batch to the sync thread, which makes the WAL durable with one
-//! `fdatasync` and only then answers each caller. So no caller hears "done" before its change
-//! is on disk, one `fsync` covers every job that arrived while the previous one ran, and the
-//! writer keeps running jobs during the `fsync` instead of waiting for it.
+//! itself. It commits when no job is waiting and fewer than [`MAX_IN_FLIGHT`] committed batches
+//! wait for the sync thread (or the batch is full), and hands the committed batch to the sync
+//! thread, which makes the WAL durable with one `fdatasync` for every batch committed before it
+//! began, and only then answers their callers. So no caller hears "done" before its change is
+//! on disk, one `fsync` covers every job that arrived while the previous one ran, and the writer
+//! keeps running and committing jobs during the `fsync` instead of waiting for it.
 //!
 //! Durability is exactly that of `PRAGMA synchronous=FULL` in WAL mode, which is `NORMAL` (WAL
 //! synced before each checkpoint, database synced after it) plus a sync of the WAL after each
@@ -27,7 +28,7 @@
 //! particular operation.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc};
 use std::time::Duration;
 
@@ -38,6 +39,11 @@ use crate::store::StoreError;
 
 /// Most jobs committed together.
 const MAX_BATCH: usize = 512;
+/// Committed batches that may wait for the sync thread at once: one being synced and one
+/// committed meanwhile. With one, every connection ends up waiting for the same `fdatasync`
+/// while the writer holds the next batch uncommitted; with two, that batch's WAL frames are
+/// written during the sync and the next sync starts as soon as the previous one ends.
+const MAX_IN_FLIGHT: usize = 2;
 /// Jobs waiting for the writer before callers wait to send theirs.
 const QUEUE: usize = 4096;
 /// How often the checkpointer copies committed WAL pages into the database.
@@ -93,12 +99,12 @@ impl Writer {
             Durability::Normal => None,
             Durability::SyncWal(wal) => {
                 let (batches_tx, batches_rx) = std_mpsc::channel::<Vec<Finish>>();
-                let busy = Arc::new(AtomicBool::new(false));
+                let in_flight = Arc::new(AtomicUsize::new(0));
                 let broken = Arc::new(AtomicBool::new(false));
                 let sync = Syncer {
                     wal,
                     batches: batches_rx,
-                    busy: busy.clone(),
+                    in_flight: in_flight.clone(),
                     broken: broken.clone(),
                     // Weak, so that the writer stops once every `Writer` handle is dropped.
                     wake: tx.downgrade(),
@@ -109,7 +115,7 @@ impl Writer {
                     .map_err(|e| StoreError::Db(format!("cannot start sync thread: {e}")))?;
                 Some(SyncHandle {
                     batches: batches_tx,
-                    busy,
+                    in_flight,
                     broken,
                 })
             }
@@ -179,8 +185,8 @@ fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 /// The writer's side of the sync thread.
 struct SyncHandle {
     batches: std_mpsc::Sender<Vec<Finish>>,
-    /// A batch is with the sync thread.
-    busy: Arc<AtomicBool>,
+    /// Committed batches handed to the sync thread and not yet synced.
+    in_flight: Arc<AtomicUsize>,
     /// An `fsync` failed: no further write is accepted.
     broken: Arc<AtomicBool>,
 }
@@ -230,10 +236,11 @@ impl BatchLoop {
         }
     }
 
+    /// True when as many batches as [`MAX_IN_FLIGHT`] already wait for the sync thread.
     fn sync_busy(&self) -> bool {
         self.syncer
             .as_ref()
-            .is_some_and(|s| s.busy.load(Ordering::Acquire))
+            .is_some_and(|s| s.in_flight.load(Ordering::Acquire) >= MAX_IN_FLIGHT)
     }
 
     fn handle(&mut self, msg: Msg) {
@@ -283,7 +290,7 @@ impl BatchLoop {
         let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(MAX_BATCH));
         match (&self.syncer, commit) {
             (Some(s), Ok(())) => {
-                s.busy.store(true, Ordering::Release);
+                s.in_flight.fetch_add(1, Ordering::AcqRel);
                 if let Err(std_mpsc::SendError(batch)) = s.batches.send(batch) {
                     for finish in batch {
                         finish(Err("sync thread stopped".into()));
@@ -303,7 +310,7 @@ impl BatchLoop {
 struct Syncer {
     wal: PathBuf,
     batches: std_mpsc::Receiver<Vec<Finish>>,
-    busy: Arc<AtomicBool>,
+    in_flight: Arc<AtomicUsize>,
     broken: Arc<AtomicBool>,
     wake: mpsc::WeakSender<Msg>,
 }
@@ -329,8 +336,8 @@ impl Syncer {
                 self.broken.store(true, Ordering::Release);
             }
             // Let the writer commit its next batch while these callers are answered. If the
-            // channel is full the writer has jobs to take and looks at `busy` again anyway.
-            self.busy.store(false, Ordering::Release);
+            // channel is full the writer has jobs to take and looks at `in_flight` again anyway.
+            self.in_flight.fetch_sub(batches.len(), Ordering::AcqRel);
             if let Some(wake) = self.wake.upgrade() {
                 let _ = wake.try_send(Msg::SyncIdle);
             }
