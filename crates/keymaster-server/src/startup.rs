@@ -29,7 +29,7 @@ use zeroize::Zeroizing;
 use crate::config::{Database, Settings};
 use crate::crypto::{load_or_create_secret_file, new_token, token_hash, Keys};
 use crate::routes;
-use crate::state::AppState;
+use crate::state::{AppState, Shared};
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 
@@ -148,7 +148,7 @@ impl App {
         };
         let auth_budget = crate::auth_budget::AuthBudget::new(settings.failed_auth_per_minute);
         let (stop_tx, stop_rx) = watch::channel(false);
-        let state = AppState {
+        let state = AppState::new(Shared {
             store,
             keys: Arc::new(keys),
             settings: Arc::new(settings),
@@ -157,7 +157,7 @@ impl App {
             auth_budget: Arc::new(auth_budget),
             metrics: metrics_handle(),
             shutdown: stop_rx,
-        };
+        });
         Ok(App {
             listener,
             state,
