@@ -292,6 +292,7 @@ impl BatchLoop {
             (Some(s), Ok(())) => {
                 s.in_flight.fetch_add(1, Ordering::AcqRel);
                 if let Err(std_mpsc::SendError(batch)) = s.batches.send(batch) {
+                    s.in_flight.fetch_sub(1, Ordering::AcqRel);
                     for finish in batch {
                         finish(Err("sync thread stopped".into()));
                     }
