@@ -7,6 +7,7 @@
 
 mod admin;
 mod auth_cache;
+mod job;
 mod keys;
 mod outbox;
 mod retrieve;

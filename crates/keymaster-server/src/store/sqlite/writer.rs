@@ -1,8 +1,8 @@
 //! The one writer thread of the SQLite backend, with group commit and a pipelined `fsync`.
 //!
-//! Every change is a job sent over a bounded channel. The writer thread runs each job inside its
-//! own savepoint of one open `BEGIN IMMEDIATE` transaction, so a failing job rolls back only
-//! itself. It commits when no job is waiting and fewer than [`MAX_IN_FLIGHT`] committed batches
+//! Every change is a job sent over a bounded channel. The writer thread runs each job inside one
+//! open `BEGIN IMMEDIATE` transaction; a failing job rolls back only itself (without a savepoint
+//! per job: a job that fails after writing makes the batch replay, see `job.rs`). It commits when no job is waiting and fewer than [`MAX_IN_FLIGHT`] committed batches
 //! wait for the sync thread (or the batch is full), and hands the committed batch to the sync
 //! thread, which makes the WAL durable with one `fdatasync` for every batch committed before it
 //! began, and only then answers their callers. So no caller hears "done" before its change is
@@ -35,6 +35,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
+use super::job::{run_cached, Job, Ran, WriteJob};
 use crate::store::StoreError;
 
 /// Most jobs committed together.
@@ -55,15 +56,9 @@ pub const RESTART_WAL_FRAMES: i64 = 131_072;
 /// Longest pause of the writer for the final copy; the writer resumes after it in any case.
 const MAX_PAUSE: Duration = Duration::from_millis(500);
 
-/// The answer to a job, sent once the batch's commit is durable.
-type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
-/// A job: runs on the writer's connection (or, given `None`, does not run because no
-/// transaction could be begun) and returns how to answer its caller.
-type Job = Box<dyn FnOnce(Option<&Connection>) -> Finish + Send>;
-
 /// What the writer thread receives.
 enum Msg {
-    Job(Job),
+    Job(Box<dyn Job>),
     /// The sync thread has become idle: a waiting batch can be committed.
     SyncIdle,
     /// The checkpointer asks the writer to commit what it holds, say so on `paused`, and begin
@@ -98,7 +93,7 @@ impl Writer {
         let syncer = match durability {
             Durability::Normal => None,
             Durability::SyncWal(wal) => {
-                let (batches_tx, batches_rx) = std_mpsc::channel::<Vec<Finish>>();
+                let (batches_tx, batches_rx) = std_mpsc::channel::<Vec<Box<dyn Job>>>();
                 let in_flight = Arc::new(AtomicUsize::new(0));
                 let broken = Arc::new(AtomicBool::new(false));
                 let sync = Syncer {
@@ -128,29 +123,16 @@ impl Writer {
     }
 
     /// Runs `f` in the next batch and returns its result once the batch is durably committed.
+    /// `f` may be run more than once (a batch is replayed when another of its jobs fails after
+    /// writing, `job.rs`); only its last run's changes and result count.
     pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: Fn(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |conn: Option<&Connection>| -> Finish {
-            let result = match conn {
-                Some(conn) => in_savepoint(conn, f),
-                None => Err(StoreError::Unavailable("cannot begin a transaction".into())),
-            };
-            Box::new(move |commit: Result<(), String>| {
-                let out = match (result, commit) {
-                    (Ok(v), Ok(())) => Ok(v),
-                    (Ok(_), Err(e)) => Err(StoreError::Db(format!("commit failed: {e}"))),
-                    (Err(e), _) => Err(e),
-                };
-                // The caller may have gone away (client disconnected); the change stands.
-                let _ = tx.send(out);
-            })
-        });
         self.jobs
-            .send(Msg::Job(job))
+            .send(Msg::Job(Box::new(WriteJob::new(f, tx))))
             .await
             .map_err(|_| StoreError::Unavailable("writer thread stopped".into()))?;
         rx.await
@@ -158,33 +140,9 @@ impl Writer {
     }
 }
 
-fn in_savepoint<T>(
-    conn: &Connection,
-    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    run_cached(conn, "SAVEPOINT job").map_err(db)?;
-    match f(conn) {
-        Ok(v) => {
-            run_cached(conn, "RELEASE job").map_err(db)?;
-            Ok(v)
-        }
-        Err(e) => {
-            // Undo only this job; the batch goes on.
-            let _ =
-                run_cached(conn, "ROLLBACK TO job").and_then(|_| run_cached(conn, "RELEASE job"));
-            Err(e)
-        }
-    }
-}
-
-/// Runs one statement without parameters through the statement cache (no parsing per job).
-fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached(sql)?.raw_execute().map(|_| ())
-}
-
 /// The writer's side of the sync thread.
 struct SyncHandle {
-    batches: std_mpsc::Sender<Vec<Finish>>,
+    batches: std_mpsc::Sender<Vec<Box<dyn Job>>>,
     /// Committed batches handed to the sync thread and not yet synced.
     in_flight: Arc<AtomicUsize>,
     /// An `fsync` failed: no further write is accepted.
@@ -196,7 +154,7 @@ struct BatchLoop {
     conn: Connection,
     syncer: Option<SyncHandle>,
     /// Jobs run inside the open transaction, waiting for its commit.
-    pending: Vec<Finish>,
+    pending: Vec<Box<dyn Job>>,
     open: bool,
 }
 
@@ -244,7 +202,7 @@ impl BatchLoop {
     }
 
     fn handle(&mut self, msg: Msg) {
-        let job = match msg {
+        let mut job = match msg {
             Msg::Job(job) => job,
             Msg::SyncIdle => return,
             Msg::Pause { paused, resume } => {
@@ -262,18 +220,47 @@ impl BatchLoop {
             .as_ref()
             .is_some_and(|s| s.broken.load(Ordering::Acquire));
         if broken {
-            job(None)(Err("an fsync failed; the store accepts no writes".into()));
+            job.answer(Err("an fsync failed; the store accepts no writes".into()));
             return;
         }
         if !self.open {
             if let Err(e) = run_cached(&self.conn, "BEGIN IMMEDIATE") {
                 tracing::error!(error = %e, "sqlite writer cannot begin a transaction");
-                job(None)(Err(e.to_string()));
+                job.answer(Err(format!("cannot begin a transaction: {e}")));
                 return;
             }
             self.open = true;
         }
-        self.pending.push(job(Some(&self.conn)));
+        let ran = job.run(&self.conn, false);
+        self.pending.push(job);
+        if ran != Ran::Clean {
+            self.replay();
+        }
+    }
+
+    /// A job failed after writing (or the transaction is gone): rolls the transaction back and
+    /// runs every job of the batch again, each in its own savepoint, so that only the failed
+    /// job's changes are dropped. If the transaction is lost again, every job fails.
+    fn replay(&mut self) {
+        metrics::counter!("keymaster_sqlite_batch_replays_total").increment(1);
+        // Fails harmlessly when SQLite has already rolled the transaction back.
+        let _ = self.conn.execute_batch("ROLLBACK");
+        let lost = match run_cached(&self.conn, "BEGIN IMMEDIATE") {
+            Err(e) => Some(format!("cannot begin a transaction: {e}")),
+            Ok(()) => self
+                .pending
+                .iter_mut()
+                .any(|job| job.run(&self.conn, true) == Ran::TransactionLost)
+                .then(|| "the transaction was rolled back after a storage error".to_owned()),
+        };
+        if let Some(e) = lost {
+            tracing::error!(error = %e, "sqlite writer lost a batch; its callers are told");
+            let _ = self.conn.execute_batch("ROLLBACK");
+            self.open = false;
+            for job in self.pending.drain(..) {
+                job.answer(Err(e.clone()));
+            }
+        }
     }
 
     /// Commits the open transaction and hands its jobs to the sync thread (or answers them).
@@ -293,14 +280,14 @@ impl BatchLoop {
                 s.in_flight.fetch_add(1, Ordering::AcqRel);
                 if let Err(std_mpsc::SendError(batch)) = s.batches.send(batch) {
                     s.in_flight.fetch_sub(1, Ordering::AcqRel);
-                    for finish in batch {
-                        finish(Err("sync thread stopped".into()));
+                    for job in batch {
+                        job.answer(Err("sync thread stopped".into()));
                     }
                 }
             }
             (_, commit) => {
-                for finish in batch {
-                    finish(commit.clone());
+                for job in batch {
+                    job.answer(commit.clone());
                 }
             }
         }
@@ -310,7 +297,7 @@ impl BatchLoop {
 /// The sync thread: one `fdatasync` of the WAL for every batch committed since the last one.
 struct Syncer {
     wal: PathBuf,
-    batches: std_mpsc::Receiver<Vec<Finish>>,
+    batches: std_mpsc::Receiver<Vec<Box<dyn Job>>>,
     in_flight: Arc<AtomicUsize>,
     broken: Arc<AtomicBool>,
     wake: mpsc::WeakSender<Msg>,
@@ -342,8 +329,8 @@ impl Syncer {
             if let Some(wake) = self.wake.upgrade() {
                 let _ = wake.try_send(Msg::SyncIdle);
             }
-            for finish in batches.into_iter().flatten() {
-                finish(result.clone());
+            for job in batches.into_iter().flatten() {
+                job.answer(result.clone());
             }
         }
     }
@@ -462,6 +449,116 @@ pub fn db(e: rusqlite::Error) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    type Answer = oneshot::Receiver<Result<(), StoreError>>;
+
+    /// A job inserting `v` into `t`, counting its runs, then failing with `fail` if given.
+    fn insert(
+        v: &'static str,
+        runs: &Arc<AtomicUsize>,
+        fail: Option<&'static str>,
+    ) -> (Msg, Answer) {
+        let runs = runs.clone();
+        let (tx, rx) = oneshot::channel();
+        let job = WriteJob::new(
+            move |c: &Connection| {
+                runs.fetch_add(1, Ordering::SeqCst);
+                c.execute("INSERT INTO t (v) VALUES (?1)", [v])
+                    .map_err(db)?;
+                match fail {
+                    Some(sql) => {
+                        let _ = c.execute_batch(sql);
+                        Err(StoreError::Db("failed after writing".into()))
+                    }
+                    None => Ok(()),
+                }
+            },
+            tx,
+        );
+        (Msg::Job(Box::new(job)), rx)
+    }
+
+    fn batch_loop() -> BatchLoop {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (v TEXT NOT NULL UNIQUE)")
+            .unwrap();
+        BatchLoop::new(conn, None)
+    }
+
+    fn rows(l: &BatchLoop) -> Vec<String> {
+        let mut s = l.conn.prepare("SELECT v FROM t ORDER BY v").unwrap();
+        let v = s.query_map([], |r| r.get(0)).unwrap();
+        v.map(Result::unwrap).collect()
+    }
+
+    /// Runs the jobs in one batch and commits it: the answers, in order.
+    fn run_batch(l: &mut BatchLoop, jobs: Vec<(Msg, Answer)>) -> Vec<Result<(), StoreError>> {
+        let mut answers = Vec::new();
+        for (msg, rx) in jobs {
+            l.handle(msg);
+            answers.push(rx);
+        }
+        l.commit();
+        answers
+            .into_iter()
+            .map(|mut rx| rx.try_recv().unwrap())
+            .collect()
+    }
+
+    /// A job that fails after writing makes the batch replay: its row is gone, the jobs before
+    /// and after it in the same batch stand, and the one before it ran twice.
+    #[test]
+    fn a_job_failing_after_writing_drops_only_its_own_changes() {
+        let mut l = batch_loop();
+        let (a, b, c) = (Arc::default(), Arc::default(), Arc::default());
+        let answers = run_batch(
+            &mut l,
+            vec![
+                insert("a", &a, None),
+                insert("b", &b, Some("SELECT 1")),
+                insert("c", &c, None),
+            ],
+        );
+        assert!(answers[0].is_ok() && answers[2].is_ok(), "{answers:?}");
+        assert!(matches!(answers[1], Err(StoreError::Db(_))), "{answers:?}");
+        assert_eq!(rows(&l), ["a", "c"]);
+        assert_eq!(a.load(Ordering::SeqCst), 2, "replayed with the failed job");
+        assert_eq!(b.load(Ordering::SeqCst), 2);
+        assert_eq!(c.load(Ordering::SeqCst), 1);
+    }
+
+    /// A job that fails before writing anything (here: a UNIQUE violation) needs no replay.
+    #[test]
+    fn a_job_failing_before_writing_causes_no_replay() {
+        let mut l = batch_loop();
+        let (a, b) = (Arc::default(), Arc::default());
+        let answers = run_batch(&mut l, vec![insert("a", &a, None), insert("a", &b, None)]);
+        assert!(answers[0].is_ok(), "{answers:?}");
+        assert!(answers[1].is_err(), "{answers:?}");
+        assert_eq!(rows(&l), ["a"]);
+        assert_eq!(a.load(Ordering::SeqCst), 1, "no replay");
+    }
+
+    /// A job that loses the transaction (as SQLite does on a full disk or an I/O error) fails
+    /// every job run in it, leaves none of their rows, and the next batch starts afresh.
+    #[test]
+    fn a_lost_transaction_fails_every_job_of_the_batch() {
+        let mut l = batch_loop();
+        let runs = Arc::default();
+        let answers = run_batch(
+            &mut l,
+            vec![
+                insert("a", &runs, None),
+                insert("b", &runs, Some("ROLLBACK")),
+            ],
+        );
+        assert!(answers.iter().all(Result::is_err), "{answers:?}");
+        assert!(rows(&l).is_empty());
+        let answers = run_batch(&mut l, vec![insert("c", &runs, None)]);
+        assert!(answers[0].is_ok(), "{answers:?}");
+        assert_eq!(rows(&l), ["c"]);
+    }
 
     /// Under steady writes the checkpointer makes the WAL start over (so the WAL file stays far
     /// shorter than what was written through it), and pausing the writer loses no write.

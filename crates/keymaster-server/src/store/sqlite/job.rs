@@ -1,0 +1,118 @@
+//! One caller's change as the writer thread holds it: run inside the batch's open transaction
+//! (run again if the batch is replayed), then answered once the batch's fate is known.
+//!
+//! A job runs without a savepoint of its own. A savepoint per job made SQLite copy every page
+//! the job touched into its in-memory sub-journal before changing it, about 7 % of the
+//! instructions of a deposit (callgrind, `docs/performance.md`, round 6), to undo a failure
+//! that almost never happens. Instead, a job that fails after changing a row (SQLite's
+//! `total_changes` moved) makes the writer roll the transaction back and replay the batch with
+//! a savepoint around each job ([`Job::run`] with `guarded`), so that only the failing job's
+//! changes are dropped, exactly as if every job had had its savepoint from the start. A job that
+//! fails before changing anything (a refused retrieval, a code already in use) needs no undo.
+//!
+//! Not responsible for batching, committing or syncing (the writer thread, `writer.rs`).
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use super::writer::db;
+use crate::store::StoreError;
+
+/// How a run of a job ended, as far as the open transaction is concerned.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ran {
+    /// Succeeded, or failed without leaving a change behind.
+    Clean,
+    /// Failed after changing rows: only a rollback undoes them.
+    Dirty,
+    /// Failed, and SQLite rolled the whole transaction back (disk full, I/O error): nothing
+    /// run in it since `BEGIN` stands.
+    TransactionLost,
+}
+
+/// A change waiting in the writer thread.
+pub trait Job: Send {
+    /// Runs the change on `conn` (inside the open transaction; in a savepoint of its own when
+    /// `guarded`) and keeps its result, replacing that of an earlier run.
+    fn run(&mut self, conn: &Connection, guarded: bool) -> Ran;
+    /// Answers the caller: the kept result if `commit` succeeded, else the commit's error.
+    fn answer(self: Box<Self>, commit: Result<(), String>);
+}
+
+/// A job made of a function of the connection, whose result goes to a waiting caller.
+pub struct WriteJob<T, F> {
+    f: F,
+    result: Option<Result<T, StoreError>>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> WriteJob<T, F> {
+    pub fn new(f: F, reply: oneshot::Sender<Result<T, StoreError>>) -> WriteJob<T, F> {
+        WriteJob {
+            f,
+            result: None,
+            reply,
+        }
+    }
+}
+
+impl<T, F> Job for WriteJob<T, F>
+where
+    T: Send,
+    F: Fn(&Connection) -> Result<T, StoreError> + Send,
+{
+    fn run(&mut self, conn: &Connection, guarded: bool) -> Ran {
+        let before = conn.total_changes();
+        let result = if guarded {
+            in_savepoint(conn, &self.f)
+        } else {
+            (self.f)(conn)
+        };
+        let ran = match &result {
+            Ok(_) => Ran::Clean,
+            // Without a transaction every later statement would commit on its own.
+            Err(_) if conn.is_autocommit() => Ran::TransactionLost,
+            // A guarded run's changes were rolled back to its savepoint.
+            Err(_) if guarded || conn.total_changes() == before => Ran::Clean,
+            Err(_) => Ran::Dirty,
+        };
+        self.result = Some(result);
+        ran
+    }
+
+    fn answer(self: Box<Self>, commit: Result<(), String>) {
+        let out = match (self.result, commit) {
+            (Some(Ok(v)), Ok(())) => Ok(v),
+            (Some(Ok(_)), Err(e)) => Err(StoreError::Db(format!("commit failed: {e}"))),
+            (Some(Err(e)), _) => Err(e),
+            (None, Err(e)) => Err(StoreError::Unavailable(e)),
+            (None, Ok(())) => Err(StoreError::Unavailable("the change was not run".into())),
+        };
+        // The caller may have gone away (client disconnected); the change stands.
+        let _ = self.reply.send(out);
+    }
+}
+
+fn in_savepoint<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    run_cached(conn, "SAVEPOINT job").map_err(db)?;
+    match f(conn) {
+        Ok(v) => {
+            run_cached(conn, "RELEASE job").map_err(db)?;
+            Ok(v)
+        }
+        Err(e) => {
+            // Undo only this job; the batch goes on.
+            let _ =
+                run_cached(conn, "ROLLBACK TO job").and_then(|_| run_cached(conn, "RELEASE job"));
+            Err(e)
+        }
+    }
+}
+
+/// Runs one statement without parameters through the statement cache (no parsing per job).
+pub fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.raw_execute().map(|_| ())
+}
