@@ -145,6 +145,26 @@ async fn signed_webhooks_reach_the_key_and_the_tenant() {
     assert!(!verify(&secret, &bad));
 }
 
+/// A key without notification targets of its own still tells its tenant's webhook about its
+/// deposit and its retrieval.
+#[tokio::test]
+async fn a_key_without_targets_still_reaches_the_tenant_webhook() {
+    let rx = Receiver::start(0).await;
+    let app = spawn_app().await;
+    let (_, _, device) = tenant_with_webhook(&app, rx.url("/tenant")).await;
+    let dep = device
+        .deposit(&deposit_request(ssh_ed25519()))
+        .await
+        .unwrap();
+    let (_, service, _) = app.service("example-web", &[], &[]).await;
+    service.retrieve(&retrieval(&dep.code)).await.unwrap();
+
+    eventually(|| async { rx.received().len() >= 2 }).await;
+    let mut types: Vec<String> = rx.received().iter().map(event_type).collect();
+    types.sort();
+    assert_eq!(types, ["key.deposited", "key.retrieved"]);
+}
+
 #[tokio::test]
 async fn failing_receiver_gets_retries_with_the_same_id() {
     let rx = Receiver::start(2).await;

@@ -98,7 +98,7 @@ pub fn deposit(
     c.prepare_cached("DELETE FROM tombstones WHERE code_hash = ?1")
         .and_then(|mut s| s.execute(params![k.code_hash]))
         .map_err(db)?;
-    insert_event_json(c, &j.event, &j.event_json)?;
+    insert_event_json(c, &j.event, &j.event_json, Some(notify.is_some()))?;
     insert_audit(c, a)?;
     Ok(true)
 }

@@ -14,23 +14,35 @@ use crate::store::outbox::{AttemptResult, Channel, ClaimedDelivery, DeliveryInfo
 use crate::store::{AuditRecord, StoreError};
 
 /// Adds the deliveries of one event: the key's webhook and e-mail, the tenant's webhook (the
-/// same target twice is delivered once).
+/// same target twice is delivered once). `key_notify` is whether the key has notification
+/// targets of its own, when the caller already knows (it has just read or written the key's
+/// row); `None` makes this look.
 pub fn enqueue(
     c: &Connection,
     event_id: &str,
     key_id: &str,
     tenant_id: &str,
     at: Timestamp,
+    key_notify: Option<bool>,
 ) -> Result<(), StoreError> {
     // Most keys have no notification target and most tenants no webhook: one cheap point read
     // of each then spares the three-way UNION below (and its temporary table) for every event.
-    let any_target: bool = c
-        .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM keys WHERE id = ?1 AND notify IS NOT NULL)
-                 OR EXISTS (SELECT 1 FROM tenants WHERE id = ?2 AND webhook_url IS NOT NULL)",
-        )
-        .and_then(|mut s| s.query_row(params![key_id, tenant_id], |r| r.get(0)))
-        .map_err(db)?;
+    let any_target = match key_notify {
+        Some(true) => true,
+        Some(false) => c
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM tenants WHERE id = ?1 AND webhook_url IS NOT NULL)",
+            )
+            .and_then(|mut s| s.query_row(params![tenant_id], |r| r.get(0)))
+            .map_err(db)?,
+        None => c
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM keys WHERE id = ?1 AND notify IS NOT NULL)
+                     OR EXISTS (SELECT 1 FROM tenants WHERE id = ?2 AND webhook_url IS NOT NULL)",
+            )
+            .and_then(|mut s| s.query_row(params![key_id, tenant_id], |r| r.get(0)))
+            .map_err(db)?,
+    };
     if !any_target {
         return Ok(());
     }

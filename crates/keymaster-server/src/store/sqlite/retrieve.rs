@@ -11,7 +11,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::ms;
 use super::rows::{
-    budget_spent, emit, end_key, end_key_counting, insert_audit, opt_ts, record_failure,
+    budget_spent, emit, emit_known, end_key, end_key_counting, insert_audit, opt_ts, record_failure,
 };
 use super::writer::db;
 use crate::store::decision::{confirm_deadline, evaluate, Evaluated, StoredFacts};
@@ -41,6 +41,8 @@ struct Row {
     pending_service_id: Option<String>,
     confirm_by: Option<i64>,
     ended_at: Option<i64>,
+    /// The key has notification targets of its own (`notify` is set).
+    notify: bool,
 }
 
 fn load(c: &Connection, code_hash: &[u8]) -> Result<Option<Row>, StoreError> {
@@ -48,7 +50,7 @@ fn load(c: &Connection, code_hash: &[u8]) -> Result<Option<Row>, StoreError> {
         "SELECT id, tenant_id, label, kind, algorithm, spki, secret_sealed, fingerprint,
                 ssh_fingerprint, jwk_thumbprint, proven, policy, state, expires_at, retrievals,
                 failed_password_attempts, pending_retrieval_id, pending_service_id, confirm_by,
-                ended_at
+                ended_at, notify IS NOT NULL
          FROM keys WHERE code_hash = ?1",
     )
     .and_then(|mut s| {
@@ -74,6 +76,7 @@ fn load(c: &Connection, code_hash: &[u8]) -> Result<Option<Row>, StoreError> {
                 pending_service_id: r.get(17)?,
                 confirm_by: r.get(18)?,
                 ended_at: r.get(19)?,
+                notify: r.get(20)?,
             })
         })
         .optional()
@@ -151,12 +154,28 @@ pub fn retrieve(c: &Connection, cmd: &RetrieveCommand) -> Result<RetrieveOutcome
                         params![row.id],
                     )
                     .map_err(db)?;
-                    emit(c, EventType::Locked, &key, service, None, cmd.now)?;
+                    emit_known(
+                        c,
+                        EventType::Locked,
+                        &key,
+                        row.notify,
+                        service,
+                        None,
+                        cmd.now,
+                    )?;
                 }
             }
             let code = denial.code();
             record_failure(c, &subject, cmd.now)?;
-            emit(c, EventType::Denied, &key, service, Some(code), cmd.now)?;
+            emit_known(
+                c,
+                EventType::Denied,
+                &key,
+                row.notify,
+                service,
+                Some(code),
+                cmd.now,
+            )?;
             insert_audit(c, &audit(cmd, code, Some(&row.id)))?;
             Ok(RetrieveOutcome::Denied(code))
         }
@@ -200,7 +219,15 @@ pub fn retrieve(c: &Connection, cmd: &RetrieveCommand) -> Result<RetrieveOutcome
                     .and_then(|mut s| s.execute(params![row.id, retrievals]))
                     .map_err(db)?;
             }
-            emit(c, EventType::Retrieved, &key, service, None, cmd.now)?;
+            emit_known(
+                c,
+                EventType::Retrieved,
+                &key,
+                row.notify,
+                service,
+                None,
+                cmd.now,
+            )?;
             insert_audit(c, &audit(cmd, "success", Some(&row.id)))?;
             Ok(RetrieveOutcome::Allowed(Box::new(handed_out(
                 row,

@@ -34,7 +34,13 @@ pub fn insert_audit(c: &Connection, a: &AuditRecord) -> Result<(), StoreError> {
 
 /// Writes an event into the outbox.
 pub fn insert_event(c: &Connection, e: &Event) -> Result<(), StoreError> {
-    insert_event_json(c, e, &event_json(e)?)
+    insert_event_json(c, e, &event_json(e)?, None)
+}
+
+/// Writes an event of a key whose row the caller has read: `key_notify` is whether the key has
+/// notification targets of its own, which spares the outbox a second read of that row.
+pub fn insert_key_event(c: &Connection, e: &Event, key_notify: bool) -> Result<(), StoreError> {
+    insert_event_json(c, e, &event_json(e)?, Some(key_notify))
 }
 
 /// What an event's `payload` column holds: only what its other columns (`id`, `type`, `at`,
@@ -100,7 +106,12 @@ pub fn event_from_row(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<E
 
 /// Writes an event whose payload (`event_json(e)`) was serialised before the job was queued,
 /// off the writer thread.
-pub fn insert_event_json(c: &Connection, e: &Event, payload: &str) -> Result<(), StoreError> {
+pub fn insert_event_json(
+    c: &Connection,
+    e: &Event,
+    payload: &str,
+    key_notify: Option<bool>,
+) -> Result<(), StoreError> {
     c.prepare_cached(
         "INSERT INTO events (id, key_id, tenant_id, type, at, payload)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -116,7 +127,14 @@ pub fn insert_event_json(c: &Connection, e: &Event, payload: &str) -> Result<(),
         ])
     })
     .map_err(db)?;
-    super::outbox::enqueue(c, &e.id, &e.data.key_id, &e.data.tenant_id, e.timestamp)
+    super::outbox::enqueue(
+        c,
+        &e.id,
+        &e.data.key_id,
+        &e.data.tenant_id,
+        e.timestamp,
+        key_notify,
+    )
 }
 
 /// Makes and writes an event of `ty` for a key.
@@ -129,6 +147,20 @@ pub fn emit(
     at: Timestamp,
 ) -> Result<(), StoreError> {
     insert_event(c, &new_event(ty, key, service, reason, at))
+}
+
+/// As [`emit`], for a key whose row the caller has read: `key_notify` is whether it has
+/// notification targets of its own ([`insert_key_event`]).
+pub fn emit_known(
+    c: &Connection,
+    ty: EventType,
+    key: &KeyRef<'_>,
+    key_notify: bool,
+    service: Option<(&str, &str)>,
+    reason: Option<&str>,
+    at: Timestamp,
+) -> Result<(), StoreError> {
+    insert_key_event(c, &new_event(ty, key, service, reason, at), key_notify)
 }
 
 /// Ends a key's life: the state becomes `state` and the key material is cleared. The code
