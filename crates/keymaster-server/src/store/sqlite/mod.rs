@@ -111,6 +111,7 @@ impl SqliteStore {
             checkpointer,
             path.to_owned(),
             &writer,
+            writer::CHECKPOINT_EVERY,
             writer::RESTART_WAL_FRAMES,
         )?;
         Ok(SqliteStore {

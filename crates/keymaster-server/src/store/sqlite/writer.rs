@@ -47,8 +47,13 @@ const MAX_BATCH: usize = 512;
 const MAX_IN_FLIGHT: usize = 2;
 /// Jobs waiting for the writer before callers wait to send theirs.
 const QUEUE: usize = 4096;
-/// How often the checkpointer copies committed WAL pages into the database.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+/// How often the checkpointer copies committed WAL pages into the database. Each pass copies
+/// every page changed since the last one once, however often it was changed (the right-most
+/// leaf of each append-only index changes at every commit), and then syncs the database. Every
+/// second instead of every 100 ms, deposits under `bench/run` went from 0.23 to 0.25–0.26 of
+/// the ceiling (docs/performance.md, round 6). The WAL left to replay after a crash is about a
+/// second of writes longer.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// WAL length (in frames, i.e. pages) from which the checkpointer pauses the writer so that the
 /// WAL can start over: 256 MiB with 2 KiB pages, a few seconds of writes at full load. A pause
 /// lasts 4–11 ms (measured under `bench/run`), so they are kept rare.
@@ -340,7 +345,7 @@ impl Syncer {
     }
 }
 
-/// Starts the checkpointer: every [`CHECKPOINT_EVERY`] it copies committed WAL pages into the
+/// Starts the checkpointer: `every` ([`CHECKPOINT_EVERY`]) it copies committed WAL pages into the
 /// database on `conn` (`PRAGMA wal_checkpoint(PASSIVE)`: never blocks the writer or readers;
 /// syncs the WAL before and the database after, so the WAL can be reused safely). Once the WAL
 /// holds `restart_frames` frames ([`RESTART_WAL_FRAMES`]) it catches up, pauses the writer between transactions and
@@ -350,6 +355,7 @@ pub fn start_checkpointer(
     conn: Connection,
     database: PathBuf,
     writer: &Writer,
+    every: Duration,
     restart_frames: i64,
 ) -> Result<(), StoreError> {
     let alive = writer.jobs.downgrade();
@@ -358,7 +364,7 @@ pub fn start_checkpointer(
     std::thread::Builder::new()
         .name("km-sqlite-ckpt".into())
         .spawn(move || loop {
-            std::thread::sleep(CHECKPOINT_EVERY);
+            std::thread::sleep(every);
             let Some(jobs) = alive.upgrade() else {
                 return;
             };
@@ -579,7 +585,7 @@ mod tests {
             Writer::start(conn, Durability::SyncWal(path.with_extension("db-wal"))).unwrap();
         let ckpt = Connection::open(&path).unwrap();
         ckpt.execute_batch("PRAGMA synchronous=NORMAL").unwrap();
-        start_checkpointer(ckpt, path.clone(), &writer, 64).unwrap();
+        start_checkpointer(ckpt, path.clone(), &writer, Duration::from_millis(100), 64).unwrap();
 
         const TASKS: usize = 16;
         const EACH: usize = 500;
