@@ -69,9 +69,10 @@ where
             (self.f)(conn)
         };
         let ran = match &result {
+            // Without a transaction every later statement would commit on its own. (A job
+            // that swallowed the error which made SQLite roll back is caught here too.)
+            _ if conn.is_autocommit() => Ran::TransactionLost,
             Ok(_) => Ran::Clean,
-            // Without a transaction every later statement would commit on its own.
-            Err(_) if conn.is_autocommit() => Ran::TransactionLost,
             // A guarded run's changes were rolled back to its savepoint.
             Err(_) if guarded || conn.total_changes() == before => Ran::Clean,
             Err(_) => Ran::Dirty,

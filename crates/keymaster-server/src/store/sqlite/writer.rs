@@ -546,6 +546,35 @@ mod tests {
         assert_eq!(a.load(Ordering::SeqCst), 1, "no replay");
     }
 
+    /// A job that succeeds but has lost the transaction (it swallowed the error that made
+    /// SQLite roll back) is caught too: no later job runs outside a transaction.
+    #[test]
+    fn a_job_that_hides_a_lost_transaction_fails_the_batch() {
+        let mut l = batch_loop();
+        let runs = Arc::default();
+        let (tx, mut rx) = oneshot::channel();
+        let hides = WriteJob::new(
+            |c: &Connection| {
+                c.execute_batch("ROLLBACK").map_err(db)?;
+                Ok(())
+            },
+            tx,
+        );
+        let (a, mut a_rx) = insert("a", &runs, None);
+        l.handle(a);
+        l.handle(Msg::Job(Box::new(hides)));
+        let (b, mut b_rx) = insert("b", &runs, None);
+        l.handle(b);
+        l.commit();
+        assert!(a_rx.try_recv().unwrap().is_err());
+        assert!(rx.try_recv().unwrap().is_err());
+        assert!(
+            b_rx.try_recv().unwrap().is_ok(),
+            "b ran in a new transaction"
+        );
+        assert_eq!(rows(&l), ["b"]);
+    }
+
     /// A job that loses the transaction (as SQLite does on a full disk or an I/O error) fails
     /// every job run in it, leaves none of their rows, and the next batch starts afresh.
     #[test]
