@@ -138,6 +138,10 @@ pub fn retrieve(c: &Connection, cmd: &RetrieveCommand) -> Result<RetrieveOutcome
         tenant_id: &row.tenant_id,
         label: row.label.as_deref(),
     };
+    // This key's events: the row read above says whether it has targets of its own.
+    let event = |ty: EventType, reason: Option<&str>| {
+        emit_known(c, ty, &key, row.notify, service, reason, cmd.now)
+    };
     match decision {
         Decision::Deny(Denial::Gone) => not_found(c, cmd, &subject, Some(&row.id)),
         Decision::Deny(denial) => {
@@ -154,28 +158,12 @@ pub fn retrieve(c: &Connection, cmd: &RetrieveCommand) -> Result<RetrieveOutcome
                         params![row.id],
                     )
                     .map_err(db)?;
-                    emit_known(
-                        c,
-                        EventType::Locked,
-                        &key,
-                        row.notify,
-                        service,
-                        None,
-                        cmd.now,
-                    )?;
+                    event(EventType::Locked, None)?;
                 }
             }
             let code = denial.code();
             record_failure(c, &subject, cmd.now)?;
-            emit_known(
-                c,
-                EventType::Denied,
-                &key,
-                row.notify,
-                service,
-                Some(code),
-                cmd.now,
-            )?;
+            event(EventType::Denied, Some(code))?;
             insert_audit(c, &audit(cmd, code, Some(&row.id)))?;
             Ok(RetrieveOutcome::Denied(code))
         }
@@ -219,15 +207,7 @@ pub fn retrieve(c: &Connection, cmd: &RetrieveCommand) -> Result<RetrieveOutcome
                     .and_then(|mut s| s.execute(params![row.id, retrievals]))
                     .map_err(db)?;
             }
-            emit_known(
-                c,
-                EventType::Retrieved,
-                &key,
-                row.notify,
-                service,
-                None,
-                cmd.now,
-            )?;
+            event(EventType::Retrieved, None)?;
             insert_audit(c, &audit(cmd, "success", Some(&row.id)))?;
             Ok(RetrieveOutcome::Allowed(Box::new(handed_out(
                 row,
