@@ -61,11 +61,13 @@ impl SqliteStore {
     /// `synchronous_full` chooses `synchronous=FULL` (every commit durable) over `NORMAL`.
     pub fn open(path: &Path, synchronous_full: bool) -> Result<SqliteStore, StoreError> {
         let owner = lock_owner(path)?;
-        let conn = Connection::open(path).map_err(db)?;
-        // The writer's connection runs `synchronous=NORMAL`; with `synchronous_full` the writer
-        // adds the one sync that `FULL` would make inside each `COMMIT` (of the WAL, before any
-        // caller is answered) on its sync thread, so that the next batch runs meanwhile. See
-        // `writer`. Checkpoints are made by the checkpointer's connection, not in `COMMIT`.
+        // The writer's connection goes through `keymaster_walbuf`, which writes each commit's
+        // WAL frames with one `pwrite` and makes no `fdatasync` at commit: durability is that of
+        // `synchronous=NORMAL`. With `synchronous_full` the writer adds the one sync that `FULL`
+        // would make inside each `COMMIT` (of the WAL, before any caller is answered) on its
+        // sync thread, so that the next batch runs meanwhile. See `writer`. Checkpoints are made
+        // by the checkpointer's connection, not in `COMMIT`.
+        let conn = keymaster_walbuf::open(path).map_err(db)?;
         // Smaller pages for a new database: the key tables are looked up through random hashes,
         // so every change dirties a different leaf page of each index, and a commit writes each
         // dirty page whole into the WAL. 2 KiB pages halve what 4 KiB pages write, and still
@@ -73,8 +75,7 @@ impl SqliteStore {
         conn.execute_batch(&format!("PRAGMA page_size={PAGE_SIZE};"))
             .map_err(db)?;
         conn.execute_batch(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;
-             PRAGMA foreign_keys=ON; PRAGMA cache_size=-4000; PRAGMA temp_store=MEMORY;
+            "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON; PRAGMA cache_size=-4000; PRAGMA temp_store=MEMORY;
              PRAGMA journal_size_limit=536870912;",
         )
         .map_err(db)?;

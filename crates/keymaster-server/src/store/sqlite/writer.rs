@@ -76,8 +76,9 @@ enum Msg {
 
 /// How commits are made durable.
 pub enum Durability {
-    /// `synchronous=NORMAL` alone: a commit survives a crash of the process, but the last ones
-    /// may be lost on power loss. Callers are answered right after `COMMIT`.
+    /// No sync at commit (`synchronous=NORMAL`, or `keymaster_walbuf`): a commit survives a
+    /// crash of the process, but the last ones may be lost on power loss. Callers are answered
+    /// right after `COMMIT`.
     Normal,
     /// The WAL file at this path is synced after every commit before its callers are answered:
     /// the durability of `synchronous=FULL`.
@@ -91,8 +92,9 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn` (which must be in WAL mode with `synchronous=NORMAL`
-    /// when `durability` is [`Durability::SyncWal`]), and its sync thread.
+    /// Starts the writer thread on `conn` (which must be in WAL mode, and make no sync at commit
+    /// when `durability` is [`Durability::SyncWal`]: `synchronous=NORMAL`, or the
+    /// `keymaster_walbuf` connection the store opens), and its sync thread.
     pub fn start(conn: Connection, durability: Durability) -> Result<Writer, StoreError> {
         let (tx, rx) = mpsc::channel::<Msg>(QUEUE);
         let syncer = match durability {
