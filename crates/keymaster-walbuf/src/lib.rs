@@ -12,8 +12,9 @@
 //! - Only files opened with `SQLITE_OPEN_WAL` are wrapped. The database file, its shared memory
 //!   (the wal-index) and every other file go straight to the default VFS.
 //! - Any call on the WAL file other than an appending write (a read, a write elsewhere, truncate,
-//!   size, file control, close) first writes the buffer out, so the file never looks different
-//!   to SQLite than without the shim.
+//!   size, file control) first writes the buffer out, so the file never looks different to
+//!   SQLite than without the shim. (Closing drops it: only an uncommitted transaction's frames
+//!   can be left then.)
 //! - SQLite publishes a commit to other connections (the wal-index header) only after its frames
 //!   are written and, with `synchronous=FULL`, after `xSync` on the WAL. The shim writes the
 //!   buffer out in that `xSync` and returns its error, so no reader sees a frame that is not in
@@ -24,8 +25,10 @@
 //!   `SQLITE_SYNC_FULL` instead for the syncs that order writes (the WAL before a checkpoint
 //!   copies it into the database, a new WAL header), and those are real.
 //!
-//! So a connection must run `PRAGMA synchronous=FULL` and `PRAGMA checkpoint_fullfsync=ON`;
-//! [`open`] sets both and checks them. This crate holds all of keymaster's `unsafe` code.
+//! So a connection must run `PRAGMA synchronous=FULL` and `PRAGMA checkpoint_fullfsync=ON`
+//! with "powersafe overwrite" on (SQLite's default; without it a commit is padded and synced
+//! halfway), and be the only writer of the database; [`open`] sets and checks the first three.
+//! This crate holds all of keymaster's `unsafe` code.
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::path::Path;
@@ -70,19 +73,35 @@ pub fn counts() -> Counts {
     }
 }
 
-/// Opens `path` (read-write, created if missing) through the shim, with the two pragmas the shim
-/// relies on. Fails if either does not hold.
+/// Opens `path` (read-write, created if missing) through the shim, with the settings the shim
+/// relies on, and checks them. The caller must not change `synchronous` or
+/// `checkpoint_fullfsync` on the connection afterwards, and must be the only process writing the
+/// database (see `wal_close` for why).
 pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     register()?;
     let conn = Connection::open_with_flags_and_vfs(path, OpenFlags::default(), VFS_NAME)?;
     conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA checkpoint_fullfsync=ON;")?;
     let sync: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
     let full: i64 = conn.query_row("PRAGMA checkpoint_fullfsync", [], |r| r.get(0))?;
-    if sync != 2 || full != 1 {
+    // Without "powersafe overwrite" (a `psow=0` URI), SQLite pads a commit to a sector boundary
+    // and syncs in the middle of the padding (`walWriteToLog`), so the end of the commit would
+    // still be in the buffer when the commit is published.
+    let mut psow: c_int = -1;
+    // SAFETY: the handle is open; the file control only reads the flag into `psow`.
+    let rc = unsafe {
+        ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            ffi::SQLITE_FCNTL_POWERSAFE_OVERWRITE,
+            (&mut psow as *mut c_int).cast(),
+        )
+    };
+    if sync != 2 || full != 1 || rc != ffi::SQLITE_OK || psow != 1 {
         return Err(rusqlite::Error::SqliteFailure(
             ffi::Error::new(ffi::SQLITE_MISUSE),
             Some(format!(
-                "{}: needs synchronous=FULL and checkpoint_fullfsync=ON, got {sync} and {full}",
+                "{}: needs synchronous=FULL, checkpoint_fullfsync=ON and powersafe overwrite, \
+                 got {sync}, {full} and {psow} (rc {rc})",
                 VFS_NAME.to_string_lossy()
             )),
         ));
@@ -337,16 +356,20 @@ unsafe fn flush(f: &mut WalFile) -> c_int {
     rc
 }
 
+/// Closes without writing the buffer out: every commit is written out in its sync, so what is
+/// left can only be frames of a transaction that never committed (pages SQLite spilled from a
+/// full cache before a `ROLLBACK`, which makes no call on the WAL file).
+///
+/// Until the next write or close, such frames stay in the buffer after the `ROLLBACK` released
+/// the write lock, and are written out later, beyond the WAL's last valid frame where SQLite
+/// ignores them. That is harmless while this connection is the only writer. If another
+/// *process* committed to the WAL in between, those late bytes could overwrite its frames:
+/// hence the single-writer requirement of [`open`] (keymaster holds a lock file for it).
 unsafe extern "C" fn wal_close(file: *mut ffi::sqlite3_file) -> c_int {
     let f = wal(file);
-    let flushed = flush(f);
     let closed = methods(f.real).xClose.expect("xClose")(f.real);
     ptr::drop_in_place(file.cast::<WalFile>());
-    if flushed != ffi::SQLITE_OK {
-        flushed
-    } else {
-        closed
-    }
+    closed
 }
 
 unsafe extern "C" fn wal_read(

@@ -82,6 +82,17 @@ fn open_sets_the_pragmas_the_shim_relies_on() {
     assert_eq!((sync, full), (2, 1));
 }
 
+/// Without powersafe overwrite SQLite pads a commit and syncs halfway through the padding, which
+/// the shim cannot allow: `open` refuses it.
+#[test]
+fn open_refuses_a_database_without_powersafe_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let uri = format!("file:{}?psow=0", dir.path().join("k.db").display());
+    let err = open(Path::new(&uri)).expect_err("refused");
+    assert!(err.to_string().contains("powersafe"), "{err}");
+    assert!(open(&dir.path().join("k.db")).is_ok());
+}
+
 /// A commit of many pages is one write per 64 KiB of frames (SQLite alone makes two per frame)
 /// and no sync; another connection sees it at once.
 #[test]

@@ -66,7 +66,10 @@ impl SqliteStore {
         // `synchronous=NORMAL`. With `synchronous_full` the writer adds the one sync that `FULL`
         // would make inside each `COMMIT` (of the WAL, before any caller is answered) on its
         // sync thread, so that the next batch runs meanwhile. See `writer`. Checkpoints are made
-        // by the checkpointer's connection, not in `COMMIT`.
+        // by the checkpointer's connection, not in `COMMIT`. The shim relies on the
+        // `synchronous` and `checkpoint_fullfsync` settings it makes: never change them on this
+        // connection (with `synchronous=NORMAL` a commit would be visible before its frames are
+        // in the file), and this process must be the only writer (`lock_owner`).
         let conn = keymaster_walbuf::open(path).map_err(db)?;
         // Smaller pages for a new database: the key tables are looked up through random hashes,
         // so every change dirties a different leaf page of each index, and a commit writes each
