@@ -173,3 +173,41 @@ fn large_transactions_and_restarts_read_back_intact_and_recover() {
     drop(c);
     assert_eq!(check_rows(&Connection::open(&path).unwrap(), 1000), 4500);
 }
+
+/// A transaction whose pages SQLite spilled into the WAL before a `ROLLBACK` (a call the WAL file
+/// never sees) leaves nothing behind: the next commits, another connection and a recovery from
+/// the files see exactly the committed rows.
+#[test]
+fn a_rolled_back_transaction_that_spilled_leaves_nothing_behind() {
+    let _one = COUNTED.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.db");
+    let c = writer(&path);
+    c.execute_batch("PRAGMA cache_size=-64").unwrap();
+    insert(&c, 0, 10, 1000);
+    let before = counts();
+    c.execute_batch("BEGIN IMMEDIATE").unwrap();
+    for id in 1000..3000 {
+        c.execute(
+            "INSERT INTO t (id, v) VALUES (?1, ?2)",
+            params![id, value(id, 1000)],
+        )
+        .unwrap();
+    }
+    assert!(
+        counts().writes > before.writes,
+        "the cache spilled into the WAL"
+    );
+    c.execute_batch("ROLLBACK").unwrap();
+    insert(&c, 10, 10, 1000);
+    let reader = Connection::open(&path).unwrap();
+    assert_eq!(check_rows(&reader, 1000), 20);
+    assert_eq!(integrity(&reader), "ok");
+
+    let copy = dir.path().join("copy.db");
+    std::fs::copy(&path, &copy).unwrap();
+    std::fs::copy(dir.path().join("k.db-wal"), dir.path().join("copy.db-wal")).unwrap();
+    let recovered = Connection::open(&copy).unwrap();
+    assert_eq!(check_rows(&recovered, 1000), 20);
+    assert_eq!(integrity(&recovered), "ok");
+}
