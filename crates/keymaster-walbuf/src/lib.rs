@@ -356,6 +356,21 @@ unsafe fn flush(f: &mut WalFile) -> c_int {
     rc
 }
 
+/// The WAL file with its buffer written out, and the default VFS's methods for it; or the
+/// error of writing the buffer out.
+unsafe fn flushed<'a>(
+    file: *mut ffi::sqlite3_file,
+) -> Result<(&'a mut WalFile, &'static ffi::sqlite3_io_methods), c_int> {
+    let f = wal(file);
+    match flush(f) {
+        ffi::SQLITE_OK => {
+            let m = methods(f.real);
+            Ok((f, m))
+        }
+        rc => Err(rc),
+    }
+}
+
 /// Closes without writing the buffer out: every commit is written out in its sync, so what is
 /// left can only be frames of a transaction that never committed (pages SQLite spilled from a
 /// full cache before a `ROLLBACK`, which makes no call on the WAL file).
@@ -378,12 +393,10 @@ unsafe extern "C" fn wal_read(
     amount: c_int,
     offset: i64,
 ) -> c_int {
-    let f = wal(file);
-    let rc = flush(f);
-    if rc != ffi::SQLITE_OK {
-        return rc;
+    match flushed(file) {
+        Ok((f, m)) => m.xRead.expect("xRead")(f.real, out, amount, offset),
+        Err(rc) => rc,
     }
-    methods(f.real).xRead.expect("xRead")(f.real, out, amount, offset)
 }
 
 unsafe extern "C" fn wal_write(
@@ -411,12 +424,10 @@ unsafe extern "C" fn wal_write(
 }
 
 unsafe extern "C" fn wal_truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_int {
-    let f = wal(file);
-    let rc = flush(f);
-    if rc != ffi::SQLITE_OK {
-        return rc;
+    match flushed(file) {
+        Ok((f, m)) => m.xTruncate.expect("xTruncate")(f.real, size),
+        Err(rc) => rc,
     }
-    methods(f.real).xTruncate.expect("xTruncate")(f.real, size)
 }
 
 /// Writes the buffer out; syncs only for `SQLITE_SYNC_FULL` (see the crate's documentation).
@@ -431,12 +442,10 @@ unsafe extern "C" fn wal_sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_i
 }
 
 unsafe extern "C" fn wal_file_size(file: *mut ffi::sqlite3_file, size: *mut i64) -> c_int {
-    let f = wal(file);
-    let rc = flush(f);
-    if rc != ffi::SQLITE_OK {
-        return rc;
+    match flushed(file) {
+        Ok((f, m)) => m.xFileSize.expect("xFileSize")(f.real, size),
+        Err(rc) => rc,
     }
-    methods(f.real).xFileSize.expect("xFileSize")(f.real, size)
 }
 
 unsafe extern "C" fn wal_lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
@@ -464,12 +473,10 @@ unsafe extern "C" fn wal_file_control(
     op: c_int,
     arg: *mut c_void,
 ) -> c_int {
-    let f = wal(file);
-    let rc = flush(f);
-    if rc != ffi::SQLITE_OK {
-        return rc;
+    match flushed(file) {
+        Ok((f, m)) => m.xFileControl.expect("xFileControl")(f.real, op, arg),
+        Err(rc) => rc,
     }
-    methods(f.real).xFileControl.expect("xFileControl")(f.real, op, arg)
 }
 
 unsafe extern "C" fn wal_sector_size(file: *mut ffi::sqlite3_file) -> c_int {

@@ -26,6 +26,12 @@ fn writer(path: &Path) -> Connection {
 /// Inserts `rows` rows of `size` bytes derived from their id, in one transaction.
 fn insert(c: &Connection, first: i64, rows: i64, size: usize) {
     c.execute_batch("BEGIN IMMEDIATE").unwrap();
+    insert_rows(c, first, rows, size);
+    c.execute_batch("COMMIT").unwrap();
+}
+
+/// The rows of [`insert`], in the caller's transaction.
+fn insert_rows(c: &Connection, first: i64, rows: i64, size: usize) {
     for id in first..first + rows {
         c.execute(
             "INSERT INTO t (id, v) VALUES (?1, ?2)",
@@ -33,7 +39,6 @@ fn insert(c: &Connection, first: i64, rows: i64, size: usize) {
         )
         .unwrap();
     }
-    c.execute_batch("COMMIT").unwrap();
 }
 
 fn value(id: i64, size: usize) -> Vec<u8> {
@@ -55,6 +60,14 @@ fn check_rows(c: &Connection, size: usize) -> i64 {
         n += 1;
     }
     n
+}
+
+/// A connection to copies of `dir`'s `k.db` and its WAL without the shared-memory index, as
+/// after a crash: SQLite rebuilds the index from the WAL's frames and checks their checksums.
+fn recovered_copy(dir: &Path) -> Connection {
+    std::fs::copy(dir.join("k.db"), dir.join("copy.db")).unwrap();
+    std::fs::copy(dir.join("k.db-wal"), dir.join("copy.db-wal")).unwrap();
+    Connection::open(dir.join("copy.db")).unwrap()
 }
 
 fn integrity(c: &Connection) -> String {
@@ -161,12 +174,7 @@ fn large_transactions_and_restarts_read_back_intact_and_recover() {
     assert_eq!(check_rows(&reader, 1000), 4500);
     assert_eq!(integrity(&reader), "ok");
 
-    // Recovery: copies of the database and its WAL, without the shared-memory index, as after
-    // a crash; SQLite rebuilds the index from the WAL's frames and checks their checksums.
-    let copy = dir.path().join("copy.db");
-    std::fs::copy(&path, &copy).unwrap();
-    std::fs::copy(dir.path().join("k.db-wal"), dir.path().join("copy.db-wal")).unwrap();
-    let recovered = Connection::open(&copy).unwrap();
+    let recovered = recovered_copy(dir.path());
     assert_eq!(check_rows(&recovered, 1000), 4500);
     assert_eq!(integrity(&recovered), "ok");
     drop(reader);
@@ -187,13 +195,7 @@ fn a_rolled_back_transaction_that_spilled_leaves_nothing_behind() {
     insert(&c, 0, 10, 1000);
     let before = counts();
     c.execute_batch("BEGIN IMMEDIATE").unwrap();
-    for id in 1000..3000 {
-        c.execute(
-            "INSERT INTO t (id, v) VALUES (?1, ?2)",
-            params![id, value(id, 1000)],
-        )
-        .unwrap();
-    }
+    insert_rows(&c, 1000, 2000, 1000);
     assert!(
         counts().writes > before.writes,
         "the cache spilled into the WAL"
@@ -204,10 +206,7 @@ fn a_rolled_back_transaction_that_spilled_leaves_nothing_behind() {
     assert_eq!(check_rows(&reader, 1000), 20);
     assert_eq!(integrity(&reader), "ok");
 
-    let copy = dir.path().join("copy.db");
-    std::fs::copy(&path, &copy).unwrap();
-    std::fs::copy(dir.path().join("k.db-wal"), dir.path().join("copy.db-wal")).unwrap();
-    let recovered = Connection::open(&copy).unwrap();
+    let recovered = recovered_copy(dir.path());
     assert_eq!(check_rows(&recovered, 1000), 20);
     assert_eq!(integrity(&recovered), "ok");
 }
