@@ -7,7 +7,7 @@
 //! rather than storing tokens anywhere. (A process that stops leaves its app key and service
 //! rows behind; their tokens are gone with the process, so they open nothing.)
 //!
-//! Not responsible for deciding whether the demo is on (`demo::enabled`).
+//! Not responsible for deciding whether the demo is on (the `demo` setting).
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -118,6 +118,8 @@ pub async fn bootstrap(state: &AppState) -> Result<Credentials, ApiError> {
                 domains: vec![SERVICE_DOMAIN.to_owned()],
                 allowed_cidrs: Vec::new(),
                 token_hash: token_hash(&service_token),
+                // What keeps the demo, which acts without credentials, to its own keys.
+                confined_tenant_id: Some(TENANT_ID.to_owned()),
             },
             audit,
         )

@@ -282,6 +282,7 @@ pub async fn create_service(
                 domains,
                 allowed_cidrs,
                 token_hash: token_hash(&token),
+                confined_tenant_id: None,
             },
             audit,
         )

@@ -65,6 +65,8 @@ pub struct NewService {
     pub domains: Vec<String>,
     pub allowed_cidrs: Vec<IpNet>,
     pub token_hash: Vec<u8>,
+    /// See [`ServiceAuth::confined_tenant_id`].
+    pub confined_tenant_id: Option<String>,
 }
 
 /// The tenant an app key acts for.
@@ -81,6 +83,11 @@ pub struct ServiceAuth {
     pub name: String,
     pub domains: Vec<String>,
     pub allowed_cidrs: Vec<IpNet>,
+    /// The one tenant whose keys this service may retrieve (the demo's service); the retrieval
+    /// transaction treats a code of any other tenant's key as unknown. `None`: every tenant's
+    /// keys, as their policies allow. Set when the service is made and never changed, so the
+    /// value read with the token is the value in the database.
+    pub confined_tenant_id: Option<String>,
 }
 
 /// A key about to be deposited.

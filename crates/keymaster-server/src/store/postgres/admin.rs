@@ -106,8 +106,9 @@ pub async fn create_service(
     let cidrs =
         serde_json::to_string(&s.allowed_cidrs).map_err(|e| StoreError::Db(e.to_string()))?;
     sqlx::query(
-        "INSERT INTO services (id, name, domains, allowed_cidrs, token_hash, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO services (id, name, domains, allowed_cidrs, token_hash, created_at,
+                               confined_tenant_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(&s.id)
     .bind(&s.name)
@@ -115,6 +116,7 @@ pub async fn create_service(
     .bind(cidrs)
     .bind(&s.token_hash)
     .bind(ms(a.at))
+    .bind(&s.confined_tenant_id)
     .execute(&mut *c)
     .await
     .map_err(db)?;
@@ -155,14 +157,16 @@ pub async fn service_by_token(
     c: &mut PgConnection,
     hash: &[u8],
 ) -> Result<Option<ServiceAuth>, StoreError> {
-    let row: Option<(String, String, String, String)> = sqlx::query_as(
-        "SELECT id, name, domains, allowed_cidrs FROM services WHERE token_hash = $1",
+    type Row = (String, String, String, String, Option<String>);
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT id, name, domains, allowed_cidrs, confined_tenant_id FROM services
+         WHERE token_hash = $1",
     )
     .bind(hash)
     .fetch_optional(c)
     .await
     .map_err(db)?;
-    row.map(|(id, name, domains, cidrs)| {
+    row.map(|(id, name, domains, cidrs, confined_tenant_id)| {
         let domains: Vec<String> = serde_json::from_str(&domains)
             .map_err(|e| StoreError::Corrupt(format!("service domains: {e}")))?;
         let allowed_cidrs: Vec<IpNet> = serde_json::from_str(&cidrs)
@@ -172,6 +176,7 @@ pub async fn service_by_token(
             name,
             domains,
             allowed_cidrs,
+            confined_tenant_id,
         })
     })
     .transpose()

@@ -38,6 +38,7 @@ use super::{
 const MIGRATIONS: &[&str] = &[
     include_str!("../../../../../migrations/postgres/0001_initial.sql"),
     include_str!("../../../../../migrations/postgres/0002_deliveries.sql"),
+    include_str!("../../../../../migrations/postgres/0003_confined_services.sql"),
 ];
 
 /// The advisory lock key that serialises migrations of replicas starting together.

@@ -42,15 +42,21 @@ struct KeyRow {
     confirm_by: Option<i64>,
 }
 
-/// Locks and loads the live key with this code.
-async fn load(c: &mut PgConnection, code_hash: &[u8]) -> Result<Option<KeyRow>, StoreError> {
+/// Locks and loads the live key with this code, of `tenant` if the service is confined to one
+/// (`ServiceAuth::confined_tenant_id`): another tenant's key is then neither found nor locked.
+async fn load(
+    c: &mut PgConnection,
+    code_hash: &[u8],
+    tenant: Option<&str>,
+) -> Result<Option<KeyRow>, StoreError> {
     let row = sqlx::query(
         "SELECT id, tenant_id, label, kind, algorithm, spki, secret_sealed, fingerprint,
                 ssh_fingerprint, jwk_thumbprint, proven, policy, state, expires_at, retrievals,
                 failed_password_attempts, pending_retrieval_id, pending_service_id, confirm_by
-         FROM keys WHERE code_hash = $1 FOR UPDATE",
+         FROM keys WHERE code_hash = $1 AND ($2::text IS NULL OR tenant_id = $2) FOR UPDATE",
     )
     .bind(code_hash)
+    .bind(tenant)
     .fetch_optional(c)
     .await
     .map_err(db)?;
@@ -107,7 +113,8 @@ pub async fn retrieve(
         return Ok(RetrieveOutcome::RateLimited(retry));
     }
     let service = Some((cmd.service.id.as_str(), cmd.service.name.as_str()));
-    let Some(row) = load(c, &cmd.code_hash).await? else {
+    let confined = cmd.service.confined_tenant_id.as_deref();
+    let Some(row) = load(c, &cmd.code_hash, confined).await? else {
         report_stale_use(c, cmd).await?;
         return not_found(c, cmd, &subject, None).await;
     };
@@ -250,15 +257,17 @@ async fn not_found(
     Ok(RetrieveOutcome::NotFound)
 }
 
-/// A dead code presented again: tell the holder (`code.stale_used`) while the record exists.
-/// The key row is locked so that this event takes its place in the key's stream in commit
-/// order with the key's other events.
+/// A dead code presented again: tell the holder (`code.stale_used`) while the record exists,
+/// unless the key is another tenant's than the service is confined to. The key row is locked so
+/// that this event takes its place in the key's stream in commit order with the key's other
+/// events.
 async fn report_stale_use(c: &mut PgConnection, cmd: &RetrieveCommand) -> Result<(), StoreError> {
     let hit: Option<(String, String, Option<String>)> = sqlx::query_as(
         "SELECT k.id, k.tenant_id, k.label FROM tombstones t JOIN keys k ON k.id = t.key_id
-         WHERE t.code_hash = $1 FOR UPDATE OF k",
+         WHERE t.code_hash = $1 AND ($2::text IS NULL OR k.tenant_id = $2) FOR UPDATE OF k",
     )
     .bind(&cmd.code_hash)
+    .bind(cmd.service.confined_tenant_id.as_deref())
     .fetch_optional(&mut *c)
     .await
     .map_err(db)?;

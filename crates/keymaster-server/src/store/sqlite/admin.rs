@@ -85,9 +85,18 @@ pub fn create_service(c: &Connection, s: &NewService, a: &AuditRecord) -> Result
     let cidrs =
         serde_json::to_string(&s.allowed_cidrs).map_err(|e| StoreError::Db(e.to_string()))?;
     c.execute(
-        "INSERT INTO services (id, name, domains, allowed_cidrs, token_hash, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![s.id, s.name, domains, cidrs, s.token_hash, ms(a.at)],
+        "INSERT INTO services (id, name, domains, allowed_cidrs, token_hash, created_at,
+                               confined_tenant_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            s.id,
+            s.name,
+            domains,
+            cidrs,
+            s.token_hash,
+            ms(a.at),
+            s.confined_tenant_id
+        ],
     )
     .map_err(db)?;
     insert_audit(c, a)
@@ -118,18 +127,20 @@ pub fn app_key_by_token(c: &Connection, hash: &[u8]) -> Result<Option<AppKeyAuth
 }
 
 pub fn service_by_token(c: &Connection, hash: &[u8]) -> Result<Option<ServiceAuth>, StoreError> {
-    let row: Option<(String, String, String, String)> = c
+    type Row = (String, String, String, String, Option<String>);
+    let row: Option<Row> = c
         .prepare_cached(
-            "SELECT id, name, domains, allowed_cidrs FROM services WHERE token_hash = ?1",
+            "SELECT id, name, domains, allowed_cidrs, confined_tenant_id FROM services
+             WHERE token_hash = ?1",
         )
         .and_then(|mut s| {
             s.query_row(params![hash], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
             })
             .optional()
         })
         .map_err(db)?;
-    row.map(|(id, name, domains, cidrs)| {
+    row.map(|(id, name, domains, cidrs, confined_tenant_id)| {
         let domains: Vec<String> = serde_json::from_str(&domains)
             .map_err(|e| StoreError::Corrupt(format!("service domains: {e}")))?;
         let allowed_cidrs: Vec<IpNet> = serde_json::from_str(&cidrs)
@@ -139,6 +150,7 @@ pub fn service_by_token(c: &Connection, hash: &[u8]) -> Result<Option<ServiceAut
             name,
             domains,
             allowed_cidrs,
+            confined_tenant_id,
         })
     })
     .transpose()

@@ -37,6 +37,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../../../migrations/sqlite/0002_deliveries.sql"),
     include_str!("../../../../../migrations/sqlite/0003_dead_codes_stay_in_keys.sql"),
     include_str!("../../../../../migrations/sqlite/0004_holder_hash_unindexed.sql"),
+    include_str!("../../../../../migrations/sqlite/0005_confined_services.sql"),
 ];
 
 /// Page size of a new database.

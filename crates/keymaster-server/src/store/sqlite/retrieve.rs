@@ -45,16 +45,18 @@ struct Row {
     notify: bool,
 }
 
-fn load(c: &Connection, code_hash: &[u8]) -> Result<Option<Row>, StoreError> {
+/// The key with this code, of `tenant` if the service is confined to one
+/// (`ServiceAuth::confined_tenant_id`): another tenant's key is then not found at all.
+fn load(c: &Connection, code_hash: &[u8], tenant: Option<&str>) -> Result<Option<Row>, StoreError> {
     c.prepare_cached(
         "SELECT id, tenant_id, label, kind, algorithm, spki, secret_sealed, fingerprint,
                 ssh_fingerprint, jwk_thumbprint, proven, policy, state, expires_at, retrievals,
                 failed_password_attempts, pending_retrieval_id, pending_service_id, confirm_by,
                 ended_at, notify IS NOT NULL
-         FROM keys WHERE code_hash = ?1",
+         FROM keys WHERE code_hash = ?1 AND (?2 IS NULL OR tenant_id = ?2)",
     )
     .and_then(|mut s| {
-        s.query_row(params![code_hash], |r| {
+        s.query_row(params![code_hash, tenant], |r| {
             Ok(Row {
                 id: r.get(0)?,
                 tenant_id: r.get(1)?,
@@ -108,7 +110,8 @@ pub fn retrieve(c: &Connection, cmd: &RetrieveCommand) -> Result<RetrieveOutcome
         return Ok(RetrieveOutcome::RateLimited(retry));
     }
     let service = Some((cmd.service.id.as_str(), cmd.service.name.as_str()));
-    let row = match load(c, &cmd.code_hash)? {
+    let confined = cmd.service.confined_tenant_id.as_deref();
+    let row = match load(c, &cmd.code_hash, confined)? {
         Some(row) if row.ended_at.is_none() => row,
         found => {
             report_stale_use(c, cmd, found.map(|r| (r.id, r.tenant_id, r.label)))?;
@@ -246,10 +249,10 @@ fn not_found(
     Ok(RetrieveOutcome::NotFound)
 }
 
-/// A dead code presented again: tell the holder (`code.stale_used`) while the record exists.
-/// `ended` is the key whose row holds the code (the row of a key that ended is its code's
-/// tombstone); without it, a replaced code (or that of a key that ended before migration 3) is
-/// looked up in `tombstones`.
+/// A dead code presented again: tell the holder (`code.stale_used`) while the record exists,
+/// unless the key is another tenant's than the service is confined to. `ended` is the key whose
+/// row holds the code (the row of a key that ended is its code's tombstone); without it, a
+/// replaced code (or that of a key that ended before migration 3) is looked up in `tombstones`.
 fn report_stale_use(
     c: &Connection,
     cmd: &RetrieveCommand,
@@ -260,10 +263,11 @@ fn report_stale_use(
         None => c
             .prepare_cached(
                 "SELECT k.id, k.tenant_id, k.label FROM tombstones t JOIN keys k ON k.id = t.key_id
-                 WHERE t.code_hash = ?1",
+                 WHERE t.code_hash = ?1 AND (?2 IS NULL OR k.tenant_id = ?2)",
             )
             .and_then(|mut s| {
-                s.query_row(params![cmd.code_hash], |r| {
+                let confined = cmd.service.confined_tenant_id.as_deref();
+                s.query_row(params![cmd.code_hash, confined], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                 })
                 .optional()
@@ -392,6 +396,7 @@ mod tests {
                 name: "s".into(),
                 domains: vec![],
                 allowed_cidrs: vec![],
+                confined_tenant_id: None,
             },
             source_ip: "127.0.0.1".parse().unwrap(),
             context: None,
@@ -450,5 +455,58 @@ mod tests {
             .query_row("SELECT count(*) FROM tombstones", [], |r| r.get(0))
             .unwrap();
         assert_eq!(tombstones, 1, "only the old key's tombstone");
+    }
+
+    /// A service confined to a tenant meets the codes of another tenant's keys (live, ended
+    /// with the code in its row, or in an old tombstone) as unknown codes: nothing handed out,
+    /// nothing changed, no event; the key's own tenant still gets its stale use reported.
+    #[test]
+    fn a_confined_service_does_not_see_another_tenants_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = migrated_to(&dir.path().join("k.db"), 2);
+        key(&c, "key_old", None, "retrieved", Some(1));
+        c.execute(
+            "INSERT INTO tombstones (code_hash, key_id, died_at) VALUES (x'0a', 'key_old', 1)",
+            [],
+        )
+        .unwrap();
+        migrate(&c).unwrap();
+        key(&c, "key_live", Some(b"\x0b"), "active", None);
+        key(&c, "key_ended", Some(b"\x0c"), "retrieved", Some(1));
+        let events = |c: &Connection| -> i64 {
+            c.query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+                .unwrap()
+        };
+        let confined = |code: &[u8], tenant: &str| {
+            let mut cmd = cmd(code);
+            cmd.service.confined_tenant_id = Some(tenant.into());
+            cmd
+        };
+
+        for code in [b"\x0b", b"\x0c", b"\x0a"] {
+            assert!(matches!(
+                retrieve(&c, &confined(code, "ten_2")).unwrap(),
+                RetrieveOutcome::NotFound
+            ));
+        }
+        assert_eq!(events(&c), 0);
+        let retrievals: i64 = c
+            .query_row(
+                "SELECT retrievals FROM keys WHERE id = 'key_live' AND state = 'active'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(retrievals, 0);
+
+        assert!(matches!(
+            retrieve(&c, &confined(b"\x0a", "ten_1")).unwrap(),
+            RetrieveOutcome::NotFound
+        ));
+        assert_eq!(stale_uses(&c, "key_old"), 1);
+        assert!(matches!(
+            retrieve(&c, &confined(b"\x0b", "ten_1")).unwrap(),
+            RetrieveOutcome::Allowed(_)
+        ));
     }
 }
