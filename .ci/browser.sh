@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The browser end-to-end test of the demo pages (/demo/): installs what is missing (Debian's
 # chromium, zbar-tools to read the QR code, node's playwright-core from tests/browser's lock
-# file), then builds `keymaster`, starts it on a free port with a fresh database, and walks the
-# demo in headless Chromium. Fails loudly when anything is missing or any step fails.
+# file), then builds `keymaster`, starts `keymaster serve --demo` (the demo is off unless asked
+# for) on a free loopback port with a fresh database, and walks the demo in headless Chromium.
+# Fails loudly when anything is missing or any step fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

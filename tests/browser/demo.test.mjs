@@ -1,6 +1,6 @@
 // End-to-end test of the browser demo (`/demo/`) in Debian's headless Chromium, driven by
-// playwright-core (no browser download). Builds and starts `keymaster serve` on a free port
-// with a fresh database, then walks the demo as a person would and saves a screenshot of each
+// playwright-core (no browser download). Builds and starts `keymaster serve --demo` on a free
+// port with a fresh database, then walks the demo as a person would and saves a screenshot of each
 // step to docs/screenshots/.
 //
 // Run: npm ci && npm test (in tests/browser), or .ci/browser.sh from the repository root.
@@ -59,7 +59,8 @@ async function startServer(bin) {
   tmp = mkdtempSync(join(tmpdir(), "keymaster-browser-"));
   const env = { ...process.env, KEYMASTER_ADMIN_TOKEN: ADMIN_TOKEN };
   delete env.KEYMASTER_DEMO;
-  server = spawn(bin, ["serve", "--listen", `127.0.0.1:${port}`, "--database", join(tmp, "km.db")],
+  // The demo is off unless asked for.
+  server = spawn(bin, ["serve", "--demo", "--listen", `127.0.0.1:${port}`, "--database", join(tmp, "km.db")],
     { cwd: tmp, env, stdio: ["ignore", "ignore", "pipe"] });
   let log = "";
   await new Promise((ok, fail) => {

@@ -10,6 +10,7 @@ use keymaster_server::ServeOptions;
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   keymaster serve
+  keymaster serve --demo   (then open http://127.0.0.1:8080/demo/)
   KEYMASTER_ADMIN_TOKEN=… keymaster serve --listen 0.0.0.0:8080 --database /var/lib/keymaster/keymaster.db
   keymaster serve --database postgres://keymaster@db/keymaster --config /etc/keymaster.toml
 
@@ -24,6 +25,10 @@ pub struct ServeArgs {
     /// TOML configuration file.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Serve the browser demo under /demo/ (also demo = true, KEYMASTER_DEMO=true); only on a
+    /// loopback --listen address.
+    #[arg(long)]
+    demo: bool,
 }
 
 /// Runs the server until SIGTERM or Ctrl-C.
@@ -32,6 +37,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         listen: args.listen,
         database: args.database,
         config: args.config,
+        demo: args.demo,
     })
     .await
     .map_err(|err| anyhow::anyhow!("{err}"))

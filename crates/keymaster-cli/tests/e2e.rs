@@ -36,13 +36,20 @@ impl Drop for Server {
 
 impl Server {
     fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// `keymaster serve` with these flags besides its listen address and database.
+    fn start_with(flags: &[&str]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(bin())
             .args(["serve", "--listen", "127.0.0.1:0", "--database"])
             .arg(dir.path().join("keymaster.db"))
+            .args(flags)
             .current_dir(dir.path())
             .env("KEYMASTER_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("KEYMASTER_ALLOW_PRIVATE_WEBHOOKS", "true")
+            .env_remove("KEYMASTER_DEMO")
             .env_remove("KEYMASTER_LISTEN")
             .env_remove("KEYMASTER_DATABASE_URL")
             .stdin(Stdio::null())
@@ -650,4 +657,89 @@ fn two_factor_challenge_signed_on_the_device_verifies_at_the_service() {
         .unwrap();
     keymaster_client::verify_signature(&retrieved, &challenge, &signature).unwrap();
     assert!(keymaster_client::verify_signature(&retrieved, b"x", &signature).is_err());
+}
+
+/// The status code of `GET path` from the server at `url` (`http://host:port`).
+fn http_status(url: &str, path: &str) -> u16 {
+    let addr = url.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split_whitespace().nth(1).unwrap_or_default();
+    status
+        .parse()
+        .unwrap_or_else(|_| panic!("no status line: {response}"))
+}
+
+#[test]
+fn serve_demo_turns_the_demo_on_and_it_is_off_without() {
+    assert_eq!(http_status(&Server::start().url, "/demo/"), 404);
+    assert_eq!(
+        http_status(&Server::start_with(&["--demo"]).url, "/demo/"),
+        200
+    );
+}
+
+#[test]
+fn serve_refuses_the_demo_on_a_non_loopback_listen_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for (flags, demo_env) in [
+        (&["--demo", "--listen", "0.0.0.0:0"][..], None),
+        (&["--listen", "[::]:0"][..], Some("true")),
+    ] {
+        let mut cmd = Command::new(bin());
+        cmd.arg("serve")
+            .args(flags)
+            .arg("--database")
+            .arg(dir.path().join("keymaster.db"))
+            .current_dir(dir.path())
+            .env("KEYMASTER_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env_remove("KEYMASTER_LISTEN")
+            .env_remove("KEYMASTER_DATABASE_URL")
+            .env_remove("KEYMASTER_DEMO")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(value) = demo_env {
+            cmd.env("KEYMASTER_DEMO", value);
+        }
+        let mut child = cmd.spawn().unwrap();
+        // A server that starts does not exit: give it a while, then call that a failure.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{flags:?}: `keymaster serve` started with the demo on a public listen");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        assert!(!status.success(), "{flags:?}");
+        assert_eq!(
+            stderr.lines().count(),
+            1,
+            "{flags:?}: not one line: {stderr}"
+        );
+        assert!(
+            stderr.starts_with("keymaster: ")
+                && stderr.contains("demo")
+                && stderr.contains("listen"),
+            "{flags:?}: {stderr}"
+        );
+    }
 }

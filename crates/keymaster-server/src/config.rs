@@ -65,8 +65,10 @@ pub struct Settings {
     pub trusted_proxies: Vec<IpNet>,
     /// SQLite only: `synchronous=FULL` (true, durable) or `NORMAL`.
     pub sqlite_synchronous_full: bool,
-    /// Serve the browser demo under `/demo/`; default: on when listening on loopback.
-    pub demo: Option<bool>,
+    /// Serve the browser demo under `/demo/` (also `keymaster serve --demo`). Off unless asked
+    /// for, and refused with a `listen` address that is not loopback: the demo acts without
+    /// credentials (within its own demo tenant), which is for a developer's own machine.
+    pub demo: bool,
     /// Longest time one request may take, from its headers being read to its answer, body
     /// upload included; past it the answer is `503 unavailable`. The event stream is exempt.
     #[serde(with = "duration")]
@@ -112,7 +114,7 @@ impl Default for Settings {
             failed_auth_per_minute: 20,
             trusted_proxies: Vec::new(),
             sqlite_synchronous_full: true,
-            demo: None,
+            demo: false,
             request_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(65),
             max_header_bytes: 32 * 1024,
@@ -165,6 +167,15 @@ pub struct ConfigError(pub String);
 impl Settings {
     /// Reads defaults, then `file` (TOML) if given, then the environment; validates.
     pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let settings = Settings::read(file)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// [`Settings::load`] without [`Settings::validate`], for a caller that changes settings
+    /// (command-line flags) before validating them together: the relations between settings
+    /// are checked on the values that will be used.
+    pub fn read(file: Option<&Path>) -> Result<Settings, ConfigError> {
         let mut fig = Figment::from(Serialized::defaults(Settings::default()));
         if let Some(path) = file {
             if !path.exists() {
@@ -176,9 +187,7 @@ impl Settings {
             fig = fig.merge(Toml::file(path));
         }
         fig = fig.merge(Env::prefixed("KEYMASTER_").only(ENV_KEYS));
-        let settings: Settings = fig.extract().map_err(|e| ConfigError(e.to_string()))?;
-        settings.validate()?;
-        Ok(settings)
+        fig.extract().map_err(|e| ConfigError(e.to_string()))
     }
 
     /// Checks relations between settings that types alone cannot.
@@ -236,7 +245,14 @@ impl Settings {
                 ));
             }
         }
-        self.listen_addr()?;
+        let listen = self.listen_addr()?;
+        if self.demo && !listen.ip().is_loopback() {
+            return Err(ConfigError(format!(
+                "demo (KEYMASTER_DEMO, serve --demo) is only for a loopback listen address, \
+                 and listen is {}: listen on 127.0.0.1 or ::1, or turn the demo off",
+                self.listen
+            )));
+        }
         Ok(())
     }
 
@@ -343,6 +359,30 @@ mod tests {
             ..Settings::default()
         };
         assert!(s.validate().unwrap_err().0.contains("KEYMASTER_SECRET"));
+    }
+
+    #[test]
+    fn the_demo_is_off_by_default_and_refused_off_loopback() {
+        assert!(!Settings::default().demo);
+        for listen in ["127.0.0.1:8080", "[::1]:8080"] {
+            let s = Settings {
+                demo: true,
+                listen: listen.into(),
+                ..Settings::default()
+            };
+            assert!(s.validate().is_ok(), "{listen}");
+        }
+        for listen in ["0.0.0.0:8080", "[::]:8080", "10.0.0.1:8080"] {
+            let s = Settings {
+                demo: true,
+                listen: listen.into(),
+                ..Settings::default()
+            };
+            let err = s.validate().unwrap_err().0;
+            assert!(err.contains("demo") && err.contains(listen), "{err}");
+            let s = Settings { demo: false, ..s };
+            assert!(s.validate().is_ok(), "{listen}");
+        }
     }
 
     #[test]

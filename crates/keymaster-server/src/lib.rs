@@ -45,6 +45,8 @@ pub struct ServeOptions {
     pub database: Option<String>,
     /// `--config FILE` (TOML).
     pub config: Option<PathBuf>,
+    /// `--demo`: serve the browser demo (the `demo` setting); refused off loopback.
+    pub demo: bool,
 }
 
 /// Runs the server until SIGTERM or Ctrl-C; logs go to stderr.
@@ -56,12 +58,16 @@ pub async fn serve(opts: ServeOptions) -> Result<(), StartError> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .try_init();
-    let mut settings = Settings::load(opts.config.as_deref())?;
+    // Validated by `App::build`, once the flags are in.
+    let mut settings = Settings::read(opts.config.as_deref())?;
     if let Some(listen) = opts.listen {
         settings.listen = listen;
     }
     if let Some(db) = opts.database {
         settings.database_url = db;
+    }
+    if opts.demo {
+        settings.demo = true;
     }
     let mut app = App::build(settings).await?;
     let addr = app.local_addr().map_err(|source| StartError::Bind {

@@ -10,9 +10,15 @@
 //! under `/demo/` carries a strict Content-Security-Policy ([`CSP`]): scripts and styles only
 //! from the same origin, no inline script, no framing.
 //!
-//! On when the server listens on a loopback address, off otherwise; the `demo` setting
-//! overrides either way ([`enabled`]). The server side of the demo ([`api`]) holds the demo's
-//! app key and service key in this process's memory only; the browser never sees them.
+//! Off unless asked for (`demo = true`, `KEYMASTER_DEMO=true`, `keymaster serve --demo`), and
+//! the settings refuse it with a `listen` address that is not loopback (`Settings::validate`):
+//! its endpoints act without credentials. The server side of the demo ([`api`]) holds the
+//! demo's app key and service key in this process's memory only; the browser never sees them.
+//!
+//! Confined to its own tenant ([`bootstrap::TENANT_ID`]): it deposits with that tenant's app key,
+//! and its service is stored as confined to that tenant, so that the store's retrieval
+//! transaction treats any other tenant's code as unknown. No request under `/demo/` reads,
+//! retrieves, consumes or changes another tenant's key.
 //!
 //! Not responsible for the API the demo calls: deposits and retrievals go through the same
 //! handlers as `POST /v1/keys` and `POST /v1/retrievals`, with their checks, events and audit.
@@ -41,20 +47,9 @@ pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; 
 /// many times over).
 pub const DEMO_BODY_LIMIT: usize = 8 * 1024;
 
-/// Whether the demo is served: the `demo` setting, or else whether `listen` is a loopback
-/// address (a demo is for a developer's own machine, not for a public deployment).
-pub fn enabled(settings: &Settings) -> bool {
-    settings.demo.unwrap_or_else(|| {
-        settings
-            .listen_addr()
-            .map(|a| a.ip().is_loopback())
-            .unwrap_or(false)
-    })
-}
-
 /// The demo's routes (empty when the demo is off), to be merged into the API router.
 pub fn router(settings: &Settings) -> Router<AppState> {
-    if !enabled(settings) {
+    if !settings.demo {
         return Router::new();
     }
     Router::new()
@@ -156,21 +151,6 @@ async fn security_headers(mut resp: Response) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn on_by_default_only_on_loopback() {
-        let mut s = Settings::default();
-        assert!(enabled(&s));
-        s.listen = "[::1]:8080".into();
-        assert!(enabled(&s));
-        s.listen = "0.0.0.0:8080".into();
-        assert!(!enabled(&s));
-        s.demo = Some(true);
-        assert!(enabled(&s));
-        s.listen = "127.0.0.1:8080".into();
-        s.demo = Some(false);
-        assert!(!enabled(&s));
-    }
 
     #[test]
     fn every_asset_has_a_distinct_name() {

@@ -1,12 +1,23 @@
 //! The browser demo's server side: pages with their CSP, and the demo API (deposit with the
-//! demo's app key, enrol with its service key, sign in with a signed challenge).
+//! demo's app key, enrol with its service key, sign in with a signed challenge); the demo off
+//! unless asked for, refused on a non-loopback listen, and confined to its own tenant.
 
+use keymaster_client::wire::{DepositRequest, DepositResponse, KeyStatus};
 use keymaster_core::key::{generate, proof_message, sign, GenerateAlgorithm, PublicKey};
+use keymaster_server::App;
 use rand::rngs::OsRng;
+use rand::RngCore;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, spawn_app_with, TestApp};
+use crate::helpers::{
+    backend_settings, deposit_request, retrieval, spawn_app, spawn_app_with, ssh_ed25519, TestApp,
+};
+
+/// A server with the demo turned on (it is off unless asked for).
+async fn spawn_demo() -> TestApp {
+    spawn_app_with(|s| s.demo = true).await
+}
 
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
@@ -52,7 +63,7 @@ fn key_and_body(alg: GenerateAlgorithm) -> (PublicKey, zeroize::Zeroizing<String
 
 #[tokio::test]
 async fn pages_are_served_with_a_strict_csp() {
-    let app = spawn_app().await;
+    let app = spawn_demo().await;
     for (path, kind) in [
         ("/demo/", "text/html"),
         ("/demo/authenticator.html", "text/html"),
@@ -92,9 +103,10 @@ async fn pages_are_served_with_a_strict_csp() {
 }
 
 #[tokio::test]
-async fn demo_can_be_switched_off() {
-    let app = spawn_app_with(|s| s.demo = Some(false)).await;
-    for path in ["/demo/", "/demo/authenticator.html"] {
+async fn the_demo_is_off_unless_asked_for() {
+    // The test settings listen on 127.0.0.1, where the demo used to be on by default.
+    let app = spawn_app().await;
+    for path in ["/demo", "/demo/", "/demo/authenticator.html"] {
         let resp = app
             .http
             .get(format!("{}{path}", app.base))
@@ -103,22 +115,54 @@ async fn demo_can_be_switched_off() {
             .unwrap();
         assert_eq!(resp.status(), 404, "{path}");
     }
-    let (status, _) = (
-        app.http
-            .post(format!("{}/demo/api/deposit", app.base))
-            .json(&json!({}))
+    let (_, _, deposit) = key_and_body(GenerateAlgorithm::Ed25519);
+    let (_, device, _) = app.device().await;
+    let dep = device
+        .deposit(&deposit_request(ssh_ed25519()))
+        .await
+        .unwrap();
+    for (path, body) in [
+        ("/demo/api/deposit", deposit),
+        ("/demo/api/enrol", json!({"code": dep.code})),
+        ("/demo/api/challenge", json!({"account": "acct_x"})),
+        (
+            "/demo/api/verify",
+            json!({"challenge_id": "chl_x", "signature": "AAAA"}),
+        ),
+    ] {
+        let resp = app
+            .http
+            .post(format!("{}{path}", app.base))
+            .json(&body)
             .send()
             .await
-            .unwrap()
-            .status(),
-        (),
-    );
-    assert_eq!(status, 404);
+            .unwrap();
+        assert_eq!(resp.status(), 404, "{path}");
+    }
+    assert_untouched(&app, &dep).await;
+}
+
+#[tokio::test]
+async fn the_demo_refuses_to_start_on_a_non_loopback_listen() {
+    for listen in ["0.0.0.0:0", "[::]:0", "192.0.2.1:8080"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut settings, _pg) = backend_settings(dir.path()).await;
+        settings.listen = listen.into();
+        settings.demo = true;
+        let Err(err) = App::build(settings).await else {
+            panic!("{listen}: the demo started on a non-loopback listen");
+        };
+        let msg = err.to_string();
+        assert!(
+            msg.contains("demo") && msg.contains("listen") && !msg.contains('\n'),
+            "{listen}: {msg}"
+        );
+    }
 }
 
 #[tokio::test]
 async fn enrol_and_sign_in_through_the_demo_api() {
-    let app = spawn_app().await;
+    let app = spawn_demo().await;
     for alg in [GenerateAlgorithm::Ed25519, GenerateAlgorithm::P256] {
         let (public, private, body) = key_and_body(alg);
         let (status, dep) = post(&app, "/demo/api/deposit", body).await;
@@ -223,7 +267,7 @@ async fn enrol_and_sign_in_through_the_demo_api() {
 
 #[tokio::test]
 async fn a_bad_proof_or_an_unknown_account_is_refused() {
-    let app = spawn_app().await;
+    let app = spawn_demo().await;
     let (_, _, mut body) = key_and_body(GenerateAlgorithm::Ed25519);
     let (_, other, _) = key_and_body(GenerateAlgorithm::Ed25519);
     body["proof"] = json!(b64(&sign(&other, b"something else").unwrap()));
@@ -246,7 +290,7 @@ async fn a_bad_proof_or_an_unknown_account_is_refused() {
 
 #[tokio::test]
 async fn demo_keys_are_only_for_the_demo_service() {
-    let app = spawn_app().await;
+    let app = spawn_demo().await;
     let (_, _, body) = key_and_body(GenerateAlgorithm::Ed25519);
     let (_, dep) = post(&app, "/demo/api/deposit", body).await;
     let (_, svc, _) = app.service("elsewhere", &[], &[]).await;
@@ -262,7 +306,7 @@ async fn demo_keys_are_only_for_the_demo_service() {
 
 #[tokio::test]
 async fn the_demo_is_bounded() {
-    let app = spawn_app().await;
+    let app = spawn_demo().await;
     // Bodies over the demo's limit.
     let (status, p) = post(
         &app,
@@ -279,4 +323,215 @@ async fn the_demo_is_bounded() {
     }
     assert!(statuses[..30].iter().all(|s| *s == 201), "{statuses:?}");
     assert_eq!(statuses[30], 429);
+}
+
+/// The holder's view of a key: its status and the types of its events.
+async fn holder_view(app: &TestApp, dep: &DepositResponse) -> (KeyStatus, Vec<String>) {
+    let status = app.holder(dep).status().await.unwrap();
+    let types = status
+        .history
+        .iter()
+        .map(|e| e.event_type.clone())
+        .collect();
+    (status, types)
+}
+
+/// A live key that nothing has touched since its deposit: active, never retrieved, and
+/// nothing in its history but the deposit.
+async fn assert_untouched(app: &TestApp, dep: &DepositResponse) {
+    let (status, types) = holder_view(app, dep).await;
+    assert_eq!(status.status, "active", "{}", dep.id);
+    assert_eq!(status.retrievals, 0, "{}", dep.id);
+    assert_eq!(types, ["key.deposited"], "{}", dep.id);
+}
+
+/// The 404 body of a code that names no key, as the demo answers it.
+async fn unknown_code_body(app: &TestApp) -> Value {
+    let unknown = keymaster_core::code::Code::generate(Default::default(), &mut OsRng);
+    let (status, body) = post(app, "/demo/api/enrol", json!({"code": unknown.as_str()})).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["code"], "not_found", "{body}");
+    body
+}
+
+/// The id of the demo's service, as a holder sees it in `key.retrieved`.
+async fn demo_service_id(app: &TestApp) -> String {
+    let (_, _, body) = key_and_body(GenerateAlgorithm::Ed25519);
+    let (_, dep) = post(app, "/demo/api/deposit", body).await;
+    let dep: DepositResponse = serde_json::from_value(dep).unwrap();
+    let (status, _) = post(app, "/demo/api/enrol", json!({"code": dep.code})).await;
+    assert_eq!(status, 200);
+    let (status, _) = holder_view(app, &dep).await;
+    let retrieved = status
+        .history
+        .iter()
+        .find(|e| e.event_type == "key.retrieved")
+        .unwrap();
+    retrieved.data.service.as_ref().unwrap().id.clone()
+}
+
+/// Another tenant's keys of both kinds (and one whose policy names the demo's own service)
+/// are, to the demo's enrol, codes that name nothing: the same 404 body as an unknown code,
+/// nothing counted or told on the key, and a real service retrieves it afterwards.
+#[tokio::test]
+async fn enrol_of_another_tenants_code_is_404_and_leaves_the_key_alone() {
+    let app = spawn_demo().await;
+    let unknown = unknown_code_body(&app).await;
+    let demo_service = demo_service_id(&app).await;
+    let (_, device, _) = app.device().await;
+    let (_, real, _) = app.service("real", &[], &[]).await;
+
+    let mut secret = [0u8; 32];
+    OsRng.fill_bytes(&mut secret);
+    let public = deposit_request(ssh_ed25519());
+    let secret_req = DepositRequest {
+        secret: Some(b64(&secret)),
+        ..DepositRequest::default()
+    };
+    let mut for_demo_service = deposit_request(ssh_ed25519());
+    for_demo_service.policy = Some(keymaster_client::wire::PolicyInput {
+        services: Some(vec![demo_service]),
+        ..Default::default()
+    });
+    for (kind, req) in [
+        ("public", public),
+        ("secret", secret_req),
+        ("public, policy naming example-web", for_demo_service),
+    ] {
+        let dep = device.deposit(&req).await.unwrap();
+        for code in [&dep.code, &dep.code_display] {
+            let (status, body) = post(&app, "/demo/api/enrol", json!({"code": code})).await;
+            assert_eq!(status, 404, "{kind}: {body}");
+            assert_eq!(body, unknown, "{kind}: not the body of an unknown code");
+        }
+        assert_untouched(&app, &dep).await;
+        if kind == "public, policy naming example-web" {
+            continue;
+        }
+        let got = real.retrieve(&retrieval(&dep.code)).await.unwrap();
+        assert_eq!(got.key_id, dep.id, "{kind}");
+        if kind == "secret" {
+            assert_eq!(got.secret.as_deref(), Some(b64(&secret).as_str()));
+        } else {
+            assert!(got.public_key_pem.is_some(), "{kind}");
+        }
+    }
+}
+
+/// A dead code of another tenant (consumed, or replaced by a new one) presented to the demo
+/// is an unknown code too: its holder hears nothing (no `code.stale_used`), while a dead code
+/// of the demo's own tenant is still reported to its holder.
+#[tokio::test]
+async fn enrol_of_another_tenants_dead_code_tells_its_holder_nothing() {
+    let app = spawn_demo().await;
+    let unknown = unknown_code_body(&app).await;
+    let (_, device, _) = app.device().await;
+    let (_, real, _) = app.service("real", &[], &[]).await;
+
+    let consumed = device
+        .deposit(&deposit_request(ssh_ed25519()))
+        .await
+        .unwrap();
+    real.retrieve(&retrieval(&consumed.code)).await.unwrap();
+    let replaced = device
+        .deposit(&deposit_request(ssh_ed25519()))
+        .await
+        .unwrap();
+    app.holder(&replaced).recode().await.unwrap();
+    for (what, dep) in [("consumed", &consumed), ("replaced", &replaced)] {
+        let before = holder_view(&app, dep).await.1;
+        let (status, body) = post(&app, "/demo/api/enrol", json!({"code": dep.code})).await;
+        assert_eq!(status, 404, "{what}: {body}");
+        assert_eq!(body, unknown, "{what}");
+        let after = holder_view(&app, dep).await.1;
+        assert_eq!(before, after, "{what}: the holder was told");
+        assert!(!after.iter().any(|t| t == "code.stale_used"), "{what}");
+    }
+
+    // The demo's own dead code is still reported to its holder.
+    let (_, _, body) = key_and_body(GenerateAlgorithm::Ed25519);
+    let (_, own) = post(&app, "/demo/api/deposit", body).await;
+    let own: DepositResponse = serde_json::from_value(own).unwrap();
+    assert_eq!(
+        post(&app, "/demo/api/enrol", json!({"code": own.code}))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        post(&app, "/demo/api/enrol", json!({"code": own.code}))
+            .await
+            .0,
+        404
+    );
+    let types = holder_view(&app, &own).await.1;
+    assert!(types.iter().any(|t| t == "code.stale_used"), "{types:?}");
+}
+
+/// Whatever credentials or fields come with it, a demo deposit lands in the demo's tenant, and
+/// another tenant's keys are not touched.
+#[tokio::test]
+async fn a_demo_deposit_lands_in_the_demo_tenant() {
+    let app = spawn_demo().await;
+    let (tenant, device, app_key) = app.device().await;
+    let theirs = device
+        .deposit(&deposit_request(ssh_ed25519()))
+        .await
+        .unwrap();
+
+    let (_, _, body) = key_and_body(GenerateAlgorithm::Ed25519);
+    let resp = app
+        .http
+        .post(format!("{}/demo/api/deposit", app.base))
+        .bearer_auth(&app_key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let dep: DepositResponse = resp.json().await.unwrap();
+    let (status, _) = holder_view(&app, &dep).await;
+    let deposited = &status.history[0];
+    assert_eq!(deposited.event_type, "key.deposited");
+    assert_eq!(deposited.data.tenant_id, "ten_demo");
+    assert_ne!(deposited.data.tenant_id, tenant);
+
+    // Fields that would name a tenant, a key or a policy are refused, not obeyed.
+    for extra in [
+        json!({"tenant_id": tenant}),
+        json!({"key_id": theirs.id}),
+        json!({"policy": {"services": []}}),
+    ] {
+        let (_, _, mut body) = key_and_body(GenerateAlgorithm::Ed25519);
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let (status, p) = post(&app, "/demo/api/deposit", body).await;
+        assert_eq!(status, 400, "{extra}: {p}");
+    }
+    assert_untouched(&app, &theirs).await;
+}
+
+/// The example app's sign-in knows only the accounts the demo's enrol made: another tenant's
+/// key id, holder token or code opens nothing.
+#[tokio::test]
+async fn challenge_and_verify_know_nothing_of_other_tenants_keys() {
+    let app = spawn_demo().await;
+    let (_, device, _) = app.device().await;
+    let theirs = device
+        .deposit(&deposit_request(ssh_ed25519()))
+        .await
+        .unwrap();
+    for name in [&theirs.id, &theirs.holder_token, &theirs.code] {
+        let (status, _) = post(&app, "/demo/api/challenge", json!({"account": name})).await;
+        assert_eq!(status, 404);
+        let (status, _) = post(
+            &app,
+            "/demo/api/verify",
+            json!({"challenge_id": name, "signature": "AAAA"}),
+        )
+        .await;
+        assert_eq!(status, 404);
+    }
+    assert_untouched(&app, &theirs).await;
 }
