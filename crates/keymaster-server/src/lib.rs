@@ -8,6 +8,8 @@
 //! - [`store`]: the `Store` trait and its backends; every change writes its event and audit
 //!   row in the same transaction.
 //! - [`sweeper`]: reports expiries and purges what is past retention.
+//! - [`netguard`]: where keymaster may connect on a tenant's behalf (webhook targets, SSRF),
+//!   used by the routes when a URL is given and by [`dispatch`] at every delivery.
 //! - [`demo`]: the browser demo under `/demo/` (pages embedded in the binary).
 //! - [`crypto`]: keys derived from the server secret, code HMACs, token hashes, sealing.
 #![forbid(unsafe_code)]
@@ -24,6 +26,7 @@ pub mod demo;
 pub mod dispatch;
 pub mod error;
 pub mod extract;
+pub mod netguard;
 pub mod routes;
 pub mod startup;
 pub mod state;

@@ -22,7 +22,8 @@ use crate::auth::Admin;
 use crate::crypto::{new_id, new_token, token_hash};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ClientIp};
-use crate::routes::{audit_record, notify_check};
+use crate::netguard;
+use crate::routes::audit_record;
 use crate::state::AppState;
 use crate::store::{NewAppKey, NewService, NewTenant};
 
@@ -77,7 +78,7 @@ pub async fn create_tenant(
     };
     if let Some(url) = &req.webhook_url {
         if let Err(m) =
-            notify_check::webhook_url_resolved(url, state.settings.allow_private_webhooks).await
+            netguard::check_url_resolved(url, state.settings.allow_private_webhooks).await
         {
             let e = ApiError::InvalidRequest(format!("webhook_url: {m}"));
             return Err(refused(&state, "tenant.create", ip, e).await);

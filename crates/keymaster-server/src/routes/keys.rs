@@ -21,6 +21,7 @@ use crate::auth::App;
 use crate::crypto::{new_holder_token, new_id, token_hash};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ClientIp};
+use crate::netguard;
 use crate::routes::{audit_record, notify_check};
 use crate::state::AppState;
 use crate::store::NewKey;
@@ -285,7 +286,7 @@ async fn check_notify(
 ) -> Result<Option<Notify>, ApiError> {
     let Some(n) = notify else { return Ok(None) };
     if let Some(url) = &n.webhook_url {
-        notify_check::webhook_url_resolved(url, state.settings.allow_private_webhooks)
+        netguard::check_url_resolved(url, state.settings.allow_private_webhooks)
             .await
             .map_err(|m| ApiError::InvalidRequest(format!("notify.webhook_url: {m}")))?;
     }

@@ -349,6 +349,124 @@ async fn notify_targets_are_checked_at_deposit() {
     );
 }
 
+/// Special-purpose blocks beyond the classic private ones, and the IPv6 forms that carry a
+/// refused IPv4 address: refused as literal targets (the full table is tested row by row in
+/// `netguard`'s unit tests).
+#[tokio::test]
+async fn special_purpose_targets_are_refused_at_deposit_and_tenant_creation() {
+    let app = spawn_app_with(|s| s.allow_private_webhooks = false).await;
+    let (_, device, _) = app.device().await;
+    for url in [
+        "http://198.18.0.1/h",
+        "http://240.0.0.1/h",
+        "http://192.0.0.1/h",
+        "http://192.0.0.9/h",
+        "http://192.0.2.1/h",
+        "http://[64:ff9b::10.0.0.1]/h",
+        "http://[64:ff9b:1::1]/h",
+        "http://[2002:a00:1::1]/h",
+        "http://[2001::1]/h",
+        "http://[::ffff:0:a00:1]/h",
+        "http://[::a00:1]/h",
+        "http://[fec0::1]/h",
+        "http://[5f00::1]/h",
+        "http://[3fff::1]/h",
+        "http://[100:0:0:1::1]/h",
+    ] {
+        assert_problem(
+            device.deposit(&with_notify(Some(url.into()), None)).await,
+            400,
+            "invalid_request",
+        );
+        assert_problem(
+            app.admin
+                .create_tenant(&CreateTenantRequest {
+                    name: "x".into(),
+                    webhook_url: Some(url.into()),
+                })
+                .await,
+            400,
+            "invalid_request",
+        );
+    }
+}
+
+/// A target stored while private targets were allowed, whose name resolves to a refused
+/// address, is checked again when sending: nothing reaches it and the operator sees why.
+#[tokio::test]
+async fn delivery_checks_the_resolved_address_again() {
+    let rx = Receiver::start(0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut settings, _pg) = backend_settings(dir.path()).await;
+    settings.webhook_backoff_base = Duration::from_millis(20);
+    settings.webhook_max_attempts = 2;
+    let app = keymaster_server::App::build(settings.clone())
+        .await
+        .unwrap();
+    let base = format!("http://{}", app.local_addr().unwrap());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stop_rx.await;
+    }));
+    let admin = keymaster_client::AdminClient::new(&base, ADMIN_TOKEN).unwrap();
+    let t = admin
+        .create_tenant(&CreateTenantRequest {
+            name: "a".into(),
+            webhook_url: Some(format!("http://localhost:{}/t", rx.addr.port())),
+        })
+        .await
+        .unwrap();
+    let k = admin.create_app_key(&t.id).await.unwrap();
+    stop_tx.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    let before = rx.received().len();
+
+    settings.allow_private_webhooks = false;
+    let app = keymaster_server::App::build(settings).await.unwrap();
+    let base = format!("http://{}", app.local_addr().unwrap());
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    let device = DeviceClient::new(&base, &k.token).unwrap();
+    device
+        .deposit(&deposit_request(ssh_ed25519()))
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let mut failed = serde_json::Value::Null;
+    for _ in 0..200 {
+        failed = http
+            .get(format!("{base}/v1/admin/deliveries?status=failed"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let done = failed["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["event_type"] == "key.deposited");
+        if done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let d = failed["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["event_type"] == "key.deposited")
+        .expect("the delivery failed for good")
+        .clone();
+    let error = d["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("localhost resolves to an address in Loopback"),
+        "{error}"
+    );
+    assert_eq!(rx.received().len(), before, "nothing reached the receiver");
+}
+
 /// A minimal SMTP sink: accepts every message and keeps its DATA.
 async fn smtp_sink() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
