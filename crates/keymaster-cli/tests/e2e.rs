@@ -8,7 +8,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -41,9 +42,15 @@ impl Server {
 
     /// `keymaster serve` with these flags besides its listen address and database.
     fn start_with(flags: &[&str]) -> Server {
+        Server::start_configured(flags, |_| {})
+    }
+
+    /// [`Server::start_with`], the server's command then adjusted by `configure` (its
+    /// environment).
+    fn start_configured(flags: &[&str], configure: impl FnOnce(&mut Command)) -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(bin())
-            .args(["serve", "--listen", "127.0.0.1:0", "--database"])
+        let mut cmd = Command::new(bin());
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--database"])
             .arg(dir.path().join("keymaster.db"))
             .args(flags)
             .current_dir(dir.path())
@@ -54,9 +61,9 @@ impl Server {
             .env_remove("KEYMASTER_DATABASE_URL")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start `keymaster serve`");
+            .stderr(Stdio::piped());
+        configure(&mut cmd);
+        let mut child = cmd.spawn().expect("cannot start `keymaster serve`");
         // Read stderr on a thread (and keep draining it, so the server never blocks on a full
         // pipe) until the line with the address appears.
         let stderr = child.stderr.take().unwrap();
@@ -742,4 +749,122 @@ fn serve_refuses_the_demo_on_a_non_loopback_listen_in_one_line() {
             "{flags:?}: {stderr}"
         );
     }
+}
+
+/// Reads one HTTP/1.1 request (head and `content-length` body) from `stream`.
+fn read_request(stream: &mut TcpStream) -> String {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut request = String::new();
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+        request.push_str(&line);
+    }
+    let mut body = vec![0; length];
+    let _ = reader.read_exact(&mut body);
+    request.push_str(&String::from_utf8_lossy(&body));
+    request
+}
+
+/// With the proxy variables pointing at a listener that counts its connections, a webhook
+/// delivery still reaches the receiver directly, at the address the server resolved and
+/// checked, and the "proxy" sees nothing. The variables are set for the server process only,
+/// so they cannot leak into the other tests of this binary.
+#[test]
+fn webhook_delivery_ignores_proxy_variables() {
+    let proxy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    let proxied = Arc::new(AtomicUsize::new(0));
+    let count = proxied.clone();
+    std::thread::spawn(move || {
+        for stream in proxy.incoming() {
+            count.fetch_add(1, Ordering::SeqCst);
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.write_all(
+                b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            );
+        }
+    });
+    let sink = TcpListener::bind("127.0.0.1:0").unwrap();
+    let sink_port = sink.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in sink.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let request = read_request(&mut stream);
+            let _ = stream.write_all(
+                b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            );
+            let _ = tx.send(request);
+        }
+    });
+
+    let server = Server::start_configured(&[], |cmd| {
+        for var in [
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "ALL_PROXY",
+            "http_proxy",
+            "https_proxy",
+            "all_proxy",
+        ] {
+            cmd.env(var, &proxy_url);
+        }
+        cmd.env_remove("NO_PROXY").env_remove("no_proxy");
+    });
+    // A host name, so that a proxy would have to make its own DNS lookup.
+    let hook = format!("http://localhost:{sink_port}/hook");
+    let tenant = server.json(
+        &[
+            "admin",
+            "tenant",
+            "create",
+            "acme",
+            "--webhook-url",
+            &hook,
+            "--json",
+        ],
+        &[],
+    );
+    let app = server.json(
+        &[
+            "admin",
+            "app-key",
+            "create",
+            tenant["id"].as_str().unwrap(),
+            "--json",
+        ],
+        &[],
+    );
+    server.json(
+        &["device", "add", "--label", "proxied", "--json"],
+        &[("KEYMASTER_APP_KEY", app["token"].as_str().unwrap())],
+    );
+
+    let request = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| {
+            panic!(
+                "the webhook receiver got nothing; the proxy got {} connection(s)",
+                proxied.load(Ordering::SeqCst)
+            )
+        });
+    assert!(request.starts_with("POST /hook HTTP/1.1\r\n"), "{request}");
+    assert!(request.contains("key.deposited"), "{request}");
+    assert_eq!(
+        proxied.load(Ordering::SeqCst),
+        0,
+        "a delivery went to the proxy"
+    );
 }

@@ -345,3 +345,31 @@ async fn the_target_keeps_every_checked_address_in_order() {
     assert_eq!(got, ips);
     assert_eq!(target.url(), &named);
 }
+
+/// The delivery client connects to the checked addresses, in order, and makes no DNS lookup
+/// of its own: the name below exists nowhere (RFC 6761 `.invalid`), and the first address
+/// refuses the connection, so only the second, pinned address can answer.
+#[tokio::test]
+async fn the_client_connects_to_the_checked_addresses_only() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sink = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = sink.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = sink.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            let _ = stream
+                .write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n")
+                .await;
+        }
+    });
+    let url = url::Url::parse(&format!("http://hook.invalid:{port}/h")).unwrap();
+    let dns = Fixed(vec![
+        "127.0.0.2".parse().unwrap(),
+        "127.0.0.1".parse().unwrap(),
+    ]);
+    let target = resolve(&url, true, &dns).await.unwrap();
+    let client = target.client(Duration::from_secs(10)).unwrap();
+    let resp = client.post(url).send().await.unwrap();
+    assert_eq!(resp.status(), 204);
+}
