@@ -47,7 +47,8 @@ pub struct Settings {
     pub smtp_url: Option<Redacted>,
     /// Sender address of notification e-mails.
     pub smtp_from: String,
-    /// Allow webhooks to loopback, private and link-local addresses (tests, intranets).
+    /// Allow webhooks to every address, private and special-purpose ones included (tests,
+    /// intranets); see `netguard`. Deliveries never use a proxy either way.
     pub allow_private_webhooks: bool,
     /// First retry delay of a webhook delivery; doubles up to one hour.
     #[serde(with = "duration")]
