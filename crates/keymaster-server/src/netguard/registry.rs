@@ -46,6 +46,7 @@ pub enum Rule {
 /// One row.
 #[derive(Debug, Clone, Copy)]
 pub struct Block<N> {
+    /// The address block.
     pub net: N,
     /// The name the registry gives it.
     pub name: &'static str,
@@ -54,6 +55,7 @@ pub struct Block<N> {
     /// The registry's "Globally Reachable"; `None` when the block is not in a special-purpose
     /// registry.
     pub reach: Option<Reach>,
+    /// What keymaster does with an address in it.
     pub rule: Rule,
 }
 
