@@ -43,6 +43,9 @@ pub enum ApiError {
     /// Nothing here, or nothing this caller may know about.
     #[error("not found")]
     NotFound,
+    /// A method that the path does not serve (the router adds the `Allow` header).
+    #[error("method not allowed")]
+    MethodNotAllowed,
     /// Body over the limit.
     #[error("payload too large")]
     PayloadTooLarge,
@@ -71,6 +74,7 @@ impl ApiError {
             ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::Denied(code) => (StatusCode::FORBIDDEN, code),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -110,6 +114,10 @@ impl ApiError {
             ApiError::Forbidden => ("This credential may not do that", None),
             ApiError::Denied(code) => ("The key's policy refuses this retrieval", Some(denial_detail(code).into())),
             ApiError::NotFound => ("Not found", None),
+            ApiError::MethodNotAllowed => (
+                "This path does not serve that method",
+                Some("the Allow header lists the methods it serves".into()),
+            ),
             ApiError::PayloadTooLarge => ("The body is too large", Some("the limit is 64 KiB".into())),
             ApiError::RateLimited(s) => (
                 "Too many failed attempts",

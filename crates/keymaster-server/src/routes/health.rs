@@ -2,7 +2,7 @@
 //! problem+json answers for unknown paths and methods.
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -78,10 +78,7 @@ pub async fn not_found() -> ApiError {
     ApiError::NotFound
 }
 
-/// Known path, wrong method.
-pub async fn method_not_allowed() -> Response {
-    let mut resp =
-        ApiError::InvalidRequest("method not allowed on this path".into()).into_response();
-    *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-    resp
+/// Known path, wrong method: `405 method_not_allowed`; the router adds `Allow`.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
 }

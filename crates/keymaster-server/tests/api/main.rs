@@ -8,6 +8,7 @@ mod demo;
 mod deposit;
 mod helpers;
 mod holder;
+mod hygiene;
 mod kinds;
 mod limits;
 mod notify;
