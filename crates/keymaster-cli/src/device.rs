@@ -94,7 +94,7 @@ Without --public-key or --generate-on-server an Ed25519 pair is made here and it
 kept in the keystore; the deposit carries a proof of possession.")]
 struct AddArgs {
     /// A name for the key; the keystore file and the other device commands use it.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_label)]
     label: String,
     /// Deposit this public key file (PEM or an OpenSSH .pub line); its private key stays where it is.
     #[arg(long, value_name = "FILE", conflicts_with = "generate_on_server")]
@@ -141,6 +141,14 @@ fn parse_ttl(text: &str) -> Result<i64, String> {
         return Err("the lifetime must be a whole number of seconds, at least 1s".to_owned());
     }
     i64::try_from(duration.as_secs()).map_err(|_| "the lifetime is too long".to_owned())
+}
+
+/// A label the key master would accept (no control, bidi control or invisible characters),
+/// checked before a key is made or anything is sent.
+fn parse_label(text: &str) -> Result<String, String> {
+    keymaster_core::label::Label::parse(text)
+        .map(keymaster_core::label::Label::into_string)
+        .map_err(|err| err.to_string())
 }
 
 /// Runs one `device` command.
@@ -561,5 +569,17 @@ mod tests {
         assert!(parse_ttl("250ms").is_err());
         assert!(parse_ttl("0s").is_err());
         assert!(parse_ttl("soon").is_err());
+    }
+
+    #[test]
+    fn labels_are_checked_before_anything_is_made() {
+        assert_eq!(parse_label("github.com"), Ok("github.com".to_owned()));
+        assert_eq!(
+            parse_label("laptop \u{1F469}\u{200D}\u{1F4BB}"),
+            Ok("laptop \u{1F469}\u{200D}\u{1F4BB}".to_owned())
+        );
+        let err = parse_label("\u{202E}moc.buhtig").unwrap_err();
+        assert!(err.contains("U+202E") && !err.contains("buhtig"), "{err}");
+        assert!(parse_label("git\u{200B}hub").is_err());
     }
 }

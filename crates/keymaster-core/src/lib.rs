@@ -4,6 +4,7 @@
 //! - [`code`]: generating, normalising and checking the short codes people type.
 //! - [`key`]: key material: parsing, validation, fingerprints, format conversion, proof of
 //!   possession, server-side generation.
+//! - [`label`]: the holder's name for a key, refusing text that shows other than it is.
 //! - [`policy`]: the retrieval policy: validation at deposit and the pure decision at retrieval.
 //! - [`wire`]: the JSON bodies of the HTTP API, shared with the client SDK.
 //!
@@ -17,5 +18,6 @@
 
 pub mod code;
 pub mod key;
+pub mod label;
 pub mod policy;
 pub mod wire;

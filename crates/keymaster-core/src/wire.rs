@@ -44,7 +44,8 @@ pub struct DepositRequest {
     /// Base64 signature over `keymaster-proof-of-possession:` + fingerprint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proof: Option<String>,
-    /// A name the holder recognises the key by (at most 200 characters).
+    /// A name the holder recognises the key by: at most 200 characters, no control, bidi
+    /// control or invisible characters (see [`crate::label`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
     /// `digits` (default) or `base32`.

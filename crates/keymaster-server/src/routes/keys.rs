@@ -12,6 +12,7 @@ use base64::Engine;
 use jiff::Timestamp;
 use keymaster_core::code::Code;
 use keymaster_core::key::{self, GenerateAlgorithm, KeyError, PublicKey};
+use keymaster_core::label::Label;
 use keymaster_core::policy::Policy;
 use keymaster_core::wire::{CodeFormat, DepositRequest, DepositResponse, Notify};
 use rand::rngs::OsRng;
@@ -26,8 +27,6 @@ use crate::routes::{audit_record, notify_check};
 use crate::state::AppState;
 use crate::store::NewKey;
 
-/// Longest label accepted.
-const MAX_LABEL: usize = 200;
 /// Attempts at a fresh code before giving up (a collision among 10^15 codes is already rare).
 const CODE_ATTEMPTS: usize = 8;
 
@@ -164,13 +163,12 @@ async fn deposit_inner(
     req: DepositRequest,
     now: Timestamp,
 ) -> Result<DepositResponse, ApiError> {
-    if let Some(label) = &req.label {
-        if label.chars().count() > MAX_LABEL || label.chars().any(char::is_control) {
-            return Err(ApiError::InvalidRequest(format!(
-                "label: at most {MAX_LABEL} characters, no control characters"
-            )));
-        }
-    }
+    let label = req
+        .label
+        .as_deref()
+        .map(Label::parse)
+        .transpose()
+        .map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
     let material = parse_material(&req).await?;
     let proven = match (&req.proof, &material) {
         (None, _) => false,
@@ -242,7 +240,7 @@ async fn deposit_inner(
             holder_hash: token_hash(&holder_token),
             code_hash: state.keys.code_hash(code.as_str()),
             code_format: format,
-            label: req.label.clone(),
+            label: label.as_ref().map(|l| l.as_str().to_owned()),
             kind,
             algorithm: algorithm.clone(),
             spki: spki.clone(),
