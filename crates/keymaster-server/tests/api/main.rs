@@ -11,6 +11,7 @@ mod holder;
 mod hygiene;
 mod kinds;
 mod limits;
+mod no_store;
 mod notify;
 mod policy;
 mod retrieve;
