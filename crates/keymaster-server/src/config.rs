@@ -88,6 +88,14 @@ pub struct Settings {
     /// Requests handled at once over all connections; further requests wait (and time out
     /// after `request_timeout`).
     pub max_concurrent_requests: usize,
+    /// Event streams (`GET /v1/keys/{id}/events`) open at once over the whole server, counted
+    /// apart from `max_concurrent_requests`; beyond it a new stream is `429 rate_limited`. At
+    /// most half of `max_connections`, so that streams cannot take the connections that
+    /// `/healthz`, `/readyz` and retrievals need. (Each holder token has at most 4 besides.)
+    pub max_event_streams: usize,
+    /// Server-side key generations (`generate`) running at once; beyond it a deposit with
+    /// `generate` is `429 rate_limited` at once. Default: the number of cores.
+    pub max_concurrent_generations: usize,
     /// On SIGTERM, how long requests in flight may take to finish before the server exits.
     #[serde(with = "duration")]
     pub shutdown_grace: Duration,
@@ -121,6 +129,10 @@ impl Default for Settings {
             max_header_bytes: 32 * 1024,
             max_connections: 1024,
             max_concurrent_requests: 256,
+            max_event_streams: 512,
+            max_concurrent_generations: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -154,6 +166,8 @@ const ENV_KEYS: &[&str] = &[
     "max_header_bytes",
     "max_connections",
     "max_concurrent_requests",
+    "max_event_streams",
+    "max_concurrent_generations",
     "shutdown_grace",
 ];
 
@@ -231,6 +245,18 @@ impl Settings {
             return Err(ConfigError(
                 "max_connections and max_concurrent_requests must be at least 1".into(),
             ));
+        }
+        if self.max_event_streams == 0 || self.max_concurrent_generations == 0 {
+            return Err(ConfigError(
+                "max_event_streams and max_concurrent_generations must be at least 1".into(),
+            ));
+        }
+        if self.max_event_streams > self.max_connections / 2 {
+            return Err(ConfigError(format!(
+                "max_event_streams ({}) must be at most half of max_connections ({}): each stream \
+                 holds a connection, and the rest are for other requests",
+                self.max_event_streams, self.max_connections
+            )));
         }
         if let Some(secret) = &self.secret {
             if secret.0.len() < 32 {
@@ -360,6 +386,39 @@ mod tests {
             ..Settings::default()
         };
         assert!(s.validate().unwrap_err().0.contains("KEYMASTER_SECRET"));
+        let s = Settings {
+            max_connections: 100,
+            max_event_streams: 51,
+            ..Settings::default()
+        };
+        let err = s.validate().unwrap_err().0;
+        assert!(
+            err.contains("max_event_streams") && err.contains("max_connections"),
+            "{err}"
+        );
+        let s = Settings {
+            max_concurrent_generations: 0,
+            ..Settings::default()
+        };
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .0
+            .contains("max_concurrent_generations"));
+    }
+
+    #[test]
+    fn stream_and_generation_limits_have_consistent_defaults() {
+        let d = Settings::default();
+        assert_eq!(d.max_event_streams, 512);
+        assert!(d.max_concurrent_generations >= 1);
+        assert!(d.validate().is_ok());
+        for name in ["max_event_streams", "max_concurrent_generations"] {
+            assert!(
+                ENV_KEYS.contains(&name),
+                "{name} is not read from KEYMASTER_*"
+            );
+        }
     }
 
     #[test]

@@ -52,6 +52,10 @@ pub enum ApiError {
     /// The caller's failure budget is spent; retry after this many seconds.
     #[error("rate limited")]
     RateLimited(u64),
+    /// A bound on work that is held open (event streams, key generation) is reached; the text
+    /// says which; retry after this many seconds.
+    #[error("busy: {0}")]
+    Busy(&'static str, u64),
     /// The database cannot be reached right now.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -76,7 +80,9 @@ impl ApiError {
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::RateLimited(_) | ApiError::Busy(..) => {
+                (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+            }
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -122,6 +128,10 @@ impl ApiError {
             ApiError::RateLimited(s) => (
                 "Too many failed attempts",
                 Some(format!("retry after {s} seconds")),
+            ),
+            ApiError::Busy(what, s) => (
+                "Too many at once",
+                Some(format!("{what}; retry after {s} seconds")),
             ),
             ApiError::Unavailable(_) => ("The service is temporarily unavailable", None),
             ApiError::Internal(_) => ("Internal error", None),
@@ -187,7 +197,7 @@ fn problem_response(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/problem+json"),
     );
-    if let ApiError::RateLimited(secs) = err {
+    if let ApiError::RateLimited(secs) | ApiError::Busy(_, secs) = err {
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(*secs));
     }

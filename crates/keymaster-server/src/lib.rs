@@ -7,6 +7,7 @@
 //!   principals and domain values; [`error`] is the one place that picks status codes.
 //! - [`store`]: the `Store` trait and its backends; every change writes its event and audit
 //!   row in the same transaction.
+//! - [`capacity`]: bounds on event streams and key generation, outside the request slots.
 //! - [`sweeper`]: reports expiries and purges what is past retention.
 //! - [`netguard`]: where keymaster may connect on a tenant's behalf (webhook targets, SSRF),
 //!   used by the routes when a URL is given and by [`dispatch`] at every delivery.
@@ -20,6 +21,7 @@
 
 pub mod auth;
 pub mod auth_budget;
+pub mod capacity;
 pub mod config;
 pub mod crypto;
 pub mod demo;

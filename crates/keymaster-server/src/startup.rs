@@ -148,6 +148,7 @@ impl App {
         };
         let auth_budget = crate::auth_budget::AuthBudget::new(settings.failed_auth_per_minute);
         let (stop_tx, stop_rx) = watch::channel(false);
+        let capacity = crate::capacity::Capacity::new(&settings);
         let state = AppState::new(Shared {
             store,
             keys: Arc::new(keys),
@@ -155,6 +156,7 @@ impl App {
             admin_hash: Arc::new(admin_hash),
             limits: Arc::new(limits),
             auth_budget: Arc::new(auth_budget),
+            capacity,
             metrics: metrics_handle(),
             shutdown: stop_rx,
         });

@@ -41,6 +41,8 @@ pub struct Shared {
     pub limits: Arc<PolicyLimits>,
     /// Failed authentications per source address.
     pub auth_budget: Arc<crate::auth_budget::AuthBudget>,
+    /// Open event streams and running key generations, and their bounds.
+    pub capacity: crate::capacity::Capacity,
     /// Renders `/metrics`.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// Becomes `true` when the server starts to stop; long-lived answers (the event stream)

@@ -3,22 +3,42 @@
 //! It reads the stored events (the outbox table), so it works whichever replica the holder is
 //! connected to: it polls for events after the last one sent, resumes after `Last-Event-ID`,
 //! and ends once the key is gone and its last event has been sent, or when the server stops.
+//!
+//! A stream takes no request slot; it holds a place of its own instead (`capacity`): one of
+//! the server's `max_event_streams`, taken before the holder is authenticated, and one of its
+//! key's four. Both are held by the stream's body and given back when it ends or the client
+//! goes away.
 
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::stream::{self, Stream, StreamExt};
 
 use crate::auth::Holder;
+use crate::capacity::{KeyStreamSlot, StreamSlot};
 use crate::crypto::token_hash;
 use crate::error::ApiError;
 use crate::state::AppState;
 
 /// How often the stream looks for new events.
 const POLL: Duration = Duration::from_millis(200);
+
+/// A place among the server's event streams. As an extractor placed before [`Holder`], it is
+/// taken before the token is looked up, so that stream requests, which take no request slot,
+/// are bounded from their first database query on.
+pub struct ServerStreamSlot(StreamSlot);
+
+impl FromRequestParts<AppState> for ServerStreamSlot {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(_: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        state.capacity.try_stream().map(ServerStreamSlot)
+    }
+}
 
 #[utoipa::path(
     get, path = "/v1/keys/{id}/events", tag = "holder",
@@ -32,11 +52,13 @@ const POLL: Duration = Duration::from_millis(200);
         (status = 401, description = "unauthorized", body = keymaster_core::wire::Problem, content_type = "application/problem+json"),
         (status = 403, description = "forbidden", body = keymaster_core::wire::Problem, content_type = "application/problem+json"),
         (status = 404, description = "not_found", body = keymaster_core::wire::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "rate_limited: the key has 4 streams open, or the server its max_event_streams; see Retry-After", body = keymaster_core::wire::Problem, content_type = "application/problem+json"),
     )
 )]
 /// Follows the key's events as they happen.
 pub async fn events(
     State(state): State<AppState>,
+    ServerStreamSlot(server_slot): ServerStreamSlot,
     Holder(rec): Holder,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -44,6 +66,7 @@ pub async fn events(
     if rec.id != id {
         return Err(ApiError::NotFound);
     }
+    let slot = state.capacity.try_key_stream(server_slot, &rec.id)?;
     let token_hash = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -67,6 +90,8 @@ pub async fn events(
         after: i64,
         first: bool,
         done: bool,
+        /// Given back when the stream ends (the cursor is dropped) or is dropped.
+        _slot: KeyStreamSlot,
     }
     let cursor = Cursor {
         state,
@@ -75,6 +100,7 @@ pub async fn events(
         after,
         first: true,
         done: false,
+        _slot: slot,
     };
     let s = stream::unfold(cursor, |mut c| async move {
         loop {

@@ -48,7 +48,7 @@ pub fn key_error(e: KeyError) -> ApiError {
     }
 }
 
-async fn parse_material(req: &DepositRequest) -> Result<Material, ApiError> {
+async fn parse_material(state: &AppState, req: &DepositRequest) -> Result<Material, ApiError> {
     let given = [
         req.public_key.is_some(),
         req.jwk.is_some(),
@@ -97,11 +97,18 @@ async fn parse_material(req: &DepositRequest) -> Result<Material, ApiError> {
         .map_err(|_| {
             ApiError::InvalidRequest("generate: must be ed25519, p256 or rsa-3072".into())
         })?;
-    // RSA generation takes a while; keep it off the async threads.
-    let (key, private_key) = tokio::task::spawn_blocking(move || key::generate(alg, &mut OsRng))
-        .await
-        .map_err(|e| ApiError::Internal(format!("key generation task: {e}")))?
-        .map_err(key_error)?;
+    // RSA generation takes seconds of a core: at most `max_concurrent_generations` at once,
+    // refused rather than queued beyond that, and off the async threads. The task holds its
+    // place until the generation is done, even if the request has timed out meanwhile.
+    let slot = state.capacity.try_generation()?;
+    let (key, private_key) = tokio::task::spawn_blocking(move || {
+        let generated = key::generate(alg, &mut OsRng);
+        drop(slot);
+        generated
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("key generation task: {e}")))?
+    .map_err(key_error)?;
     Ok(Material::Public {
         key: Box::new(key),
         private_key: Some(private_key),
@@ -133,6 +140,7 @@ pub async fn hash_password(password: String) -> Result<String, ApiError> {
         (status = 401, description = "unauthorized", body = keymaster_core::wire::Problem, content_type = "application/problem+json"),
         (status = 403, description = "forbidden", body = keymaster_core::wire::Problem, content_type = "application/problem+json"),
         (status = 413, description = "payload_too_large", body = keymaster_core::wire::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "rate_limited: with generate, the server runs max_concurrent_generations already; see Retry-After", body = keymaster_core::wire::Problem, content_type = "application/problem+json"),
     )
 )]
 /// Deposits a key.
@@ -169,7 +177,7 @@ async fn deposit_inner(
         .map(Label::parse)
         .transpose()
         .map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
-    let material = parse_material(&req).await?;
+    let material = parse_material(state, &req).await?;
     let proven = match (&req.proof, &material) {
         (None, _) => false,
         (Some(_), Material::Secret(_)) => {

@@ -43,7 +43,8 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 /// Every route but the event stream answers within `request_timeout` (body upload included)
 /// or gets `503 unavailable`; the event stream lives as long as its key. At most
 /// `max_concurrent_requests` requests are handled at once over all connections; the rest wait
-/// for a slot (within their timeout).
+/// for a slot (within their timeout). Event streams are bounded apart from them
+/// (`max_event_streams`, four per key; see `capacity`).
 pub fn router(state: AppState) -> Router {
     let request_id = axum::http::HeaderName::from_static("x-request-id");
     // One semaphore for the whole router: `Router::layer` applies a layer to each route
@@ -57,7 +58,7 @@ pub fn router(state: AppState) -> Router {
         .layer(tower::timeout::TimeoutLayer::new(
             state.settings.request_timeout,
         ))
-        .layer(concurrency.clone());
+        .layer(concurrency);
     Router::new()
         .route("/v1/keys", post(keys::deposit))
         .route(
@@ -93,11 +94,9 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::demo::router(&state.settings))
         // Only the routes above get the timeout: the event stream below is long-lived.
         .layer(bounded)
-        // The event stream holds a slot only until its answer starts.
-        .route(
-            "/v1/keys/{id}/events",
-            get(events::events).layer(concurrency),
-        )
+        // The event stream takes no request slot: it is bounded by `max_event_streams` and
+        // per key instead (`capacity`), so that open streams never starve other requests.
+        .route("/v1/keys/{id}/events", get(events::events))
         .fallback(health::not_found)
         .method_not_allowed_fallback(health::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

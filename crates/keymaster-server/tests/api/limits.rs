@@ -205,7 +205,12 @@ async fn requests_beyond_the_concurrency_bound_wait_for_a_slot() {
 
 #[tokio::test]
 async fn connections_beyond_the_cap_wait_until_one_closes() {
-    let app = spawn_app_with(|s| s.max_connections = 2).await;
+    let app = spawn_app_with(|s| {
+        s.max_connections = 2;
+        // At most half of the connections may be event streams.
+        s.max_event_streams = 1;
+    })
+    .await;
     let first = TcpStream::connect(addr(&app)).await.unwrap();
     let _second = TcpStream::connect(addr(&app)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -14,5 +14,6 @@ mod limits;
 mod no_store;
 mod notify;
 mod policy;
+mod resource_limits;
 mod retrieve;
 mod service_endpoints;
