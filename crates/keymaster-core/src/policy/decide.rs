@@ -25,8 +25,9 @@ use super::{
 ///    retrieval id, without the rules below being tried again.
 /// 4. `services`, 5. `domains`, 6. `fetcher_cidrs`, 7. `time_window`, 8. `geo`.
 /// 9. **Password** last, so that a requester the policy refuses anyway cannot use up the
-///    holder's password tries. When the policy has no password, [`Requester::password`] is
-///    ignored.
+///    holder's password tries, nor make the server run argon2: a password not checked yet
+///    ([`PasswordCheck::Unverified`]) is answered [`Decision::VerifyPassword`] only here.
+///    When the policy has no password, [`Requester::password`] is ignored.
 pub fn decide(policy: &Policy, facts: &KeyFacts, req: &Requester, now: Timestamp) -> Decision {
     match check(policy, facts, req, now) {
         Ok(decision) => decision,
@@ -90,6 +91,7 @@ fn check(
     if policy.has_password {
         match req.password {
             PasswordCheck::Correct => {}
+            PasswordCheck::Unverified => return Ok(Decision::VerifyPassword),
             PasswordCheck::NotGiven => return Err(Denial::PasswordRequired),
             PasswordCheck::Incorrect => {
                 return Err(Denial::PasswordIncorrect {

@@ -168,12 +168,16 @@ pub struct Pending {
     pub confirm_by: jiff::Timestamp,
 }
 
-/// The server's verdict on the password the request carried (argon2 runs outside the
-/// transaction, before [`decide`]).
+/// The server's verdict on the password the request carried. argon2 is costly, so the server
+/// first decides with [`PasswordCheck::Unverified`]: only a key that every other rule would hand
+/// out comes back as [`Decision::VerifyPassword`], and only then is the password checked and
+/// the key decided again with the verdict.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PasswordCheck {
     /// The request carried no password.
     NotGiven,
+    /// The request carried a password that has not been checked yet.
+    Unverified,
     /// The request's password matches the key's hash.
     Correct,
     /// The request's password does not match (or the key has no hash to match against).
@@ -206,6 +210,10 @@ pub enum Decision {
         /// The id of the pending retrieval.
         retrieval_id: String,
     },
+    /// Every rule but the password allows the retrieval, and the request carried a password
+    /// that is not checked yet ([`PasswordCheck::Unverified`]): check it, then decide again
+    /// with the verdict.
+    VerifyPassword,
     /// Refuse, for this reason.
     Deny(Denial),
 }

@@ -916,6 +916,31 @@ fn password_rules() {
             ..case("no password in policy: ignored", json!({}), Decision::Allow)
         },
         Case {
+            req: with(PasswordCheck::Unverified),
+            ..case("unverified: check it", pw.clone(), Decision::VerifyPassword)
+        },
+        Case {
+            req: with(PasswordCheck::Unverified),
+            ..case("unverified, no password in policy", json!({}), Decision::Allow)
+        },
+        Case {
+            req: with(PasswordCheck::Unverified),
+            facts: failures(MAX_PASSWORD_FAILURES),
+            ..case("unverified, locked: no check", pw.clone(), deny(Denial::Locked))
+        },
+        Case {
+            req: Req {
+                service_id: "svc_b".into(),
+                password: PasswordCheck::Unverified,
+                ..req()
+            },
+            ..case(
+                "unverified, refused service: no check",
+                json!({"password": "pw", "services": ["svc_a"]}),
+                deny(Denial::ServiceNotAllowed),
+            )
+        },
+        Case {
             req: Req {
                 service_id: "svc_b".into(),
                 password: PasswordCheck::Incorrect,
@@ -1113,7 +1138,8 @@ prop_compose! {
         context in opt((opt(arb_coordinate(90.0)), opt(arb_coordinate(180.0)),
             opt(prop_oneof![Just("DE"), Just("de"), Just("US"), Just("")]))),
         password in prop_oneof![
-            Just(PasswordCheck::NotGiven), Just(PasswordCheck::Correct), Just(PasswordCheck::Incorrect)
+            Just(PasswordCheck::NotGiven), Just(PasswordCheck::Correct), Just(PasswordCheck::Incorrect),
+            Just(PasswordCheck::Unverified)
         ],
     ) -> Req {
         Req {
@@ -1165,6 +1191,9 @@ proptest! {
                 prop_assert_eq!(&p.service_id, &r.service_id);
                 prop_assert!(instant < p.confirm_by);
             }
+            Decision::VerifyPassword => {
+                prop_assert!(policy.has_password && r.password == PasswordCheck::Unverified);
+            }
             Decision::Deny(d) => {
                 let present = match d {
                     Denial::Gone => instant >= facts.expires_at
@@ -1187,6 +1216,31 @@ proptest! {
                 };
                 prop_assert!(present, "{:?} for {:?}", d, policy);
             }
+        }
+    }
+
+    /// A password not checked yet is asked for only where the right one would get the key,
+    /// and everything else is decided as if it were right: argon2 runs only for a key that
+    /// every other rule hands to this service.
+    #[test]
+    fn an_unverified_password_is_checked_only_where_it_decides(
+        input in arb_policy_input(),
+        facts in arb_facts(),
+        r in arb_req(),
+    ) {
+        let Ok((policy, _)) = Policy::from_input(&input, now(), &PolicyLimits::default()) else {
+            return Ok(());
+        };
+        let decided = |password| {
+            let r = Req { password, ..r.clone() };
+            decide(&policy, &facts, &r.get(), now())
+        };
+        let unverified = decided(PasswordCheck::Unverified);
+        let correct = decided(PasswordCheck::Correct);
+        if policy.has_password && correct == Decision::Allow {
+            prop_assert_eq!(unverified, Decision::VerifyPassword);
+        } else {
+            prop_assert_eq!(unverified, correct);
         }
     }
 
