@@ -159,6 +159,7 @@ impl App {
             capacity,
             metrics: metrics_handle(),
             shutdown: stop_rx,
+            password_verifications: Default::default(),
         });
         Ok(App {
             listener,

@@ -1,5 +1,6 @@
 //! The state every handler shares: the store, the derived keys, the settings.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use keymaster_core::policy::PolicyLimits;
@@ -48,4 +49,15 @@ pub struct Shared {
     /// Becomes `true` when the server starts to stop; long-lived answers (the event stream)
     /// end on it so that a stop is not held up by them.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// argon2 verifications of retrieval passwords, for `/metrics`.
+    pub password_verifications: AtomicU64,
+}
+
+impl Shared {
+    /// Counts one argon2 verification of a retrieval password. Kept per server rather than in
+    /// the process-wide metrics recorder, so that each server (tests run many in one process)
+    /// reports its own (`routes::health::metrics`).
+    pub fn count_password_verification(&self) {
+        self.password_verifications.fetch_add(1, Ordering::Relaxed);
+    }
 }

@@ -921,12 +921,20 @@ fn password_rules() {
         },
         Case {
             req: with(PasswordCheck::Unverified),
-            ..case("unverified, no password in policy", json!({}), Decision::Allow)
+            ..case(
+                "unverified, no password in policy",
+                json!({}),
+                Decision::Allow,
+            )
         },
         Case {
             req: with(PasswordCheck::Unverified),
             facts: failures(MAX_PASSWORD_FAILURES),
-            ..case("unverified, locked: no check", pw.clone(), deny(Denial::Locked))
+            ..case(
+                "unverified, locked: no check",
+                pw.clone(),
+                deny(Denial::Locked),
+            )
         },
         Case {
             req: Req {

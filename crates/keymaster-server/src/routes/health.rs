@@ -36,11 +36,16 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Va
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 /// Prometheus metrics (`keymaster_` series).
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
-        .into_response()
+    let mut text = state.metrics.render();
+    let verifications = state
+        .password_verifications
+        .load(std::sync::atomic::Ordering::Relaxed);
+    text.push_str(&format!(
+        "# HELP keymaster_password_verifications_total argon2 verifications of retrieval passwords\n\
+         # TYPE keymaster_password_verifications_total counter\n\
+         keymaster_password_verifications_total {verifications}\n"
+    ));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 /// The OpenAPI 3.1 description of the whole API.

@@ -2,8 +2,12 @@
 //! a code and receives the key, if the key's policy allows.
 //!
 //! Order of checks: the service's own `allowed_cidrs` (consumes nothing), the code's format
-//! (`invalid_code`, never counted), the password (argon2 outside the transaction, only for a
-//! key that exists and has one), then the one retrieval transaction in the store.
+//! (`invalid_code`, never counted), then the retrieval transaction in the
+//! store. A password is checked (argon2, outside any transaction) only when the store answers
+//! that every other rule hands the key to this service and has taken a slot of the service's
+//! failure budget for the check; the key is then retrieved again with the verdict. So a
+//! refusal (`404`, any `403` but a wrong password, `429`) never costs an argon2 run, and a
+//! `404` takes the same path whatever its reason.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -75,41 +79,33 @@ pub async fn retrieve(
     };
     let code_hash = state.keys.code_hash(code.as_str());
 
-    let password = match &req.password {
-        None => PasswordCheck::NotGiven,
-        Some(given) => match state.store.password_hash_for_code(&code_hash).await? {
-            Some(Some(hash)) => {
-                // argon2 is costly: only for a service whose budget is not spent.
-                if let Some(retry) = state
-                    .store
-                    .retrieval_budget_spent(&service, now, budget)
-                    .await?
-                {
-                    let audit =
-                        audit_record(now, &actor, "key.retrieve", "rate_limited", None, Some(ip));
-                    state.store.append_audit(audit).await?;
-                    return Err(count(ApiError::RateLimited(retry)));
-                }
-                verify_password(given.clone(), hash).await?
-            }
-            _ => PasswordCheck::NotGiven,
+    let mut cmd = RetrieveCommand {
+        code_hash,
+        service: service.clone(),
+        source_ip: ip,
+        context: req.context.clone(),
+        password: match req.password {
+            None => PasswordCheck::NotGiven,
+            Some(_) => PasswordCheck::Unverified,
         },
+        now,
+        budget_per_minute: budget,
+        new_retrieval_id: new_id("ret_"),
+        budget_slot: None,
     };
-
-    let outcome = state
-        .store
-        .retrieve(RetrieveCommand {
-            code_hash,
-            service: service.clone(),
-            source_ip: ip,
-            context: req.context.clone(),
-            password,
-            now,
-            budget_per_minute: budget,
-            new_retrieval_id: new_id("ret_"),
-        })
-        .await?;
+    let mut outcome = state.store.retrieve(cmd.clone()).await?;
+    if let RetrieveOutcome::VerifyPassword { hash, slot } = outcome {
+        // Asked only of a request that carried a password (`PasswordCheck::Unverified`).
+        let given = req.password.clone().unwrap_or_default();
+        state.count_password_verification();
+        cmd.password = verify_password(given, hash).await?;
+        cmd.budget_slot = Some(slot);
+        outcome = state.store.retrieve(cmd).await?;
+    }
     match outcome {
+        RetrieveOutcome::VerifyPassword { .. } => Err(ApiError::Internal(
+            "the store asked twice for a password check".into(),
+        )),
         RetrieveOutcome::RateLimited(s) => Err(count(ApiError::RateLimited(s))),
         RetrieveOutcome::NotFound => Err(count(ApiError::NotFound)),
         RetrieveOutcome::Denied(code) => Err(count(ApiError::Denied(code))),

@@ -223,6 +223,19 @@ pub struct RetrieveCommand {
     pub budget_per_minute: u32,
     /// The id this retrieval gets if it succeeds (a repeat within a grace keeps the old one).
     pub new_retrieval_id: String,
+    /// The slot of the failure budget taken for this retrieval when it came back
+    /// [`RetrieveOutcome::VerifyPassword`]; set when it is retrieved again with the verdict.
+    pub budget_slot: Option<BudgetSlot>,
+}
+
+/// A failed retrieval counted in advance against the service's budget, for a password about to
+/// be checked: argon2 runs only for an attempt the budget has room for. It stays counted if
+/// the retrieval fails, and is given back if it succeeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetSlot {
+    /// When it was taken (the retrieval's `now`): a budget window that started later does not
+    /// hold it.
+    pub taken_at: Timestamp,
 }
 
 /// The key material handed out by a successful retrieval.
@@ -253,6 +266,10 @@ pub enum RetrieveOutcome {
     Denied(&'static str),
     /// The key, to be returned.
     Allowed(Box<RetrievedKey>),
+    /// Every rule but the password allows the retrieval and a slot of the failure budget is
+    /// taken: check the request's password against `hash` (argon2id PHC string), then retrieve
+    /// again with the verdict and `slot`. Nothing else was written.
+    VerifyPassword { hash: String, slot: BudgetSlot },
 }
 
 /// How a re-code ended.
@@ -323,13 +340,9 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a key with its `key.deposited` event and audit row; false when the code is
     /// already live (the caller makes another).
     async fn deposit(&self, key: NewKey, audit: AuditRecord) -> Result<bool, StoreError>;
-    /// The password hash of the live key with this code: `None` when no such key,
-    /// `Some(None)` when it has no password.
-    async fn password_hash_for_code(
-        &self,
-        code_hash: &[u8],
-    ) -> Result<Option<Option<String>>, StoreError>;
-    /// The retrieval transaction: budget, lookup, policy, effects, event, audit.
+    /// The retrieval transaction: budget, lookup, policy, effects, event, audit. A password
+    /// is never checked here: a key that needs the check comes back
+    /// [`RetrieveOutcome::VerifyPassword`] and is retrieved again with the verdict.
     async fn retrieve(&self, cmd: RetrieveCommand) -> Result<RetrieveOutcome, StoreError>;
     /// Refuses a retrieval before any key is looked at (the service's own `allowed_cidrs`):
     /// counts a failure and audits it, unless the budget is already spent (then the seconds to
@@ -339,14 +352,6 @@ pub trait Store: Send + Sync + 'static {
         service: &ServiceAuth,
         budget_per_minute: u32,
         audit: AuditRecord,
-    ) -> Result<Option<u64>, StoreError>;
-    /// Seconds to wait when the service's failure budget is spent (a read; the retrieval
-    /// transaction checks again). Lets costly work, such as argon2, wait for the budget.
-    async fn retrieval_budget_spent(
-        &self,
-        service: &ServiceAuth,
-        now: Timestamp,
-        budget_per_minute: u32,
     ) -> Result<Option<u64>, StoreError>;
     /// Confirms a held retrieval by the service that made it; false when there is none.
     async fn confirm(

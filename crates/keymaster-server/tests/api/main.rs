@@ -13,6 +13,7 @@ mod kinds;
 mod limits;
 mod no_store;
 mod notify;
+mod passwords;
 mod policy;
 mod resource_limits;
 mod retrieve;

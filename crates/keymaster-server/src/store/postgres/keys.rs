@@ -77,17 +77,6 @@ pub async fn deposit(
     Ok(true)
 }
 
-pub async fn password_hash_for_code(
-    c: &mut PgConnection,
-    code_hash: &[u8],
-) -> Result<Option<Option<String>>, StoreError> {
-    sqlx::query_scalar("SELECT password_hash FROM keys WHERE code_hash = $1")
-        .bind(code_hash)
-        .fetch_optional(c)
-        .await
-        .map_err(db)
-}
-
 const RECORD_COLUMNS: &str = "id, tenant_id, label, algorithm, fingerprint, state, expires_at,
     confirm_by, retrievals, max_retrievals, notify, code_format";
 

@@ -284,20 +284,24 @@ impl Store for PostgresStore {
             .await
     }
 
-    async fn password_hash_for_code(
-        &self,
-        code_hash: &[u8],
-    ) -> Result<Option<Option<String>>, StoreError> {
-        let code_hash = code_hash.to_vec();
-        self.read(move |c| {
-            Box::pin(async move { keys::password_hash_for_code(c, &code_hash).await })
-        })
-        .await
-    }
-
     async fn retrieve(&self, cmd: RetrieveCommand) -> Result<RetrieveOutcome, StoreError> {
-        self.write(move |c| Box::pin(async move { retrieve::retrieve(c, &cmd).await }))
-            .await
+        let slot = cmd.budget_slot.map(|slot| (cmd.service.clone(), slot));
+        let outcome = self
+            .write(move |c| Box::pin(async move { retrieve::retrieve(c, &cmd).await }))
+            .await?;
+        if let (Some((service, slot)), RetrieveOutcome::Allowed(_)) = (slot, &outcome) {
+            // The key is handed out (committed): a slot that cannot be given back now only
+            // leaves the budget one failure stricter for the rest of the minute.
+            let given_back = self
+                .write(move |c| {
+                    Box::pin(async move { retrieve::give_back(c, &service, slot).await })
+                })
+                .await;
+            if let Err(e) = given_back {
+                tracing::warn!(error = %e, "a retrieval's budget slot was not given back");
+            }
+        }
+        Ok(outcome)
     }
 
     async fn refuse_retrieval(
@@ -309,36 +313,6 @@ impl Store for PostgresStore {
         let service = service.clone();
         self.write(move |c| {
             Box::pin(async move { retrieve::refuse(c, &service, budget_per_minute, &audit).await })
-        })
-        .await
-    }
-
-    async fn retrieval_budget_spent(
-        &self,
-        service: &ServiceAuth,
-        now: Timestamp,
-        budget_per_minute: u32,
-    ) -> Result<Option<u64>, StoreError> {
-        let subject = format!("service:{}", service.id);
-        self.read(move |c| {
-            Box::pin(async move {
-                let row: Option<(i64, i64)> = sqlx::query_as(
-                    "SELECT window_start, failures FROM failure_budget WHERE subject = $1",
-                )
-                .bind(&subject)
-                .fetch_optional(c)
-                .await
-                .map_err(db)?;
-                let now = ms(now);
-                Ok(match row {
-                    Some((start, failures))
-                        if now - start < 60_000 && failures >= i64::from(budget_per_minute) =>
-                    {
-                        Some(((start + 60_000 - now + 999) / 1000).max(1) as u64)
-                    }
-                    _ => None,
-                })
-            })
         })
         .await
     }

@@ -7,17 +7,31 @@
 //! replicas queue rather than deadlock; a request that waited for the key's lock re-reads the
 //! row and finds the code gone if the winner used it up. So a single-use code is handed out
 //! exactly once and `max_retrievals` is exact across processes.
+//!
+//! A request with a password for a key that every other rule would hand out takes a slot of
+//! the budget in a first transaction and writes nothing else (`VerifyPassword`); the caller
+//! checks the password and retrieves again with the verdict and the slot, which is then the
+//! attempt's failure, or is given back if it succeeds. The slot is checked and taken under the
+//! budget row's lock, so across replicas no more passwords are checked per window than the
+//! budget allows (given clocks that agree on the minute). The second transaction does not
+//! touch the budget (its failure is already counted), so it does not queue behind the
+//! service's other retrievals; a success gives the slot back afterwards, in a transaction of
+//! its own ([`give_back`]), since taking the budget row's lock after the key's would invert
+//! the lock order.
 
 use jiff::Timestamp;
 use keymaster_core::policy::{Decision, Denial};
 use sqlx::{PgConnection, Row};
 
-use super::rows::{budget_spent, emit, end_key, insert_audit, opt_ts, record_failure};
+use super::rows::{
+    budget_spent, emit, end_key, insert_audit, opt_ts, record_failure, release_failure,
+};
 use super::{count, db, ms};
 use crate::store::decision::{confirm_deadline, evaluate, Evaluated, StoredFacts};
 use crate::store::events::{EventType, KeyRef};
 use crate::store::{
-    AuditRecord, KeyState, RetrieveCommand, RetrieveOutcome, RetrievedKey, ServiceAuth, StoreError,
+    AuditRecord, BudgetSlot, KeyState, RetrieveCommand, RetrieveOutcome, RetrievedKey, ServiceAuth,
+    StoreError,
 };
 
 struct KeyRow {
@@ -40,6 +54,8 @@ struct KeyRow {
     pending_retrieval_id: Option<String>,
     pending_service_id: Option<String>,
     confirm_by: Option<i64>,
+    /// argon2id PHC string of the policy password.
+    password_hash: Option<String>,
 }
 
 /// Locks and loads the live key with this code, of `tenant` if the service is confined to one
@@ -52,7 +68,8 @@ async fn load(
     let row = sqlx::query(
         "SELECT id, tenant_id, label, kind, algorithm, spki, secret_sealed, fingerprint,
                 ssh_fingerprint, jwk_thumbprint, proven, policy, state, expires_at, retrievals,
-                failed_password_attempts, pending_retrieval_id, pending_service_id, confirm_by
+                failed_password_attempts, pending_retrieval_id, pending_service_id, confirm_by,
+                password_hash
          FROM keys WHERE code_hash = $1 AND ($2::text IS NULL OR tenant_id = $2) FOR UPDATE",
     )
     .bind(code_hash)
@@ -83,6 +100,7 @@ async fn load(
         pending_retrieval_id: r.try_get(16).map_err(db)?,
         pending_service_id: r.try_get(17).map_err(db)?,
         confirm_by: r.try_get(18).map_err(db)?,
+        password_hash: r.try_get(19).map_err(db)?,
     }))
 }
 
@@ -108,9 +126,12 @@ pub async fn retrieve(
     cmd: &RetrieveCommand,
 ) -> Result<RetrieveOutcome, StoreError> {
     let subject = subject(&cmd.service);
-    if let Some(retry) = budget_spent(c, &subject, cmd.now, cmd.budget_per_minute).await? {
-        insert_audit(c, &audit(cmd, "rate_limited", None)).await?;
-        return Ok(RetrieveOutcome::RateLimited(retry));
+    // With a slot taken in advance, this attempt is already in the budget.
+    if cmd.budget_slot.is_none() {
+        if let Some(retry) = budget_spent(c, &subject, cmd.now, cmd.budget_per_minute).await? {
+            insert_audit(c, &audit(cmd, "rate_limited", None)).await?;
+            return Ok(RetrieveOutcome::RateLimited(retry));
+        }
     }
     let service = Some((cmd.service.id.as_str(), cmd.service.name.as_str()));
     let confined = cmd.service.confined_tenant_id.as_deref();
@@ -163,11 +184,12 @@ pub async fn retrieve(
                 }
             }
             let code = denial.code();
-            record_failure(c, &subject, cmd.now).await?;
+            charge(c, cmd, &subject).await?;
             emit(c, EventType::Denied, &key, service, Some(code), cmd.now).await?;
             insert_audit(c, &audit(cmd, code, Some(&row.id))).await?;
             Ok(RetrieveOutcome::Denied(code))
         }
+        Decision::VerifyPassword => take_slot(c, cmd, &subject, row.password_hash).await,
         Decision::AllowAgain { retrieval_id } => {
             let mut a = audit(cmd, "success", Some(&row.id));
             a.detail = Some("repeated within the confirmation grace".into());
@@ -252,9 +274,54 @@ async fn not_found(
     subject: &str,
     key_id: Option<&str>,
 ) -> Result<RetrieveOutcome, StoreError> {
-    record_failure(c, subject, cmd.now).await?;
+    charge(c, cmd, subject).await?;
     insert_audit(c, &audit(cmd, "not_found", key_id)).await?;
     Ok(RetrieveOutcome::NotFound)
+}
+
+/// Counts this failed retrieval against the service's budget, unless it took its slot in
+/// advance (that slot is its failure).
+async fn charge(
+    c: &mut PgConnection,
+    cmd: &RetrieveCommand,
+    subject: &str,
+) -> Result<(), StoreError> {
+    match cmd.budget_slot {
+        Some(_) => Ok(()),
+        None => record_failure(c, subject, cmd.now).await,
+    }
+}
+
+/// Gives back the slot of a retrieval that succeeded: its own transaction, after the
+/// retrieval's commit, which locked the key without the budget.
+pub async fn give_back(
+    c: &mut PgConnection,
+    service: &ServiceAuth,
+    slot: BudgetSlot,
+) -> Result<(), StoreError> {
+    release_failure(c, &subject(service), slot.taken_at).await
+}
+
+/// Every rule but the password allows: take a slot of the budget for the password check (the
+/// budget had room: checked above, under its row's lock) and hand back the hash to check
+/// against.
+async fn take_slot(
+    c: &mut PgConnection,
+    cmd: &RetrieveCommand,
+    subject: &str,
+    hash: Option<String>,
+) -> Result<RetrieveOutcome, StoreError> {
+    if cmd.budget_slot.is_some() {
+        return Err(StoreError::Db(
+            "a retrieval with a budget slot must carry the password's verdict".into(),
+        ));
+    }
+    let hash = hash.ok_or_else(|| StoreError::Corrupt("a password without its hash".into()))?;
+    record_failure(c, subject, cmd.now).await?;
+    Ok(RetrieveOutcome::VerifyPassword {
+        hash,
+        slot: BudgetSlot { taken_at: cmd.now },
+    })
 }
 
 /// A dead code presented again: tell the holder (`code.stale_used`) while the record exists,

@@ -206,6 +206,25 @@ pub async fn record_failure(
     Ok(())
 }
 
+/// Gives back a failure counted in advance at `taken_at` (a `BudgetSlot`), unless the window
+/// it was counted in is over and a later one started. The caller holds the budget row's lock.
+pub async fn release_failure(
+    c: &mut PgConnection,
+    subject: &str,
+    taken_at: Timestamp,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE failure_budget SET failures = failures - 1
+         WHERE subject = $1 AND window_start <= $2 AND failures > 0",
+    )
+    .bind(subject)
+    .bind(ms(taken_at))
+    .execute(c)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
 /// Reads a timestamp column that may be null.
 pub fn opt_ts(v: Option<i64>) -> Result<Option<Timestamp>, StoreError> {
     v.map(ts).transpose()

@@ -103,15 +103,6 @@ pub fn deposit(
     Ok(true)
 }
 
-pub fn password_hash_for_code(
-    c: &Connection,
-    code_hash: &[u8],
-) -> Result<Option<Option<String>>, StoreError> {
-    c.prepare_cached("SELECT password_hash FROM keys WHERE code_hash = ?1 AND ended_at IS NULL")
-        .and_then(|mut s| s.query_row(params![code_hash], |r| r.get(0)).optional())
-        .map_err(db)
-}
-
 const RECORD_COLUMNS: &str = "id, tenant_id, label, algorithm, fingerprint, state, expires_at,
     confirm_by, retrievals, max_retrievals, notify, code_format";
 

@@ -353,13 +353,6 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn password_hash_for_code(
-        &self,
-        code_hash: &[u8],
-    ) -> Result<Option<Option<String>>, StoreError> {
-        self.read_point(|c| keys::password_hash_for_code(c, code_hash))
-    }
-
     async fn retrieve(&self, cmd: RetrieveCommand) -> Result<RetrieveOutcome, StoreError> {
         self.writer
             .write(move |c| retrieve::retrieve(c, &cmd))
@@ -376,16 +369,6 @@ impl Store for SqliteStore {
         self.writer
             .write(move |c| retrieve::refuse(c, &service, budget_per_minute, &audit))
             .await
-    }
-
-    async fn retrieval_budget_spent(
-        &self,
-        service: &ServiceAuth,
-        now: Timestamp,
-        budget_per_minute: u32,
-    ) -> Result<Option<u64>, StoreError> {
-        let subject = format!("service:{}", service.id);
-        self.read_point(|c| rows::budget_spent(c, &subject, now, budget_per_minute))
     }
 
     async fn confirm(

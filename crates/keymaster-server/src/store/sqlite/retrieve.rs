@@ -4,6 +4,12 @@
 //! pure policy (`keymaster_core::policy::decide`), apply what it decided (count, hold, remove,
 //! lock), write the event and the audit row. There is no check-then-act across transactions,
 //! so a single-use code is handed out exactly once however many requests race for it.
+//!
+//! A request with a password for a key that every other rule would hand out takes a slot of
+//! the budget in a first transaction and writes nothing else (`VerifyPassword`); the caller
+//! checks the password and retrieves again with the verdict and the slot, which is then the
+//! attempt's failure, or is given back if it succeeds. The writer runs one transaction at a
+//! time, so no more passwords are checked at once than the budget has room for.
 
 use jiff::Timestamp;
 use keymaster_core::policy::{Decision, Denial};
@@ -11,13 +17,15 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::ms;
 use super::rows::{
-    budget_spent, emit, emit_known, end_key, end_key_counting, insert_audit, opt_ts, record_failure,
+    budget_spent, emit, emit_known, end_key, end_key_counting, insert_audit, opt_ts,
+    record_failure, release_failure,
 };
 use super::writer::db;
 use crate::store::decision::{confirm_deadline, evaluate, Evaluated, StoredFacts};
 use crate::store::events::{EventType, KeyRef};
 use crate::store::{
-    AuditRecord, KeyState, RetrieveCommand, RetrieveOutcome, RetrievedKey, ServiceAuth, StoreError,
+    AuditRecord, BudgetSlot, KeyState, RetrieveCommand, RetrieveOutcome, RetrievedKey, ServiceAuth,
+    StoreError,
 };
 
 struct Row {
@@ -43,6 +51,8 @@ struct Row {
     ended_at: Option<i64>,
     /// The key has notification targets of its own (`notify` is set).
     notify: bool,
+    /// argon2id PHC string of the policy password.
+    password_hash: Option<String>,
 }
 
 /// The key with this code, of `tenant` if the service is confined to one
@@ -52,7 +62,7 @@ fn load(c: &Connection, code_hash: &[u8], tenant: Option<&str>) -> Result<Option
         "SELECT id, tenant_id, label, kind, algorithm, spki, secret_sealed, fingerprint,
                 ssh_fingerprint, jwk_thumbprint, proven, policy, state, expires_at, retrievals,
                 failed_password_attempts, pending_retrieval_id, pending_service_id, confirm_by,
-                ended_at, notify IS NOT NULL
+                ended_at, notify IS NOT NULL, password_hash
          FROM keys WHERE code_hash = ?1 AND (?2 IS NULL OR tenant_id = ?2)",
     )
     .and_then(|mut s| {
@@ -79,6 +89,7 @@ fn load(c: &Connection, code_hash: &[u8], tenant: Option<&str>) -> Result<Option
                 confirm_by: r.get(18)?,
                 ended_at: r.get(19)?,
                 notify: r.get(20)?,
+                password_hash: r.get(21)?,
             })
         })
         .optional()
@@ -105,9 +116,12 @@ fn subject(service: &ServiceAuth) -> String {
 
 pub fn retrieve(c: &Connection, cmd: &RetrieveCommand) -> Result<RetrieveOutcome, StoreError> {
     let subject = subject(&cmd.service);
-    if let Some(retry) = budget_spent(c, &subject, cmd.now, cmd.budget_per_minute)? {
-        insert_audit(c, &audit(cmd, "rate_limited", None))?;
-        return Ok(RetrieveOutcome::RateLimited(retry));
+    // With a slot taken in advance, this attempt is already in the budget.
+    if cmd.budget_slot.is_none() {
+        if let Some(retry) = budget_spent(c, &subject, cmd.now, cmd.budget_per_minute)? {
+            insert_audit(c, &audit(cmd, "rate_limited", None))?;
+            return Ok(RetrieveOutcome::RateLimited(retry));
+        }
     }
     let service = Some((cmd.service.id.as_str(), cmd.service.name.as_str()));
     let confined = cmd.service.confined_tenant_id.as_deref();
@@ -165,12 +179,14 @@ pub fn retrieve(c: &Connection, cmd: &RetrieveCommand) -> Result<RetrieveOutcome
                 }
             }
             let code = denial.code();
-            record_failure(c, &subject, cmd.now)?;
+            charge(c, cmd, &subject)?;
             event(EventType::Denied, Some(code))?;
             insert_audit(c, &audit(cmd, code, Some(&row.id)))?;
             Ok(RetrieveOutcome::Denied(code))
         }
+        Decision::VerifyPassword => take_slot(c, cmd, &subject, row.password_hash),
         Decision::AllowAgain { retrieval_id } => {
+            give_back(c, cmd, &subject)?;
             let mut a = audit(cmd, "success", Some(&row.id));
             a.detail = Some("repeated within the confirmation grace".into());
             insert_audit(c, &a)?;
@@ -181,6 +197,7 @@ pub fn retrieve(c: &Connection, cmd: &RetrieveCommand) -> Result<RetrieveOutcome
             ))))
         }
         Decision::Allow => {
+            give_back(c, cmd, &subject)?;
             if row.failed_password_attempts > 0 {
                 // An allowed retrieval of a key with a password carried the right one: the
                 // count of wrong passwords is "in a row" (`KeyFacts::failed_password_attempts`).
@@ -244,9 +261,47 @@ fn not_found(
     subject: &str,
     key_id: Option<&str>,
 ) -> Result<RetrieveOutcome, StoreError> {
-    record_failure(c, subject, cmd.now)?;
+    charge(c, cmd, subject)?;
     insert_audit(c, &audit(cmd, "not_found", key_id))?;
     Ok(RetrieveOutcome::NotFound)
+}
+
+/// Counts this failed retrieval against the service's budget, unless it took its slot in
+/// advance (that slot is its failure).
+fn charge(c: &Connection, cmd: &RetrieveCommand, subject: &str) -> Result<(), StoreError> {
+    match cmd.budget_slot {
+        Some(_) => Ok(()),
+        None => record_failure(c, subject, cmd.now),
+    }
+}
+
+/// A retrieval that succeeds gives back the slot it took in advance.
+fn give_back(c: &Connection, cmd: &RetrieveCommand, subject: &str) -> Result<(), StoreError> {
+    match cmd.budget_slot {
+        Some(slot) => release_failure(c, subject, slot.taken_at),
+        None => Ok(()),
+    }
+}
+
+/// Every rule but the password allows: take a slot of the budget for the password check (the
+/// budget had room: checked above) and hand back the hash to check against.
+fn take_slot(
+    c: &Connection,
+    cmd: &RetrieveCommand,
+    subject: &str,
+    hash: Option<String>,
+) -> Result<RetrieveOutcome, StoreError> {
+    if cmd.budget_slot.is_some() {
+        return Err(StoreError::Db(
+            "a retrieval with a budget slot must carry the password's verdict".into(),
+        ));
+    }
+    let hash = hash.ok_or_else(|| StoreError::Corrupt("a password without its hash".into()))?;
+    record_failure(c, subject, cmd.now)?;
+    Ok(RetrieveOutcome::VerifyPassword {
+        hash,
+        slot: BudgetSlot { taken_at: cmd.now },
+    })
 }
 
 /// A dead code presented again: tell the holder (`code.stale_used`) while the record exists,
@@ -404,6 +459,7 @@ mod tests {
             now: Timestamp::now(),
             budget_per_minute: 100,
             new_retrieval_id: "ret_1".into(),
+            budget_slot: None,
         }
     }
 

@@ -289,6 +289,22 @@ pub fn record_failure(c: &Connection, subject: &str, now: Timestamp) -> Result<(
     Ok(())
 }
 
+/// Gives back a failure counted in advance at `taken_at` (a `BudgetSlot`), unless the window
+/// it was counted in is over and a later one started.
+pub fn release_failure(
+    c: &Connection,
+    subject: &str,
+    taken_at: Timestamp,
+) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "UPDATE failure_budget SET failures = failures - 1
+         WHERE subject = ?1 AND window_start <= ?2 AND failures > 0",
+    )
+    .and_then(|mut s| s.execute(params![subject, ms(taken_at)]))
+    .map_err(db)?;
+    Ok(())
+}
+
 /// Reads a timestamp column that may be null.
 pub fn opt_ts(v: Option<i64>) -> Result<Option<Timestamp>, StoreError> {
     v.map(ts).transpose()
