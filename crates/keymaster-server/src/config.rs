@@ -62,6 +62,9 @@ pub struct Settings {
     pub failed_retrievals_per_minute: u32,
     /// Failed authentications a source address may make per minute before it gets `429`.
     pub failed_auth_per_minute: u32,
+    /// New codes one key may be given within an hour (`POST /v1/keys/{id}/code`); beyond it
+    /// the holder gets `429` with `Retry-After`.
+    pub recodes_per_hour: u32,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
     /// SQLite only: `synchronous=FULL` (true, durable) or `NORMAL`.
@@ -121,6 +124,7 @@ impl Default for Settings {
             webhook_timeout: Duration::from_secs(10),
             failed_retrievals_per_minute: 20,
             failed_auth_per_minute: 20,
+            recodes_per_hour: 10,
             trusted_proxies: Vec::new(),
             sqlite_synchronous_full: true,
             demo: false,
@@ -158,6 +162,7 @@ const ENV_KEYS: &[&str] = &[
     "webhook_timeout",
     "failed_retrievals_per_minute",
     "failed_auth_per_minute",
+    "recodes_per_hour",
     "trusted_proxies",
     "sqlite_synchronous_full",
     "demo",
@@ -225,6 +230,9 @@ impl Settings {
             return Err(ConfigError(
                 "failed_retrievals_per_minute and failed_auth_per_minute must be at least 1".into(),
             ));
+        }
+        if self.recodes_per_hour == 0 {
+            return Err(ConfigError("recodes_per_hour must be at least 1".into()));
         }
         if self.webhook_max_attempts == 0 {
             return Err(ConfigError(

@@ -159,9 +159,10 @@ pub async fn delete_key(
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "rate_limited: the key had recodes_per_hour new codes within the last hour", body = Problem, content_type = "application/problem+json"),
     )
 )]
-/// Issues a fresh code for the same key.
+/// Issues a fresh code for the same key, at most `recodes_per_hour` times within an hour.
 pub async fn recode(
     State(state): State<AppState>,
     Holder(rec): Holder,
@@ -182,8 +183,10 @@ pub async fn recode(
             Some(&rec.id),
             Some(ip),
         );
-        match state.store.recode(&rec.id, hash, audit).await? {
+        let per_hour = state.settings.recodes_per_hour;
+        match state.store.recode(&rec.id, hash, per_hour, audit).await? {
             RecodeOutcome::Done(expires_at) => {
+                metrics::counter!("keymaster_recodes_total", "outcome" => "success").increment(1);
                 return Ok((
                     StatusCode::CREATED,
                     Json(RecodeResponse {
@@ -191,9 +194,14 @@ pub async fn recode(
                         code_display: code.display(),
                         expires_at,
                     }),
-                ))
+                ));
             }
             RecodeOutcome::NotLive => return Err(ApiError::NotFound),
+            RecodeOutcome::RateLimited(retry) => {
+                metrics::counter!("keymaster_recodes_total", "outcome" => "rate_limited")
+                    .increment(1);
+                return Err(ApiError::RateLimited(retry));
+            }
             RecodeOutcome::CodeTaken => continue,
         }
     }

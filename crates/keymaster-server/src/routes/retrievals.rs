@@ -2,7 +2,7 @@
 //! a code and receives the key, if the key's policy allows.
 //!
 //! Order of checks: the service's own `allowed_cidrs` (consumes nothing), the code's format
-//! (`invalid_code`, never counted), then the retrieval transaction in the
+//! (`invalid_code`, never counted, audited coalesced), then the retrieval transaction in the
 //! store. A password is checked (argon2, outside any transaction) only when the store answers
 //! that every other rule hands the key to this service and has taken a slot of the service's
 //! failure budget for the check; the key is then retrieved again with the verdict. So a
@@ -74,7 +74,7 @@ pub async fn retrieve(
 
     let Ok(code) = Code::parse(&req.code) else {
         let audit = audit_record(now, &actor, "key.retrieve", "invalid_code", None, Some(ip));
-        state.store.append_audit(audit).await?;
+        state.store.append_coalesced_audit(audit).await?;
         return Err(count(ApiError::InvalidCode));
     };
     let code_hash = state.keys.code_hash(code.as_str());

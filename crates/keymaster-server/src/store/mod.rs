@@ -11,6 +11,7 @@
 
 pub mod decision;
 pub mod events;
+pub mod limits;
 pub mod outbox;
 pub mod postgres;
 pub mod sqlite;
@@ -281,6 +282,9 @@ pub enum RecodeOutcome {
     NotLive,
     /// The new code collided with a live one; make another.
     CodeTaken,
+    /// The key had `recodes_per_hour` new codes within the last hour; retry after this many
+    /// seconds. Nothing changed but the (coalesced) audit row.
+    RateLimited(u64),
 }
 
 /// What a sweep did.
@@ -328,8 +332,12 @@ pub trait Store: Send + Sync + 'static {
     /// The ids of `ids` that name no enrolled service.
     async fn missing_services(&self, ids: &[String]) -> Result<Vec<String>, StoreError>;
 
-    /// Appends one audit row on its own (refusals that change nothing else).
+    /// Appends one audit row on its own.
     async fn append_audit(&self, audit: AuditRecord) -> Result<(), StoreError>;
+    /// Appends a refusal that changes nothing else (a mistyped code, a `429`), coalesced: at
+    /// most one row per actor, action, outcome and minute, whose `detail` counts the refusals
+    /// (`limits::coalesce_key`). The row keeps the first refusal's time, key and address.
+    async fn append_coalesced_audit(&self, audit: AuditRecord) -> Result<(), StoreError>;
     /// Newest first, ids below `before`.
     async fn list_audit(
         &self,
@@ -386,11 +394,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
     /// Revokes a live key (`key.revoked`); false when the key is gone.
     async fn revoke(&self, key_id: &str, audit: AuditRecord) -> Result<bool, StoreError>;
-    /// Replaces the key's code (`code.reissued`).
+    /// Replaces the key's code (`code.reissued`), at most `per_hour` times within an hour.
     async fn recode(
         &self,
         key_id: &str,
         new_code_hash: Vec<u8>,
+        per_hour: u32,
         audit: AuditRecord,
     ) -> Result<RecodeOutcome, StoreError>;
 

@@ -15,6 +15,7 @@ mod no_store;
 mod notify;
 mod passwords;
 mod policy;
+mod refusals;
 mod resource_limits;
 mod retrieve;
 mod service_endpoints;

@@ -7,9 +7,10 @@ use keymaster_core::wire::{CodeFormat, Notify};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
-use super::rows::{emit, end_key, insert_audit, opt_ts};
+use super::rows::{emit, end_key, insert_audit, insert_coalesced_audit, opt_ts};
 use super::{count, db, is_unique_violation, ms, ts};
 use crate::store::events::{EventType, KeyRef};
+use crate::store::limits;
 use crate::store::{AuditRecord, KeyRecord, KeyState, NewKey, RecodeOutcome, StoreError};
 
 pub async fn deposit(
@@ -192,11 +193,18 @@ pub async fn recode(
     c: &mut PgConnection,
     key_id: &str,
     new_code_hash: &[u8],
+    per_hour: u32,
     a: &AuditRecord,
 ) -> Result<RecodeOutcome, StoreError> {
     let Some(rec) = live_key(c, key_id, a.at).await? else {
         return Ok(RecodeOutcome::NotLive);
     };
+    if let Some(retry) = recodes_spent(c, key_id, per_hour, a.at).await? {
+        let mut refused = a.clone();
+        refused.outcome = "rate_limited".into();
+        insert_coalesced_audit(c, &refused).await?;
+        return Ok(RecodeOutcome::RateLimited(retry));
+    }
     let old_hash: Vec<u8> = sqlx::query_scalar("SELECT code_hash FROM keys WHERE id = $1")
         .bind(key_id)
         .fetch_one(&mut *c)
@@ -251,6 +259,27 @@ pub async fn recode(
     emit(c, EventType::CodeReissued, &key_ref(&rec), None, None, a.at).await?;
     insert_audit(c, a).await?;
     Ok(RecodeOutcome::Done(rec.expires_at))
+}
+
+/// Seconds until the key may have a new code, when it had `per_hour` within the last hour
+/// (counted from its `code.reissued` events, which live as long as the key's record). The
+/// caller holds the key row's lock, so replicas count the same events.
+async fn recodes_spent(
+    c: &mut PgConnection,
+    key_id: &str,
+    per_hour: u32,
+    now: Timestamp,
+) -> Result<Option<u64>, StoreError> {
+    let recent: Vec<i64> = sqlx::query_scalar(
+        "SELECT at FROM events WHERE key_id = $1 AND type = 'code.reissued'
+         ORDER BY seq DESC LIMIT $2",
+    )
+    .bind(key_id)
+    .bind(i64::from(per_hour))
+    .fetch_all(c)
+    .await
+    .map_err(db)?;
+    Ok(limits::recode_retry_after(&recent, per_hour, now))
 }
 
 fn format_name(f: CodeFormat) -> &'static str {

@@ -39,6 +39,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../../../migrations/postgres/0001_initial.sql"),
     include_str!("../../../../../migrations/postgres/0002_deliveries.sql"),
     include_str!("../../../../../migrations/postgres/0003_confined_services.sql"),
+    include_str!("../../../../../migrations/postgres/0004_audit_coalesced.sql"),
 ];
 
 /// The advisory lock key that serialises migrations of replicas starting together.
@@ -270,6 +271,11 @@ impl Store for PostgresStore {
             .await
     }
 
+    async fn append_coalesced_audit(&self, audit: AuditRecord) -> Result<(), StoreError> {
+        self.write(move |c| Box::pin(async move { rows::insert_coalesced_audit(c, &audit).await }))
+            .await
+    }
+
     async fn list_audit(
         &self,
         limit: u32,
@@ -380,11 +386,14 @@ impl Store for PostgresStore {
         &self,
         key_id: &str,
         new_code_hash: Vec<u8>,
+        per_hour: u32,
         audit: AuditRecord,
     ) -> Result<RecodeOutcome, StoreError> {
         let key_id = key_id.to_owned();
         self.write(move |c| {
-            Box::pin(async move { keys::recode(c, &key_id, &new_code_hash, &audit).await })
+            Box::pin(
+                async move { keys::recode(c, &key_id, &new_code_hash, per_hour, &audit).await },
+            )
         })
         .await
     }

@@ -24,7 +24,8 @@ use keymaster_core::policy::{Decision, Denial};
 use sqlx::{PgConnection, Row};
 
 use super::rows::{
-    budget_spent, emit, end_key, insert_audit, opt_ts, record_failure, release_failure,
+    budget_spent, emit, end_key, insert_audit, insert_coalesced_audit, opt_ts, record_failure,
+    release_failure,
 };
 use super::{count, db, ms};
 use crate::store::decision::{confirm_deadline, evaluate, Evaluated, StoredFacts};
@@ -129,7 +130,7 @@ pub async fn retrieve(
     // With a slot taken in advance, this attempt is already in the budget.
     if cmd.budget_slot.is_none() {
         if let Some(retry) = budget_spent(c, &subject, cmd.now, cmd.budget_per_minute).await? {
-            insert_audit(c, &audit(cmd, "rate_limited", None)).await?;
+            insert_coalesced_audit(c, &audit(cmd, "rate_limited", None)).await?;
             return Ok(RetrieveOutcome::RateLimited(retry));
         }
     }
@@ -360,7 +361,7 @@ pub async fn refuse(
     if let Some(retry) = budget_spent(c, &subject, a.at, budget_per_minute).await? {
         let mut limited = a.clone();
         limited.outcome = "rate_limited".into();
-        insert_audit(c, &limited).await?;
+        insert_coalesced_audit(c, &limited).await?;
         return Ok(Some(retry));
     }
     record_failure(c, &subject, a.at).await?;

@@ -7,6 +7,7 @@ use sqlx::PgConnection;
 
 use super::{db, ms, ts};
 use crate::store::events::{new_event, EventType, KeyRef};
+use crate::store::limits;
 use crate::store::{AuditRecord, KeyState, StoreError, StoredEvent};
 
 /// Appends an audit row.
@@ -22,6 +23,34 @@ pub async fn insert_audit(c: &mut PgConnection, a: &AuditRecord) -> Result<(), S
     .bind(&a.key_id)
     .bind(a.ip.map(|ip| ip.to_string()))
     .bind(&a.detail)
+    .execute(c)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+/// Appends a refusal that changes nothing else, coalesced into the row of its actor, action,
+/// outcome and minute (`limits::coalesce_key`): the first refusal inserts it, the others count.
+/// The unique index on `coalesce_key` makes replicas that refuse at once meet in one row.
+pub async fn insert_coalesced_audit(
+    c: &mut PgConnection,
+    a: &AuditRecord,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO audit (at, actor, action, outcome, key_id, ip, detail, repeats, coalesce_key)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8)
+         ON CONFLICT (coalesce_key) WHERE coalesce_key IS NOT NULL DO UPDATE
+         SET repeats = audit.repeats + 1, detail = (audit.repeats + 1)::text || $9::text",
+    )
+    .bind(ms(a.at))
+    .bind(&a.actor)
+    .bind(a.action)
+    .bind(&a.outcome)
+    .bind(&a.key_id)
+    .bind(a.ip.map(|ip| ip.to_string()))
+    .bind(limits::COALESCED_ONCE)
+    .bind(limits::coalesce_key(a))
+    .bind(limits::COALESCED_TIMES)
     .execute(c)
     .await
     .map_err(db)?;

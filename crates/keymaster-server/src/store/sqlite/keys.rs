@@ -4,10 +4,13 @@ use jiff::Timestamp;
 use keymaster_core::wire::{CodeFormat, Event, Notify};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 
-use super::rows::{emit, end_key, event_json, insert_audit, insert_event_json, opt_ts};
+use super::rows::{
+    emit, end_key, event_json, insert_audit, insert_coalesced_audit, insert_event_json, opt_ts,
+};
 use super::writer::db;
 use super::{ms, ts};
 use crate::store::events::{new_event, EventType, KeyRef};
+use crate::store::limits;
 use crate::store::{AuditRecord, KeyRecord, KeyState, NewKey, RecodeOutcome, StoreError};
 
 /// True when `e` is a UNIQUE violation: a code that is live, or kept in the row of a key that
@@ -252,11 +255,18 @@ pub fn recode(
     c: &Connection,
     key_id: &str,
     new_code_hash: &[u8],
+    per_hour: u32,
     a: &AuditRecord,
 ) -> Result<RecodeOutcome, StoreError> {
     let Some(rec) = live_key(c, key_id, a.at)? else {
         return Ok(RecodeOutcome::NotLive);
     };
+    if let Some(retry) = recodes_spent(c, key_id, per_hour, a.at)? {
+        let mut refused = a.clone();
+        refused.outcome = "rate_limited".into();
+        insert_coalesced_audit(c, &refused)?;
+        return Ok(RecodeOutcome::RateLimited(retry));
+    }
     let old_hash: Vec<u8> = c
         .query_row(
             "SELECT code_hash FROM keys WHERE id = ?1",
@@ -285,6 +295,27 @@ pub fn recode(
     emit(c, EventType::CodeReissued, &key_ref(&rec), None, None, a.at)?;
     insert_audit(c, a)?;
     Ok(RecodeOutcome::Done(rec.expires_at))
+}
+
+/// Seconds until the key may have a new code, when it had `per_hour` within the last hour
+/// (counted from its `code.reissued` events, which live as long as the key's record).
+fn recodes_spent(
+    c: &Connection,
+    key_id: &str,
+    per_hour: u32,
+    now: Timestamp,
+) -> Result<Option<u64>, StoreError> {
+    let recent: Vec<i64> = c
+        .prepare_cached(
+            "SELECT at FROM events WHERE key_id = ?1 AND type = 'code.reissued'
+             ORDER BY seq DESC LIMIT ?2",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![key_id, per_hour], |r| r.get(0))?
+                .collect::<Result<_, _>>()
+        })
+        .map_err(db)?;
+    Ok(limits::recode_retry_after(&recent, per_hour, now))
 }
 
 fn format_name(f: CodeFormat) -> &'static str {

@@ -38,6 +38,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../../../migrations/sqlite/0003_dead_codes_stay_in_keys.sql"),
     include_str!("../../../../../migrations/sqlite/0004_holder_hash_unindexed.sql"),
     include_str!("../../../../../migrations/sqlite/0005_confined_services.sql"),
+    include_str!("../../../../../migrations/sqlite/0006_audit_coalesced.sql"),
 ];
 
 /// Page size of a new database.
@@ -337,6 +338,12 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn append_coalesced_audit(&self, audit: AuditRecord) -> Result<(), StoreError> {
+        self.writer
+            .write(move |c| rows::insert_coalesced_audit(c, &audit))
+            .await
+    }
+
     async fn list_audit(
         &self,
         limit: u32,
@@ -431,11 +438,12 @@ impl Store for SqliteStore {
         &self,
         key_id: &str,
         new_code_hash: Vec<u8>,
+        per_hour: u32,
         audit: AuditRecord,
     ) -> Result<RecodeOutcome, StoreError> {
         let key_id = key_id.to_owned();
         self.writer
-            .write(move |c| keys::recode(c, &key_id, &new_code_hash, &audit))
+            .write(move |c| keys::recode(c, &key_id, &new_code_hash, per_hour, &audit))
             .await
     }
 

@@ -17,8 +17,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::ms;
 use super::rows::{
-    budget_spent, emit, emit_known, end_key, end_key_counting, insert_audit, opt_ts,
-    record_failure, release_failure,
+    budget_spent, emit, emit_known, end_key, end_key_counting, insert_audit,
+    insert_coalesced_audit, opt_ts, record_failure, release_failure,
 };
 use super::writer::db;
 use crate::store::decision::{confirm_deadline, evaluate, Evaluated, StoredFacts};
@@ -119,7 +119,7 @@ pub fn retrieve(c: &Connection, cmd: &RetrieveCommand) -> Result<RetrieveOutcome
     // With a slot taken in advance, this attempt is already in the budget.
     if cmd.budget_slot.is_none() {
         if let Some(retry) = budget_spent(c, &subject, cmd.now, cmd.budget_per_minute)? {
-            insert_audit(c, &audit(cmd, "rate_limited", None))?;
+            insert_coalesced_audit(c, &audit(cmd, "rate_limited", None))?;
             return Ok(RetrieveOutcome::RateLimited(retry));
         }
     }
@@ -351,7 +351,7 @@ pub fn refuse(
     if let Some(retry) = budget_spent(c, &subject, a.at, budget_per_minute)? {
         let mut limited = a.clone();
         limited.outcome = "rate_limited".into();
-        insert_audit(c, &limited)?;
+        insert_coalesced_audit(c, &limited)?;
         return Ok(Some(retry));
     }
     record_failure(c, &subject, a.at)?;

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::writer::db;
 use super::{ms, ts};
 use crate::store::events::{new_event, EventType, KeyRef};
+use crate::store::limits;
 use crate::store::{AuditRecord, KeyState, StoreError, StoredEvent};
 
 /// Appends an audit row.
@@ -26,6 +27,32 @@ pub fn insert_audit(c: &Connection, a: &AuditRecord) -> Result<(), StoreError> {
             a.key_id,
             a.ip.map(|ip| ip.to_string()),
             a.detail
+        ])
+    })
+    .map_err(db)?;
+    Ok(())
+}
+
+/// Appends a refusal that changes nothing else, coalesced into the row of its actor, action,
+/// outcome and minute (`limits::coalesce_key`): the first refusal inserts it, the others count.
+pub fn insert_coalesced_audit(c: &Connection, a: &AuditRecord) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "INSERT INTO audit (at, actor, action, outcome, key_id, ip, detail, repeats, coalesce_key)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8)
+         ON CONFLICT (coalesce_key) WHERE coalesce_key IS NOT NULL DO UPDATE
+         SET repeats = repeats + 1, detail = (repeats + 1) || ?9",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            ms(a.at),
+            a.actor,
+            a.action,
+            a.outcome,
+            a.key_id,
+            a.ip.map(|ip| ip.to_string()),
+            limits::COALESCED_ONCE,
+            limits::coalesce_key(a),
+            limits::COALESCED_TIMES,
         ])
     })
     .map_err(db)?;
