@@ -281,7 +281,9 @@ pub struct RecodeResponse {
 pub struct Event {
     /// `evt_…`; the idempotency key of every delivery.
     pub id: String,
-    /// `key.deposited`, `key.retrieved`, …
+    /// One of `key.deposited`, `key.retrieved`, `key.confirmed`, `key.unconfirmed` (a held
+    /// key's confirmation grace ended without a confirmation), `key.denied`, `key.expired`,
+    /// `key.revoked`, `key.locked`, `code.reissued`, `code.stale_used`.
     #[serde(rename = "type")]
     pub event_type: String,
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]

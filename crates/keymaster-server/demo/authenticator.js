@@ -116,6 +116,7 @@ function describe(evt) {
     case "key.deposited": return "Deposited; waiting for the code to be used";
     case "key.retrieved": return `Retrieved by ${who}`;
     case "key.confirmed": return `Confirmed by ${who}`;
+    case "key.unconfirmed": return `Not confirmed by ${who} in time; the key is gone`;
     case "key.denied": return `Blocked attempt by ${who}${d.reason ? ` (${d.reason})` : ""}`;
     case "code.stale_used": return `Blocked attempt: someone used the old code${d.service ? ` (${who})` : ""}`;
     case "key.expired": return "Expired: the code no longer works";

@@ -61,6 +61,9 @@ pub fn message(event: &Event) -> (String, String) {
         "key.expired" => "expired".to_owned(),
         "key.revoked" => "was revoked".to_owned(),
         "key.locked" => "was locked after too many wrong passwords".to_owned(),
+        "key.unconfirmed" => {
+            format!("was not confirmed by {service} within its grace and is gone")
+        }
         "code.reissued" => "got a new code".to_owned(),
         "code.stale_used" => format!("had an old code presented again by {service}"),
         other => format!("had an event: {other}"),

@@ -17,6 +17,9 @@ pub enum EventType {
     Expired,
     Revoked,
     Locked,
+    /// A held key's confirmation grace ended without a confirmation (reported by the sweeper
+    /// as it ends the key).
+    Unconfirmed,
     CodeReissued,
     CodeStaleUsed,
 }
@@ -32,6 +35,7 @@ impl EventType {
             EventType::Expired => "key.expired",
             EventType::Revoked => "key.revoked",
             EventType::Locked => "key.locked",
+            EventType::Unconfirmed => "key.unconfirmed",
             EventType::CodeReissued => "code.reissued",
             EventType::CodeStaleUsed => "code.stale_used",
         }
@@ -39,7 +43,10 @@ impl EventType {
 
     /// Whether the key is gone after this event (the holder's stream ends after it).
     pub fn is_final(self) -> bool {
-        matches!(self, EventType::Expired | EventType::Revoked)
+        matches!(
+            self,
+            EventType::Expired | EventType::Revoked | EventType::Unconfirmed
+        )
     }
 }
 

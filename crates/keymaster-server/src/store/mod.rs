@@ -292,7 +292,7 @@ pub enum RecodeOutcome {
 pub struct SweepReport {
     /// Keys that reached their expiry and were reported `key.expired`.
     pub expired: usize,
-    /// Held keys whose confirmation grace ended.
+    /// Held keys whose confirmation grace ended, reported `key.unconfirmed`.
     pub grace_ended: usize,
     /// Finished records and tombstones removed after the retention period.
     pub purged: usize,

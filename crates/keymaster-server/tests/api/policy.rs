@@ -2,6 +2,7 @@
 //! rule's code, emits `key.denied` with that code as `reason`, is audited with that outcome,
 //! and consumes nothing: an allowed request afterwards still gets the key.
 
+use futures::StreamExt;
 use keymaster_client::wire::{
     DepositResponse, GeoInput, PolicyInput, RetrievalContext, RetrievalRequest, RetrievalResponse,
     TimeWindowInput,
@@ -583,10 +584,10 @@ async fn confirmation_holds_the_key_for_the_same_service() {
 }
 
 #[tokio::test]
-async fn unconfirmed_key_is_gone_after_the_grace() {
+async fn unconfirmed_key_is_gone_after_the_grace_and_reported_once() {
     let app = spawn_app().await;
     let (_, device, _) = app.device().await;
-    let (_, service, _) = app.service("svc", &[], &[]).await;
+    let (sid, service, _) = app.service("svc", &[], &[]).await;
     let dep = deposit_with(
         &device,
         PolicyInput {
@@ -606,13 +607,38 @@ async fn unconfirmed_key_is_gone_after_the_grace() {
     );
     assert_problem(service.confirm(&first.retrieval_id).await, 404, "not_found");
     let holder = app.holder(&dep);
+    // The holder's stream follows the key to its end: the sweeper reports the ended grace.
+    let follower = tokio::spawn({
+        let holder = holder.clone();
+        async move {
+            let events: Vec<_> = holder.events(None).collect().await;
+            events.into_iter().map(|e| e.unwrap()).collect::<Vec<_>>()
+        }
+    });
     eventually(|| {
         let holder = holder.clone();
         async move { holder.status().await.unwrap().status == "retrieved" }
     })
     .await;
+    let streamed = tokio::time::timeout(std::time::Duration::from_secs(5), follower)
+        .await
+        .expect("the stream ends after the key is gone")
+        .unwrap();
+    let unconfirmed = streamed
+        .iter()
+        .find(|e| e.event_type == "key.unconfirmed")
+        .unwrap_or_else(|| panic!("key.unconfirmed in the stream: {streamed:?}"));
+    assert_eq!(unconfirmed.data.service.as_ref().unwrap().id, sid);
+    // Several more sweeps: reported once.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let st = holder.status().await.unwrap();
     assert!(!st.history.iter().any(|e| e.event_type == "key.confirmed"));
+    let reported = st
+        .history
+        .iter()
+        .filter(|e| e.event_type == "key.unconfirmed")
+        .count();
+    assert_eq!(reported, 1, "{:?}", st.history);
 }
 
 // ---- invalid policies at deposit ----

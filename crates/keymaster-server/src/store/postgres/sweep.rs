@@ -1,5 +1,5 @@
 //! PostgreSQL: the sweeper's work. Reports keys that reached their expiry (`key.expired`), ends
-//! held keys whose confirmation grace passed, and purges finished records, their events and
+//! held keys whose confirmation grace passed (`key.unconfirmed`), and purges finished records, their events and
 //! tombstones after the retention period. It never decides a retrieval: expiry is enforced at
 //! the moment of each request; this only tidies up and reports.
 //!
@@ -29,10 +29,44 @@ pub async fn sweep(
     let now_ms = ms(now);
     let batch = BATCH as i64;
 
+    // A held key ends with its grace, not with its lifetime: once the grace is over it is
+    // `retrieved` (`KeyRecord::status_at`) and reported as not confirmed, never as expired.
+    type Held = (
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
+    let graces: Vec<Held> = sqlx::query_as(
+        "SELECT k.id, k.tenant_id, k.label, k.pending_service_id, s.name
+         FROM keys k LEFT JOIN services s ON s.id = k.pending_service_id
+         WHERE k.state = 'awaiting_confirmation' AND k.confirm_by <= $1
+         LIMIT $2 FOR UPDATE OF k SKIP LOCKED",
+    )
+    .bind(now_ms)
+    .bind(batch)
+    .fetch_all(&mut *c)
+    .await
+    .map_err(db)?;
+    let ids: Vec<String> = graces.iter().map(|(id, ..)| id.clone()).collect();
+    end_keys(c, &ids, KeyState::Retrieved, now).await?;
+    for (id, tenant_id, label, service_id, service_name) in &graces {
+        let key = KeyRef {
+            key_id: id,
+            tenant_id,
+            label: label.as_deref(),
+        };
+        // `None` once the service is deleted.
+        let service = service_id.as_deref().zip(service_name.as_deref());
+        emit(c, EventType::Unconfirmed, &key, service, None, now).await?;
+    }
+    report.grace_ended = graces.len();
+
     let expired: Vec<(String, String, Option<String>)> = sqlx::query_as(
         "SELECT id, tenant_id, label FROM keys
          WHERE code_hash IS NOT NULL AND expires_at <= $1
-           AND NOT (state = 'awaiting_confirmation' AND confirm_by > $1)
+           AND state != 'awaiting_confirmation'
          LIMIT $2 FOR UPDATE SKIP LOCKED",
     )
     .bind(now_ms)
@@ -51,18 +85,6 @@ pub async fn sweep(
         emit(c, EventType::Expired, &key, None, None, now).await?;
     }
     report.expired = expired.len();
-
-    let graces: Vec<String> = sqlx::query_scalar(
-        "SELECT id FROM keys WHERE state = 'awaiting_confirmation' AND confirm_by <= $1
-         LIMIT $2 FOR UPDATE SKIP LOCKED",
-    )
-    .bind(now_ms)
-    .bind(batch)
-    .fetch_all(&mut *c)
-    .await
-    .map_err(db)?;
-    end_keys(c, &graces, KeyState::Retrieved, now).await?;
-    report.grace_ended = graces.len();
 
     let horizon = now_ms - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
     let (purged_events, purged_keys): (i64, i64) = sqlx::query_as(
