@@ -49,7 +49,8 @@ pub enum ApiError {
     /// Body over the limit.
     #[error("payload too large")]
     PayloadTooLarge,
-    /// The caller's failure budget is spent; retry after this many seconds.
+    /// A budget of the caller is spent (failed retrievals or previews, bad credentials, recodes,
+    /// demo deposits); retry after this many seconds.
     #[error("rate limited")]
     RateLimited(u64),
     /// A bound on work that is held open (event streams, key generation) is reached; the text
@@ -126,7 +127,7 @@ impl ApiError {
             ),
             ApiError::PayloadTooLarge => ("The body is too large", Some("the limit is 64 KiB".into())),
             ApiError::RateLimited(s) => (
-                "Too many failed attempts",
+                "Too many attempts in too short a time",
                 Some(format!("retry after {s} seconds")),
             ),
             ApiError::Busy(what, s) => (
