@@ -3,6 +3,13 @@
 //! SSH test drives a real `sshd`, the QR test reads the PNG back with `zbarimg`, and the 2FA test
 //! verifies with `openssl`: when one of those is missing the test fails and says which package
 //! to install — it never skips.
+//!
+//! Modules beside this file (in `e2e/`, same test binary): `file_modes` (the modes of the files
+//! `serve` creates, under permissive umasks).
+
+#[cfg(unix)]
+#[path = "e2e/file_modes.rs"]
+mod file_modes;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -26,6 +33,8 @@ struct Server {
     child: Child,
     url: String,
     dir: tempfile::TempDir,
+    /// What the server printed on stderr before its `listening on` line.
+    startup_log: Vec<String>,
 }
 
 impl Drop for Server {
@@ -48,8 +57,22 @@ impl Server {
     /// [`Server::start_with`], the server's command then adjusted by `configure` (its
     /// environment).
     fn start_configured(flags: &[&str], configure: impl FnOnce(&mut Command)) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let mut cmd = Command::new(bin());
+        Server::spawn(
+            Command::new(bin()),
+            tempfile::tempdir().unwrap(),
+            flags,
+            configure,
+        )
+    }
+
+    /// [`Server::start_configured`] in `dir`, run by `cmd`: the binary, or a command that ends
+    /// by running it with the arguments added here.
+    fn spawn(
+        mut cmd: Command,
+        dir: tempfile::TempDir,
+        flags: &[&str],
+        configure: impl FnOnce(&mut Command),
+    ) -> Server {
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--database"])
             .arg(dir.path().join("keymaster.db"))
             .args(flags)
@@ -102,7 +125,20 @@ impl Server {
                 }
             }
         };
-        Server { child, url, dir }
+        Server {
+            child,
+            url,
+            dir,
+            startup_log: log,
+        }
+    }
+
+    /// Kills the server (as `kill -9` would) and keeps its directory for another start.
+    fn into_dir(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // `Drop` needs a directory to remove: an empty one stands in.
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -169,7 +205,11 @@ struct Setup {
 
 impl Setup {
     fn new() -> Setup {
-        let server = Server::start();
+        Setup::on(Server::start())
+    }
+
+    /// The tenant, app key and service on a server already started.
+    fn on(server: Server) -> Setup {
         let tenant = server.json(&["admin", "tenant", "create", "acme", "--json"], &[]);
         assert_eq!(tenant["name"], "acme");
         assert!(tenant["webhook_secret"]

@@ -50,12 +50,14 @@ pub enum SecretError {
     TooShort(String),
 }
 
-/// Reads the secret from `path`, or makes a new random one there (mode 0600) when absent.
+/// Reads the secret from `path`, or makes a new random one there (mode 0600) when absent. An
+/// existing file that others can read is tightened first (see [`crate::private_files`]).
 pub fn load_or_create_secret_file(path: &Path) -> Result<Zeroizing<String>, SecretError> {
     let io = |source| SecretError::Io {
         path: path.display().to_string(),
         source,
     };
+    crate::private_files::restrict(path, "server secret file").map_err(io)?;
     match fs::read_to_string(path) {
         Ok(s) => {
             let s = Zeroizing::new(s.trim().to_owned());
@@ -293,6 +295,11 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+            // A file that others can read (an older install) is tightened when it is read.
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+            assert_eq!(*load_or_create_secret_file(&p).unwrap(), *s1);
             let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600);
         }

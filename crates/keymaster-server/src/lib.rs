@@ -13,6 +13,7 @@
 //!   used by the routes when a URL is given and by [`dispatch`] at every delivery.
 //! - [`demo`]: the browser demo under `/demo/` (pages embedded in the binary).
 //! - [`crypto`]: keys derived from the server secret, code HMACs, token hashes, sealing.
+//! - [`private_files`]: the server's files on disk are `0600` whatever the umask.
 #![forbid(unsafe_code)]
 #![cfg_attr(
     not(test),
@@ -29,6 +30,7 @@ pub mod dispatch;
 pub mod error;
 pub mod extract;
 pub mod netguard;
+pub mod private_files;
 pub mod routes;
 pub mod startup;
 pub mod state;

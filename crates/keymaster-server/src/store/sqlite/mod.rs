@@ -63,6 +63,7 @@ impl SqliteStore {
     /// `synchronous_full` chooses `synchronous=FULL` (every commit durable) over `NORMAL`.
     pub fn open(path: &Path, synchronous_full: bool) -> Result<SqliteStore, StoreError> {
         let owner = lock_owner(path)?;
+        private_database(path)?;
         // The writer's connection goes through `keymaster_walbuf`, which writes each commit's
         // WAL frames with one `pwrite` and makes no `fdatasync` at commit: durability is that of
         // `synchronous=NORMAL`. With `synchronous_full` the writer adds the one sync that `FULL`
@@ -190,11 +191,7 @@ impl SqliteStore {
 fn lock_owner(db: &Path) -> Result<std::fs::File, StoreError> {
     let mut name = db.as_os_str().to_owned();
     name.push(".lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&name)
+    let file = crate::private_files::create(Path::new(&name), "SQLite lock file")
         .map_err(|e| StoreError::Db(format!("cannot open {}: {e}", Path::new(&name).display())))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
@@ -208,6 +205,23 @@ fn lock_owner(db: &Path) -> Result<std::fs::File, StoreError> {
             Path::new(&name).display()
         ))),
     }
+}
+
+/// Makes the database file `0600` before SQLite opens it (creating it empty if new, which SQLite
+/// takes as a new database), so that the `-wal` and `-shm` that SQLite creates get that mode too,
+/// and tightens a `-wal` and `-shm` left by an earlier run. Runs while this process holds the
+/// lock and before any connection to the database is open (see `private_files::restrict`).
+fn private_database(db: &Path) -> Result<(), StoreError> {
+    let failed = |what: &str, e: std::io::Error| {
+        StoreError::Db(format!("cannot make the SQLite {what} private: {e}"))
+    };
+    drop(crate::private_files::create(db, "SQLite database").map_err(|e| failed("database", e))?);
+    for (suffix, role) in [("-wal", "SQLite -wal file"), ("-shm", "SQLite -shm file")] {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        crate::private_files::restrict(Path::new(&name), role).map_err(|e| failed(role, e))?;
+    }
+    Ok(())
 }
 
 /// SQLite's WAL file of the database at `db`: `keymaster.db` → `keymaster.db-wal`.
@@ -581,5 +595,38 @@ mod tests {
         );
         drop(first);
         SqliteStore::open(&path, true).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_database_its_wal_shm_and_lock_are_0600_and_tightened_at_open() {
+        use std::os::unix::fs::PermissionsExt;
+
+        use crate::store::Store;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.db");
+        let files = ["k.db", "k.db-wal", "k.db-shm", "k.db.lock"].map(|n| dir.path().join(n));
+        let modes = || {
+            files
+                .iter()
+                .map(|f| std::fs::metadata(f).unwrap().permissions().mode() & 0o777)
+                .collect::<Vec<_>>()
+        };
+        let store = SqliteStore::open(&path, false).unwrap();
+        store.ping().await.unwrap();
+        assert_eq!(modes(), [0o600; 4], "a new database");
+        drop(store);
+        for f in &files {
+            if f.exists() {
+                std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
+            } else {
+                // SQLite removed it at close; as after a crash, it is there at the next open.
+                std::fs::write(f, b"").unwrap();
+                std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
+            }
+        }
+        let store = SqliteStore::open(&path, false).unwrap();
+        store.ping().await.unwrap();
+        assert_eq!(modes(), [0o600; 4], "an existing database with 0644 files");
     }
 }
