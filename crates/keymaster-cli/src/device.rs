@@ -285,14 +285,18 @@ async fn add(args: AddArgs, server: &str, store: &Keystore, out: &Output) -> any
     }
 
     let device = DeviceClient::new(server, &app_key)?;
-    let deposit = device
+    let mut deposit = device
         .deposit(&request)
         .await
         .context("cannot deposit the key")?;
+    // Neither private key form stays in `deposit`, which the output below prints: the keystore
+    // keeps the PKCS#8 form of a server-made pair, and the OpenSSH form is dropped (zeroized).
+    let server_private_key = deposit.private_key.take();
+    deposit.private_key_openssh = None;
     let (private_key, public_key) = match material {
-        Material::Local(pair) => (Some(pair.private_pem.to_string()), Some(pair.public_pem)),
+        Material::Local(pair) => (Some(pair.private_pem), Some(pair.public_pem)),
         Material::File(text) => (None, Some(text)),
-        Material::Server => (deposit.private_key.clone(), None),
+        Material::Server => (server_private_key, None),
     };
     let entry = Entry {
         label: args.label.clone(),
@@ -319,7 +323,6 @@ async fn add(args: AddArgs, server: &str, store: &Keystore, out: &Output) -> any
         let mut body = serde_json::to_value(&deposit).context("cannot encode the deposit")?;
         if let Some(map) = body.as_object_mut() {
             map.remove("holder_token");
-            map.remove("private_key");
         }
         out.json(&body)?;
     } else {

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
 /// What the device keeps about one deposit.
 #[derive(Clone, Serialize, Deserialize)]
@@ -26,8 +27,9 @@ pub struct Entry {
     pub code: Option<String>,
     /// The live code in groups of four.
     pub code_display: Option<String>,
-    /// PKCS#8 PEM of the private key, when this device holds it (made here or on the server).
-    pub private_key: Option<String>,
+    /// PKCS#8 PEM of the private key, when this device holds it (made here or on the server);
+    /// zeroized when the entry is dropped.
+    pub private_key: Option<Zeroizing<String>>,
     /// The public key as deposited (PEM or OpenSSH line); `None` for server-made pairs.
     pub public_key: Option<String>,
     /// `ed25519`, `p256`, `rsa-3072`, …
@@ -212,7 +214,7 @@ mod tests {
             holder_token: "kmh_secret".into(),
             code: Some("4729104755182036".into()),
             code_display: Some("4729-1047-5518-2036".into()),
-            private_key: Some("-----BEGIN PRIVATE KEY-----".into()),
+            private_key: Some(Zeroizing::new("-----BEGIN PRIVATE KEY-----".into())),
             public_key: None,
             algorithm: "ed25519".into(),
             fingerprint: Some("SHA256:x".into()),

@@ -5,11 +5,15 @@
 //! to install — it never skips.
 //!
 //! Modules beside this file (in `e2e/`, same test binary): `file_modes` (the modes of the files
-//! `serve` creates, under permissive umasks).
+//! `serve` creates, under permissive umasks) and `generated_keys` (server-generated private keys
+//! loaded by OpenSSL, OpenSSH, Python `cryptography` and Node's `crypto`).
 
 #[cfg(unix)]
 #[path = "e2e/file_modes.rs"]
 mod file_modes;
+#[cfg(unix)]
+#[path = "e2e/generated_keys.rs"]
+mod generated_keys;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};

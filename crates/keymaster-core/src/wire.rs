@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use zeroize::Zeroizing;
 
 #[cfg(feature = "openapi")]
 use utoipa::ToSchema;
@@ -166,9 +167,16 @@ pub struct DepositResponse {
     pub expires_at: jiff::Timestamp,
     /// `kmh_` token that opens this one key; shown once.
     pub holder_token: String,
-    /// PKCS#8 PEM of a pair made with `generate`; shown once, never stored.
+    /// The private key of a pair made with `generate`, as PKCS#8 v1 PEM (`PRIVATE KEY`, what
+    /// OpenSSL, Python `cryptography` and Node's `crypto` load); shown once, never stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub private_key: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub private_key: Option<Zeroizing<String>>,
+    /// The same private key in OpenSSH's format (`OPENSSH PRIVATE KEY`, unencrypted, the label as
+    /// comment), what `ssh-keygen` and `ssh -i` load; only with `generate`, shown once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub private_key_openssh: Option<Zeroizing<String>>,
 }
 
 /// `POST /v1/retrievals`.

@@ -2,8 +2,14 @@
 //! `device sign` and for tests that make proofs).
 //!
 //! The private key only passes through: it is returned to the caller as PKCS#8 PEM in a
-//! [`Zeroizing`] string, and the parsed signing keys zeroize themselves on drop. Not here:
-//! refusing private keys offered as public input (`parse.rs`, `jwk.rs`).
+//! [`Zeroizing`] string (and, on request, in OpenSSH's format), and the parsed signing keys
+//! zeroize themselves on drop. Not here: refusing private keys offered as public input
+//! (`parse.rs`, `jwk.rs`).
+//!
+//! The PEM is PKCS#8 version 1 (RFC 5208) for every algorithm, the form every common tool reads.
+//! An Ed25519 key in version 2 (RFC 5958, with the public key), which `ed25519-dalek` writes by
+//! default, is refused by OpenSSL 3.0 (`openssl pkey`), Python's `cryptography`, Node's `crypto`
+//! and `ssh-keygen`; the public key is derived from the private one anyway.
 
 use std::fmt;
 use std::str::FromStr;
@@ -61,7 +67,8 @@ impl FromStr for GenerateAlgorithm {
     }
 }
 
-/// Makes a key pair; returns the public key and the private key as PKCS#8 PEM (`PRIVATE KEY`).
+/// Makes a key pair; returns the public key and the private key as PKCS#8 v1 PEM
+/// (`PRIVATE KEY`).
 pub fn generate<R: rand::RngCore + rand::CryptoRng>(
     alg: GenerateAlgorithm,
     rng: &mut R,
@@ -70,7 +77,12 @@ pub fn generate<R: rand::RngCore + rand::CryptoRng>(
     let (material, pem) = match alg {
         GenerateAlgorithm::Ed25519 => {
             let key = ed25519_dalek::SigningKey::generate(rng);
-            let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(failed)?;
+            // Without the public key: version 1 (see the module docs). Zeroizes on drop.
+            let v1 = ed25519_dalek::pkcs8::KeypairBytes {
+                secret_key: key.to_bytes(),
+                public_key: None,
+            };
+            let pem = v1.to_pkcs8_pem(LineEnding::LF).map_err(failed)?;
             (Material::ed25519(key.verifying_key().as_bytes())?, pem)
         }
         GenerateAlgorithm::P256 => {
@@ -89,6 +101,41 @@ pub fn generate<R: rand::RngCore + rand::CryptoRng>(
         }
     };
     Ok((PublicKey::from_material(material)?, pem))
+}
+
+/// The private key `private_key` (any form [`sign`] reads) in OpenSSH's private key format
+/// (`OPENSSH PRIVATE KEY`, unencrypted), with `comment` as the key's comment: what
+/// `ssh-keygen -y` and `ssh -i` read. Ed25519, P-256, P-384 and RSA; an unreadable or other key
+/// is [`KeyError::Invalid`].
+pub fn openssh_private_key(
+    private_key: &str,
+    comment: &str,
+) -> Result<Zeroizing<String>, KeyError> {
+    use p256::elliptic_curve::sec1::ToEncodedPoint;
+    use ssh_key::private::{EcdsaKeypair, Ed25519Keypair, KeypairData, RsaKeypair};
+    let failed = |_| KeyError::invalid("the private key has no OpenSSH form");
+    let data = match load_private_key(private_key.trim())? {
+        SigningKey::Ed25519(key) => KeypairData::Ed25519(Ed25519Keypair::from(&key)),
+        SigningKey::P256(key) => {
+            let secret = p256::SecretKey::from(&key);
+            KeypairData::Ecdsa(EcdsaKeypair::NistP256 {
+                public: secret.public_key().to_encoded_point(false),
+                private: secret.into(),
+            })
+        }
+        SigningKey::P384(key) => {
+            let secret = p384::SecretKey::from(&key);
+            KeypairData::Ecdsa(EcdsaKeypair::NistP384 {
+                public: secret.public_key().to_encoded_point(false),
+                private: secret.into(),
+            })
+        }
+        SigningKey::Rsa(key) => KeypairData::Rsa(RsaKeypair::try_from(&key).map_err(failed)?),
+    };
+    ssh_key::PrivateKey::new(data, comment)
+        .map_err(failed)?
+        .to_openssh(ssh_key::LineEnding::LF)
+        .map_err(failed)
 }
 
 /// A parsed private key, ready to sign.

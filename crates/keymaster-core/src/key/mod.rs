@@ -15,7 +15,8 @@
 //! - `jwk.rs`: JWK import/export and the RFC 7638 thumbprint.
 //! - `fingerprint.rs`: the `SHA256:` SPKI fingerprint and the proof-of-possession message.
 //! - `verify.rs`: signature verification (proofs).
-//! - `generate.rs`: key pair generation and signing with a private key (CLI and tests).
+//! - `generate.rs`: key pair generation (PKCS#8 v1 PEM, and the OpenSSH private key format) and
+//!   signing with a private key (CLI and tests).
 //!
 //! Not here: symmetric secrets (kind `secret`), storage, HTTP status codes. This module never
 //! keeps a private key: private keys offered as public input are refused with
@@ -54,7 +55,7 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use fingerprint::proof_message;
-pub use generate::{generate, sign, GenerateAlgorithm};
+pub use generate::{generate, openssh_private_key, sign, GenerateAlgorithm};
 pub use stored::PublicForms;
 
 use material::Material;

@@ -1,7 +1,8 @@
 //! Round trips between the formats, generation + signing + proof, and the RFC 7638 thumbprint.
 
 use keymaster_core::key::{
-    generate, proof_message, sign, Algorithm, GenerateAlgorithm, KeyError, PublicKey,
+    generate, openssh_private_key, proof_message, sign, Algorithm, GenerateAlgorithm, KeyError,
+    PublicKey,
 };
 use rand::SeedableRng;
 
@@ -142,8 +143,30 @@ fn generated_pairs_sign_valid_proofs() {
             PublicKey::parse(&private),
             Err(KeyError::PrivateKeyRejected)
         );
+        // PKCS#8 version 1, without the public key: what OpenSSL 3.0, Python and Node read (the
+        // e2e test `generated_keys` loads it in each).
+        let (_, der) = pkcs8::der::pem::decode_vec(private.as_bytes()).expect(name);
+        let info = pkcs8::PrivateKeyInfo::try_from(der.as_slice()).expect(name);
+        assert_eq!(info.version(), pkcs8::Version::V1, "{name}");
         let proof = sign(&private, &proof_message(&public.fingerprint())).expect(name);
         assert_eq!(public.verify_proof(&proof), Ok(()), "{name}");
+        // The OpenSSH form is the same key, with the comment given.
+        let openssh = openssh_private_key(&private, "laptop").expect(name);
+        let parsed = ssh_key::PrivateKey::from_openssh(openssh.as_bytes()).expect(name);
+        assert_eq!(parsed.comment(), "laptop", "{name}");
+        assert!(!parsed.is_encrypted(), "{name}");
+        let line = parsed.public_key().to_openssh().expect(name);
+        assert_eq!(
+            PublicKey::parse(&line).expect(name).fingerprint(),
+            public.fingerprint(),
+            "{name}"
+        );
+        let signed = sign(&openssh, b"from the OpenSSH form").expect(name);
+        assert_eq!(
+            public.verify(b"from the OpenSSH form", &signed),
+            Ok(()),
+            "{name}"
+        );
         // A proof by another key of the same algorithm does not verify.
         let (other, other_private) = generate(alg, &mut rng).expect(name);
         let foreign = sign(&other_private, &proof_message(&public.fingerprint())).expect(name);

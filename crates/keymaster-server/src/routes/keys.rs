@@ -238,6 +238,23 @@ async fn deposit_inner(
         Some((f, s, j)) => (Some(f), s, Some(j)),
         None => (None, None, None),
     };
+    // A generated key also goes back in OpenSSH's format, with the label as its comment. Off the
+    // async threads: reading the key back costs a few curve multiplications (about 1.5 ms for
+    // P-256).
+    let private_key_openssh = match &private_key {
+        Some(pem) => {
+            let (pem, comment) = (pem.clone(), req.label.clone().unwrap_or_default());
+            let converted =
+                tokio::task::spawn_blocking(move || key::openssh_private_key(&pem, &comment))
+                    .await
+                    .map_err(|e| ApiError::Internal(format!("OpenSSH conversion task: {e}")))?;
+            Some(
+                converted
+                    .map_err(|_| ApiError::Internal("no OpenSSH form of a generated key".into()))?,
+            )
+        }
+        None => None,
+    };
     let holder_token = new_holder_token(&id);
     let format = req.code_format.unwrap_or(CodeFormat::Digits);
     for _ in 0..CODE_ATTEMPTS {
@@ -277,7 +294,8 @@ async fn deposit_inner(
                 jwk_thumbprint,
                 expires_at,
                 holder_token: holder_token.to_string(),
-                private_key: private_key.map(|k| k.to_string()),
+                private_key,
+                private_key_openssh,
             });
         }
     }

@@ -26,7 +26,7 @@ async fn openssh_deposit_returns_code_fingerprints_and_holder_token() {
         Some(key.jwk_thumbprint().as_str())
     );
     assert!(dep.holder_token.starts_with("kmh_"));
-    assert!(dep.private_key.is_none());
+    assert!(dep.private_key.is_none() && dep.private_key_openssh.is_none());
     // digits: 16 digits with a valid check digit, displayed in groups of four.
     assert_eq!(dep.code.len(), 16);
     assert!(dep.code.chars().all(|c| c.is_ascii_digit()));

@@ -87,7 +87,15 @@ async fn generated_pair_signs_and_is_not_kept(alg: &str) {
     let private = dep.private_key.clone().expect("private_key with generate");
     assert!(
         private.starts_with("-----BEGIN PRIVATE KEY-----"),
-        "PKCS#8 PEM: {private}"
+        "PKCS#8 PEM: {private:?}"
+    );
+    let openssh = dep
+        .private_key_openssh
+        .clone()
+        .expect("private_key_openssh with generate");
+    assert!(
+        openssh.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"),
+        "OpenSSH: {openssh:?}"
     );
 
     let got = service.retrieve(&retrieval(&dep.code)).await.unwrap();
@@ -98,6 +106,8 @@ async fn generated_pair_signs_and_is_not_kept(alg: &str) {
     let sig = key::sign(&private, message.as_bytes()).unwrap();
     public.verify(message.as_bytes(), &sig).unwrap();
     assert!(public.verify(b"another message", &sig).is_err());
+    let sig = key::sign(&openssh, message.as_bytes()).unwrap();
+    public.verify(message.as_bytes(), &sig).unwrap();
 
     // The private half is nowhere the server keeps or tells.
     let der = pem_der(&private);
@@ -162,7 +172,7 @@ async fn secrets_round_trip_and_are_sealed_at_rest() {
         let dep = device.deposit(&secret_request(b64.clone())).await.unwrap();
         assert_eq!(dep.kind, "secret");
         assert_eq!(dep.algorithm, "secret");
-        assert!(dep.private_key.is_none());
+        assert!(dep.private_key.is_none() && dep.private_key_openssh.is_none());
         assert!(dep.fingerprint.is_none());
 
         let db = app.database_bytes().await;
