@@ -102,6 +102,21 @@ pub struct Settings {
     /// On SIGTERM, how long requests in flight may take to finish before the server exits.
     #[serde(with = "duration")]
     pub shutdown_grace: Duration,
+    /// How lines on stderr are written: `text` for people, `json` (one object a line, with
+    /// `timestamp`, `level`, `message` and the request's `request_id` at the top level) for a
+    /// log collector.
+    pub log_format: LogFormat,
+}
+
+/// The format of the log lines on stderr (`log_format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (tracing-subscriber's default format).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 impl Default for Settings {
@@ -138,6 +153,7 @@ impl Default for Settings {
                 .map(|n| n.get())
                 .unwrap_or(1),
             shutdown_grace: Duration::from_secs(10),
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -174,6 +190,7 @@ const ENV_KEYS: &[&str] = &[
     "max_event_streams",
     "max_concurrent_generations",
     "shutdown_grace",
+    "log_format",
 ];
 
 /// The smallest `max_header_bytes` the HTTP/1 parser accepts (hyper's minimum buffer).
@@ -379,6 +396,23 @@ mod tests {
             .merge(figment::providers::Toml::string("min_tll = \"1s\""));
         let err = fig.extract::<Settings>().unwrap_err().to_string();
         assert!(err.contains("min_tll"), "{err}");
+    }
+
+    #[test]
+    fn log_format_is_text_unless_json_is_asked_for() {
+        assert_eq!(Settings::default().log_format, LogFormat::Text);
+        let read = |toml: &str| {
+            Figment::from(Serialized::defaults(Settings::default()))
+                .merge(figment::providers::Toml::string(toml))
+                .extract::<Settings>()
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            read("log_format = \"json\"").unwrap().log_format,
+            LogFormat::Json
+        );
+        let err = read("log_format = \"xml\"").unwrap_err();
+        assert!(err.contains("log_format") || err.contains("xml"), "{err}");
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! - [`demo`]: the browser demo under `/demo/` (pages embedded in the binary).
 //! - [`crypto`]: keys derived from the server secret, code HMACs, token hashes, sealing.
 //! - [`private_files`]: the server's files on disk are `0600` whatever the umask.
+//! - [`logs`]: the log stream on stderr, text or JSON (`log_format`).
 #![forbid(unsafe_code)]
 #![cfg_attr(
     not(test),
@@ -29,6 +30,7 @@ pub mod demo;
 pub mod dispatch;
 pub mod error;
 pub mod extract;
+pub mod logs;
 pub mod netguard;
 pub mod private_files;
 pub mod routes;
@@ -58,15 +60,10 @@ pub struct ServeOptions {
 
 /// Runs the server until SIGTERM or Ctrl-C; logs go to stderr.
 pub async fn serve(opts: ServeOptions) -> Result<(), StartError> {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .try_init();
     // Validated by `App::build`, once the flags are in.
     let mut settings = Settings::read(opts.config.as_deref())?;
+    let log_format = settings.log_format;
+    logs::init(log_format);
     if let Some(listen) = opts.listen {
         settings.listen = listen;
     }
@@ -82,14 +79,23 @@ pub async fn serve(opts: ServeOptions) -> Result<(), StartError> {
         source,
     })?;
     if let Some(token) = app.take_generated_admin_token() {
-        // Printed once, on purpose, to the operator's terminal; never logged.
-        eprintln!(
+        // Printed once, on purpose, on stdout: stderr is the log stream, which a collector
+        // keeps and ships, and the token must never be in it.
+        println!(
             "keymaster: generated admin token (shown once, store it now): {}",
             token.as_str()
         );
     }
-    eprintln!("keymaster listening on http://{addr}");
-    tracing::info!(%addr, "listening");
+    match log_format {
+        config::LogFormat::Text => {
+            eprintln!("keymaster listening on http://{addr}");
+            tracing::info!(%addr, "listening");
+        }
+        // Every line of a JSON log stream is a JSON object, this one too.
+        config::LogFormat::Json => {
+            tracing::info!(%addr, "keymaster listening on http://{addr}");
+        }
+    }
     app.run_until_stopped(shutdown_signal())
         .await
         .map_err(|source| StartError::Bind {

@@ -1,0 +1,200 @@
+//! Tests of what an operator runs the built `keymaster` binary for besides the API: the JSON log
+//! stream, shell completions and the man page, the systemd unit, and backup and restore of a
+//! SQLite database under load. Each test spawns `keymaster serve` processes of its own on
+//! `127.0.0.1:0`, with their databases in temporary directories.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_keymaster")
+}
+
+/// A running `keymaster serve`, its address and every line it wrote so far on stderr and stdout.
+struct Serve {
+    child: Child,
+    url: String,
+    stderr: Arc<Mutex<Vec<String>>>,
+    stdout: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Keeps reading `pipe` into `lines` (so that the child never blocks on a full pipe), and sends
+/// the address of the first line that says where the server listens.
+fn drain(
+    pipe: impl Read + Send + 'static,
+    lines: Arc<Mutex<Vec<String>>>,
+    listening: Option<mpsc::Sender<String>>,
+) {
+    std::thread::spawn(move || {
+        let mut listening = listening;
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if let Some(at) = line.find("listening on http://") {
+                if let Some(tx) = listening.take() {
+                    let url: String = line[at + "listening on ".len()..]
+                        .chars()
+                        .take_while(|c| !c.is_whitespace() && *c != '"')
+                        .collect();
+                    let _ = tx.send(url);
+                }
+            }
+            lines.lock().unwrap().push(line);
+        }
+    });
+}
+
+impl Serve {
+    /// `keymaster serve` on the SQLite file `db`, with `envs` besides a clean environment.
+    fn start(db: &Path, envs: &[(&str, &str)]) -> Serve {
+        let mut cmd = Command::new(bin());
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--database"])
+            .arg(db)
+            .current_dir(db.parent().unwrap())
+            .env_remove("KEYMASTER_ADMIN_TOKEN")
+            .env_remove("KEYMASTER_SECRET")
+            .env_remove("KEYMASTER_LOG_FORMAT")
+            .env_remove("KEYMASTER_DEMO")
+            .env_remove("KEYMASTER_LISTEN")
+            .env_remove("KEYMASTER_DATABASE_URL")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (name, value) in envs {
+            cmd.env(name, value);
+        }
+        let mut child = cmd.spawn().expect("cannot start `keymaster serve`");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        drain(child.stderr.take().unwrap(), stderr.clone(), Some(tx));
+        drain(child.stdout.take().unwrap(), stdout.clone(), None);
+        let Ok(url) = rx.recv_timeout(Duration::from_secs(60)) else {
+            let status = child.try_wait().ok().flatten();
+            panic!(
+                "`keymaster serve` printed no `listening on http://…` line (exit: {status:?}); its stderr:\n{}",
+                stderr.lock().unwrap().join("\n")
+            );
+        };
+        Serve {
+            child,
+            url,
+            stderr,
+            stdout,
+        }
+    }
+
+    /// Sends SIGTERM and waits until the process has exited and both pipes are read to the end.
+    fn stop(mut self) -> (Vec<String>, Vec<String>) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        assert!(exit.success(), "serve exited with {exit:?}");
+        // The readers see end-of-file once the process is gone; give them a moment to finish.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&self.stderr) > 1 || Arc::strong_count(&self.stdout) > 1 {
+            if Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let err = self.stderr.lock().unwrap().clone();
+        let out = self.stdout.lock().unwrap().clone();
+        (err, out)
+    }
+}
+
+/// `GET path` over a fresh connection; the status and the answer's `x-request-id`.
+fn get(url: &str, path: &str) -> (u16, String) {
+    let addr = url.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {response}"));
+    let request_id = response
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("x-request-id")
+                .then(|| value.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no x-request-id: {response}"));
+    (status, request_id)
+}
+
+#[test]
+fn json_logs_are_one_object_a_line_with_the_request_id_and_no_admin_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Serve::start(
+        &dir.path().join("keymaster.db"),
+        &[
+            ("KEYMASTER_LOG_FORMAT", "json"),
+            // The request span's lines are at debug level (`tower_http`).
+            ("RUST_LOG", "info,tower_http=debug"),
+        ],
+    );
+    let (status, request_id) = get(&server.url, "/no/such/path");
+    assert_eq!(status, 404);
+    let (stderr, stdout) = server.stop();
+
+    // The generated admin token is on stdout, once, and nowhere in the log stream.
+    let token_lines: Vec<&String> = stdout.iter().filter(|l| l.contains("kmadmin_")).collect();
+    assert_eq!(token_lines.len(), 1, "stdout: {stdout:?}");
+    let token = token_lines[0]
+        .split_whitespace()
+        .find(|w| w.starts_with("kmadmin_"))
+        .unwrap();
+    assert!(
+        !stderr.iter().any(|l| l.contains(token) || l.contains("kmadmin_")),
+        "the admin token is in the log stream"
+    );
+
+    let mut listening = false;
+    let mut in_request = 0;
+    for line in &stderr {
+        let object: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("a log line is not JSON ({e}): {line}"));
+        for field in ["timestamp", "level", "message"] {
+            assert!(object[field].is_string(), "no top-level {field}: {line}");
+        }
+        if object["message"]
+            .as_str()
+            .unwrap()
+            .contains("listening on http://")
+        {
+            listening = true;
+        }
+        if object["path"] == "/no/such/path" {
+            assert_eq!(object["request_id"], request_id.as_str(), "{line}");
+            in_request += 1;
+        }
+    }
+    assert!(listening, "no JSON listening line: {stderr:?}");
+    assert!(in_request >= 1, "no line logged inside the request: {stderr:?}");
+}
+
