@@ -6,6 +6,7 @@
 //! - [`device`]: a device depositing and managing its keys, with the local [`keystore`].
 //! - [`service`]: an outside service fetching a key by code.
 //! - [`qr`]: QR codes for the terminal, PNG and SVG; [`output`]: text and `--json` printing.
+//! - [`docs`]: shell completion scripts and the man page, made from this file's definition.
 //!
 //! Every failure ends in one line on stderr and exit status 1 (see [`output::one_line`]).
 #![forbid(unsafe_code)]
@@ -16,6 +17,7 @@
 
 mod admin;
 mod device;
+mod docs;
 mod keystore;
 mod output;
 mod qr;
@@ -30,7 +32,7 @@ use std::process::ExitCode;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// keymaster: move a public key from a device to an outside service with a short code.
 #[derive(Debug, Parser)]
@@ -59,6 +61,10 @@ enum Command {
     Device(device::DeviceArgs),
     /// Outside-service commands: fetch a key by its code (needs KEYMASTER_SERVICE_KEY).
     Service(service::ServiceArgs),
+    /// Print a completion script for bash, zsh or fish.
+    Completions(docs::CompletionsArgs),
+    /// Print the man page (roff).
+    Man,
 }
 
 #[tokio::main]
@@ -73,6 +79,8 @@ async fn main() -> ExitCode {
         Command::Admin(args) => admin::run(args, &out).await,
         Command::Device(args) => device::run(args, &out).await,
         Command::Service(args) => service::run(args, &out).await,
+        Command::Completions(args) => docs::completions(args, Cli::command()),
+        Command::Man => docs::man(Cli::command()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -111,7 +119,7 @@ fn usage_error(err: clap::Error) -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory;
+    use clap::CommandFactory as _;
 
     #[test]
     fn the_command_line_definition_is_consistent() {

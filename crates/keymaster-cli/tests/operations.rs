@@ -198,3 +198,46 @@ fn json_logs_are_one_object_a_line_with_the_request_id_and_no_admin_token() {
     assert!(in_request >= 1, "no line logged inside the request: {stderr:?}");
 }
 
+/// `keymaster ARGS`, asserted to succeed; its stdout.
+fn run_ok(args: &[&str]) -> String {
+    let out = Command::new(bin()).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "`keymaster {}` failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn completion_scripts_are_valid_and_cover_the_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let bash = run_ok(&["completions", "bash"]);
+    let script = dir.path().join("keymaster.bash");
+    std::fs::write(&script, &bash).unwrap();
+    let check = Command::new("bash").arg("-n").arg(&script).output().unwrap();
+    assert!(
+        check.status.success(),
+        "bash -n: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    for word in ["serve", "admin", "device", "service", "--database"] {
+        assert!(bash.contains(word), "the bash script lacks {word}");
+    }
+    assert!(run_ok(&["completions", "zsh"]).starts_with("#compdef keymaster"));
+    assert!(run_ok(&["completions", "fish"]).contains("complete -c keymaster"));
+    let refused = Command::new(bin())
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+}
+
+#[test]
+fn the_man_page_is_roff_with_the_commands() {
+    let page = run_ok(&["man"]);
+    assert!(page.contains(".TH keymaster"), "{page}");
+    assert!(page.contains(".SH SYNOPSIS") && page.contains("serve"), "{page}");
+}
+
