@@ -241,3 +241,90 @@ fn the_man_page_is_roff_with_the_commands() {
     assert!(page.contains(".SH SYNOPSIS") && page.contains("serve"), "{page}");
 }
 
+/// The unit file, its `ExecStart` pointed at the binary under test (`systemd-analyze verify`
+/// checks that the program exists), written into a fresh directory.
+fn unit_for_test(dir: &Path) -> std::path::PathBuf {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../packaging/keymaster.service"
+    ))
+    .unwrap();
+    assert!(unit.contains("ExecStart=/usr/local/bin/keymaster serve"));
+    let path = dir.join("keymaster.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/keymaster", bin())).unwrap();
+    path
+}
+
+/// The settings of the unit's `[Service]` section, in order (a key may repeat).
+fn service_settings(unit: &str) -> Vec<(String, String)> {
+    let mut section = "";
+    let mut settings = Vec::new();
+    for line in unit.lines().map(str::trim) {
+        if line.starts_with('[') {
+            section = line;
+        } else if section == "[Service]" && !line.is_empty() && !line.starts_with('#') {
+            let (key, value) = line.split_once('=').unwrap();
+            settings.push((key.to_owned(), value.to_owned()));
+        }
+    }
+    settings
+}
+
+#[test]
+fn the_systemd_unit_is_hardened_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = unit_for_test(dir.path());
+    let settings = service_settings(&std::fs::read_to_string(&path).unwrap());
+    let has = |key: &str, value: &str| settings.iter().any(|(k, v)| k == key && v == value);
+    for (key, value) in [
+        ("DynamicUser", "yes"),
+        ("StateDirectory", "keymaster"),
+        ("WorkingDirectory", "/var/lib/keymaster"),
+        ("ProtectSystem", "strict"),
+        ("ProtectHome", "yes"),
+        ("PrivateTmp", "yes"),
+        ("NoNewPrivileges", "yes"),
+        ("CapabilityBoundingSet", ""),
+        ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX"),
+        ("SystemCallFilter", "@system-service"),
+        ("SystemCallArchitectures", "native"),
+        ("MemoryDenyWriteExecute", "yes"),
+        ("LockPersonality", "yes"),
+        ("RestrictNamespaces", "yes"),
+        ("UMask", "0077"),
+        ("EnvironmentFile", "-/etc/keymaster/env"),
+        ("KillSignal", "SIGTERM"),
+    ] {
+        assert!(has(key, value), "the unit lacks {key}={value}");
+    }
+
+    // systemd's own checks: no unknown key, no bad value (it warns and goes on, so its output
+    // must be empty too), and the exposure score of its sandbox analysis.
+    let verify = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&path)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("this test needs `systemd-analyze`: apt-get install systemd ({e})")
+        });
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    assert!(
+        verify.status.success() && !said.contains("keymaster.service"),
+        "systemd-analyze verify: {said}"
+    );
+    let security = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--threshold=20"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&security.stdout);
+    assert!(
+        security.status.success(),
+        "systemd-analyze security rates the unit above 2.0: {report}{}",
+        String::from_utf8_lossy(&security.stderr)
+    );
+}
