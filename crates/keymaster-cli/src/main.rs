@@ -7,6 +7,7 @@
 //! - [`service`]: an outside service fetching a key by code.
 //! - [`qr`]: QR codes for the terminal, PNG and SVG; [`output`]: text and `--json` printing.
 //! - [`docs`]: shell completion scripts and the man page, made from this file's definition.
+//! - [`backup`]: `backup` and `restore` of a SQLite database.
 //!
 //! Every failure ends in one line on stderr and exit status 1 (see [`output::one_line`]).
 #![forbid(unsafe_code)]
@@ -16,6 +17,7 @@
 )]
 
 mod admin;
+mod backup;
 mod device;
 mod docs;
 mod keystore;
@@ -61,6 +63,10 @@ enum Command {
     Device(device::DeviceArgs),
     /// Outside-service commands: fetch a key by its code (needs KEYMASTER_SERVICE_KEY).
     Service(service::ServiceArgs),
+    /// Write a consistent copy of a SQLite database while the server runs.
+    Backup(backup::BackupArgs),
+    /// Put a SQLite backup back (refused while a server runs on the database).
+    Restore(backup::RestoreArgs),
     /// Print a completion script for bash, zsh or fish.
     Completions(docs::CompletionsArgs),
     /// Print the man page (roff).
@@ -79,6 +85,8 @@ async fn main() -> ExitCode {
         Command::Admin(args) => admin::run(args, &out).await,
         Command::Device(args) => device::run(args, &out).await,
         Command::Service(args) => service::run(args, &out).await,
+        Command::Backup(args) => backup::run_backup(args, &out),
+        Command::Restore(args) => backup::run_restore(args, &out),
         Command::Completions(args) => docs::completions(args, Cli::command()),
         Command::Man => docs::man(Cli::command()),
     };

@@ -170,7 +170,9 @@ fn json_logs_are_one_object_a_line_with_the_request_id_and_no_admin_token() {
         .find(|w| w.starts_with("kmadmin_"))
         .unwrap();
     assert!(
-        !stderr.iter().any(|l| l.contains(token) || l.contains("kmadmin_")),
+        !stderr
+            .iter()
+            .any(|l| l.contains(token) || l.contains("kmadmin_")),
         "the admin token is in the log stream"
     );
 
@@ -195,7 +197,10 @@ fn json_logs_are_one_object_a_line_with_the_request_id_and_no_admin_token() {
         }
     }
     assert!(listening, "no JSON listening line: {stderr:?}");
-    assert!(in_request >= 1, "no line logged inside the request: {stderr:?}");
+    assert!(
+        in_request >= 1,
+        "no line logged inside the request: {stderr:?}"
+    );
 }
 
 /// `keymaster ARGS`, asserted to succeed; its stdout.
@@ -216,7 +221,11 @@ fn completion_scripts_are_valid_and_cover_the_commands() {
     let bash = run_ok(&["completions", "bash"]);
     let script = dir.path().join("keymaster.bash");
     std::fs::write(&script, &bash).unwrap();
-    let check = Command::new("bash").arg("-n").arg(&script).output().unwrap();
+    let check = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .unwrap();
     assert!(
         check.status.success(),
         "bash -n: {}",
@@ -238,7 +247,10 @@ fn completion_scripts_are_valid_and_cover_the_commands() {
 fn the_man_page_is_roff_with_the_commands() {
     let page = run_ok(&["man"]);
     assert!(page.contains(".TH keymaster"), "{page}");
-    assert!(page.contains(".SH SYNOPSIS") && page.contains("serve"), "{page}");
+    assert!(
+        page.contains(".SH SYNOPSIS") && page.contains("serve"),
+        "{page}"
+    );
 }
 
 /// The unit file, its `ExecStart` pointed at the binary under test (`systemd-analyze verify`
@@ -327,4 +339,177 @@ fn the_systemd_unit_is_hardened_and_verifies() {
         "systemd-analyze security rates the unit above 2.0: {report}{}",
         String::from_utf8_lossy(&security.stderr)
     );
+}
+
+const ADMIN_TOKEN: &str = "operations-admin-token-0123456789";
+
+/// A tenant's app key and an enrolled service's key on the server at `url`.
+async fn credentials(url: &str) -> (String, String) {
+    let admin = keymaster_client::AdminClient::new(url, ADMIN_TOKEN).unwrap();
+    let tenant = admin
+        .create_tenant(&serde_json::from_value(serde_json::json!({"name": "acme"})).unwrap())
+        .await
+        .unwrap();
+    let app_key = admin.create_app_key(&tenant.id).await.unwrap().token;
+    let service = admin
+        .create_service(
+            &serde_json::from_value(
+                serde_json::json!({"name": "restore-check", "domains": ["example.net"]}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    (app_key, service.token)
+}
+
+/// `keymaster ARGS` run off the async threads; its exit status, stdout and stderr.
+async fn keymaster(args: Vec<std::ffi::OsString>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        Command::new(bin())
+            .args(args)
+            .env_remove("KEYMASTER_DATABASE_URL")
+            .env_remove("KEYMASTER_SECRET")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// One acknowledged deposit: when its answer arrived, its code and the secret deposited.
+type Acked = (Instant, String, String);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_under_deposit_load_restores_every_key_acknowledged_before_it() {
+    use base64::Engine;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("keymaster.db");
+    let server = Serve::start(&db, &[("KEYMASTER_ADMIN_TOKEN", ADMIN_TOKEN)]);
+    let (app_key, service_key) = credentials(&server.url).await;
+
+    // Deposits one after another, from a task of their own, until told to stop.
+    let acked: Arc<Mutex<Vec<Acked>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let device = keymaster_client::DeviceClient::new(&server.url, &app_key).unwrap();
+        let (acked, stop) = (acked.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let secret =
+                    base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
+                let request = serde_json::from_value(
+                    serde_json::json!({"secret": secret, "label": "under load"}),
+                )
+                .unwrap();
+                let deposit = device.deposit(&request).await.unwrap();
+                acked
+                    .lock()
+                    .unwrap()
+                    .push((Instant::now(), deposit.code, secret));
+            }
+        })
+    };
+    let count = |after: Instant| {
+        acked
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(at, _, _)| *at > after)
+            .count()
+    };
+    let wait_for = |n: usize, after: Instant| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        async move {
+            while count(after) < n {
+                assert!(Instant::now() < deadline, "the deposits are too slow");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let start = Instant::now();
+    wait_for(100, start).await;
+
+    let backup = dir.path().join("backup.db");
+    let began = Instant::now();
+    let out = keymaster(vec![
+        "backup".into(),
+        "--database".into(),
+        db.clone().into(),
+        backup.clone().into(),
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "backup: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ended = Instant::now();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    // While the server runs on it, a restore is refused and leaves the database alone.
+    let refused = keymaster(vec![
+        "restore".into(),
+        "--force".into(),
+        "--database".into(),
+        db.clone().into(),
+        backup.clone().into(),
+    ])
+    .await;
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("in use"), "{message}");
+
+    // The writer was never stopped: deposits go on being acknowledged after the backup.
+    wait_for(50, ended).await;
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    let (_, _) = tokio::task::spawn_blocking(move || server.stop())
+        .await
+        .unwrap();
+
+    // A fresh directory: the backup restored, the secret file copied in apart.
+    let fresh = tempfile::tempdir().unwrap();
+    let restored = fresh.path().join("keymaster.db");
+    std::fs::copy(
+        dir.path().join("keymaster.db.secret"),
+        fresh.path().join("keymaster.db.secret"),
+    )
+    .unwrap();
+    let out = keymaster(vec![
+        "restore".into(),
+        "--database".into(),
+        restored.clone().into(),
+        backup.clone().into(),
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "restore: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let server = Serve::start(&restored, &[("KEYMASTER_ADMIN_TOKEN", ADMIN_TOKEN)]);
+    let service = keymaster_client::ServiceClient::new(&server.url, &service_key).unwrap();
+    let before: Vec<Acked> = acked
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(at, _, _)| *at < began)
+        .cloned()
+        .collect();
+    assert!(before.len() >= 100);
+    for (_, code, secret) in &before {
+        let request = serde_json::from_value(serde_json::json!({ "code": code })).unwrap();
+        let got = service
+            .retrieve(&request)
+            .await
+            .unwrap_or_else(|e| panic!("a key acknowledged before the backup is lost: {e:?}"));
+        assert_eq!(got.secret.as_deref(), Some(secret.as_str()));
+    }
 }

@@ -7,6 +7,7 @@
 
 mod admin;
 mod auth_cache;
+pub mod backup;
 mod job;
 mod keys;
 mod outbox;
