@@ -1,6 +1,6 @@
 //! Tests of what an operator runs the built `keymaster` binary for besides the API: the JSON log
-//! stream, shell completions and the man page, the systemd unit, and backup and restore of a
-//! SQLite database under load. Each test spawns `keymaster serve` processes of its own on
+//! stream, shell completions and the man page, the systemd unit, backup and restore of a SQLite
+//! database under load, and HTTPS with a certificate reload (checked with `openssl` and `curl`). Each test spawns `keymaster serve` processes of its own on
 //! `127.0.0.1:0`, with their databases in temporary directories.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -42,7 +42,7 @@ fn drain(
         let mut listening = listening;
         for line in BufReader::new(pipe).lines() {
             let Ok(line) = line else { break };
-            if let Some(at) = line.find("listening on http://") {
+            if let Some(at) = line.find("listening on http") {
                 if let Some(tx) = listening.take() {
                     let url: String = line[at + "listening on ".len()..]
                         .chars()
@@ -512,4 +512,265 @@ async fn a_backup_under_deposit_load_restores_every_key_acknowledged_before_it()
             .unwrap_or_else(|e| panic!("a key acknowledged before the backup is lost: {e:?}"));
         assert_eq!(got.secret.as_deref(), Some(secret.as_str()));
     }
+}
+
+/// Runs `program ARGS` in `dir`, asserted to succeed; its stdout.
+fn tool(dir: &Path, program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("this test needs `{program}` (apt-get install {program}): {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A throw-away CA (`ca.pem`) and a server certificate `NAME.pem`/`NAME.key` for 127.0.0.1
+/// signed by it.
+fn certificate(dir: &Path, name: &str) {
+    if !dir.join("ca.pem").exists() {
+        tool(
+            dir,
+            "openssl",
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=keymaster-test-ca",
+            ],
+        );
+        std::fs::write(
+            dir.join("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+    }
+    let (key, csr, pem) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.pem"),
+    );
+    tool(
+        dir,
+        "openssl",
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            &format!("/CN={name}"),
+        ],
+    );
+    tool(
+        dir,
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+}
+
+/// The subject of the certificate a new connection to `addr` is shown, checked against the CA.
+fn served_subject(dir: &Path, addr: &str) -> String {
+    let out = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            addr,
+            "-CAfile",
+            "ca.pem",
+            "-verify_return_error",
+        ])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "openssl s_client: {text}");
+    text.lines()
+        .find(|l| l.starts_with("subject="))
+        .unwrap_or_else(|| panic!("no subject: {text}"))
+        .to_owned()
+}
+
+#[test]
+fn https_with_a_certificate_reloaded_on_sighup_keeps_open_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    certificate(d, "keymaster-one");
+    certificate(d, "keymaster-two");
+    std::fs::copy(d.join("keymaster-one.pem"), d.join("cert.pem")).unwrap();
+    std::fs::copy(d.join("keymaster-one.key"), d.join("key.pem")).unwrap();
+    let cert = d.join("cert.pem");
+    let key = d.join("key.pem");
+    let server = Serve::start(
+        &d.join("keymaster.db"),
+        &[
+            ("KEYMASTER_ADMIN_TOKEN", ADMIN_TOKEN),
+            ("KEYMASTER_TLS_CERT", cert.to_str().unwrap()),
+            ("KEYMASTER_TLS_KEY", key.to_str().unwrap()),
+        ],
+    );
+    assert!(
+        server.url.starts_with("https://127.0.0.1:"),
+        "{}",
+        server.url
+    );
+    let addr = server.url.trim_start_matches("https://").to_owned();
+
+    let curl = |path: &str| {
+        tool(
+            d,
+            "curl",
+            &[
+                "-sS",
+                "--cacert",
+                "ca.pem",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &format!("{}{path}", server.url),
+            ],
+        )
+    };
+    assert_eq!(curl("/healthz"), "200");
+    assert!(served_subject(d, &addr).contains("keymaster-one"));
+
+    // A keep-alive connection, opened before the reload, with one request answered.
+    let mut open = Command::new("openssl")
+        .args([
+            "s_client",
+            "-quiet",
+            "-connect",
+            &addr,
+            "-CAfile",
+            "ca.pem",
+            "-verify_return_error",
+        ])
+        .current_dir(d)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut to_server = open.stdin.take().unwrap();
+    let answers = Arc::new(Mutex::new(Vec::new()));
+    drain(open.stdout.take().unwrap(), answers.clone(), None);
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    // The status codes answered so far (a body has no line end, so the next status line may
+    // follow it on the same line).
+    let statuses = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = answers.lock().unwrap().join("\n");
+            let got: Vec<String> = text
+                .split("HTTP/1.1 ")
+                .skip(1)
+                .map(|s| s.chars().take(3).collect())
+                .collect();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no answer on the open connection: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    to_server.write_all(request.as_bytes()).unwrap();
+    to_server.flush().unwrap();
+    assert_eq!(statuses(1), ["200"]);
+
+    // The second certificate in place, then SIGHUP: new connections see it.
+    std::fs::copy(d.join("keymaster-two.pem"), &cert).unwrap();
+    std::fs::copy(d.join("keymaster-two.key"), &key).unwrap();
+    let hup = |pid: u32| {
+        let status = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    hup(server.child.id());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !served_subject(d, &addr).contains("keymaster-two") {
+        assert!(
+            Instant::now() < deadline,
+            "the certificate was not reloaded"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(curl("/healthz"), "200");
+
+    // The connection opened before the reload is still open and answers.
+    to_server.write_all(request.as_bytes()).unwrap();
+    to_server.flush().unwrap();
+    assert_eq!(statuses(2), ["200", "200"]);
+
+    // A reload that fails (a broken certificate) keeps the current one and the server.
+    std::fs::write(&cert, "not a certificate").unwrap();
+    hup(server.child.id());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !server
+        .stderr
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("TLS reload failed"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no log line about the failed reload"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(served_subject(d, &addr).contains("keymaster-two"));
+    assert_eq!(curl("/healthz"), "200");
+
+    drop(to_server);
+    let _ = open.kill();
+    let _ = open.wait();
+    let (stderr, _) = server.stop();
+    assert!(
+        !stderr.iter().any(|l| l.contains("BEGIN")),
+        "key material in the log"
+    );
 }

@@ -43,6 +43,10 @@ pub struct Settings {
     /// How long the record of a finished key (and the tombstone of a dead code) is kept.
     #[serde(with = "duration")]
     pub retention: Duration,
+    /// PEM certificate chain: with `tls_key`, `serve` speaks HTTPS; `SIGHUP` reads both again.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
     /// `smtp://` or `smtps://` URL of the mail relay; e-mail notifications are off without it.
     pub smtp_url: Option<Redacted>,
     /// Sender address of notification e-mails.
@@ -131,6 +135,8 @@ impl Default for Settings {
             default_ttl: Duration::from_secs(86_400),
             sweep_interval: Duration::from_secs(5),
             retention: Duration::from_secs(7 * 86_400),
+            tls_cert: None,
+            tls_key: None,
             smtp_url: None,
             smtp_from: "keymaster@localhost".to_owned(),
             allow_private_webhooks: false,
@@ -170,6 +176,8 @@ const ENV_KEYS: &[&str] = &[
     "default_ttl",
     "sweep_interval",
     "retention",
+    "tls_cert",
+    "tls_key",
     "smtp_url",
     "smtp_from",
     "allow_private_webhooks",
@@ -297,6 +305,13 @@ impl Settings {
                 ));
             }
         }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError(
+                "tls_cert and tls_key (KEYMASTER_TLS_CERT, KEYMASTER_TLS_KEY) go together: \
+                 give both for HTTPS, or neither"
+                    .into(),
+            ));
+        }
         let listen = self.listen_addr()?;
         if self.demo && !listen.ip().is_loopback() {
             return Err(ConfigError(format!(
@@ -413,6 +428,20 @@ mod tests {
         );
         let err = read("log_format = \"xml\"").unwrap_err();
         assert!(err.contains("log_format") || err.contains("xml"), "{err}");
+    }
+
+    #[test]
+    fn tls_cert_and_key_go_together() {
+        let cert_only = Settings {
+            tls_cert: Some("cert.pem".into()),
+            ..Settings::default()
+        };
+        assert!(cert_only.validate().unwrap_err().0.contains("tls_key"));
+        let both = Settings {
+            tls_key: Some("key.pem".into()),
+            ..cert_only
+        };
+        assert!(both.validate().is_ok());
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! - [`crypto`]: keys derived from the server secret, code HMACs, token hashes, sealing.
 //! - [`private_files`]: the server's files on disk are `0600` whatever the umask.
 //! - [`logs`]: the log stream on stderr, text or JSON (`log_format`).
+//! - [`tls`]: HTTPS with `tls_cert` and `tls_key`, reloaded on `SIGHUP`.
 #![forbid(unsafe_code)]
 #![cfg_attr(
     not(test),
@@ -38,6 +39,7 @@ pub mod startup;
 pub mod state;
 pub mod store;
 pub mod sweeper;
+pub mod tls;
 
 use std::path::PathBuf;
 
@@ -86,16 +88,19 @@ pub async fn serve(opts: ServeOptions) -> Result<(), StartError> {
             token.as_str()
         );
     }
+    let tls = app.tls();
+    let scheme = if tls.is_some() { "https" } else { "http" };
     match log_format {
         config::LogFormat::Text => {
-            eprintln!("keymaster listening on http://{addr}");
+            eprintln!("keymaster listening on {scheme}://{addr}");
             tracing::info!(%addr, "listening");
         }
         // Every line of a JSON log stream is a JSON object, this one too.
         config::LogFormat::Json => {
-            tracing::info!(%addr, "keymaster listening on http://{addr}");
+            tracing::info!(%addr, "keymaster listening on {scheme}://{addr}");
         }
     }
+    tokio::spawn(reload_on_sighup(tls));
     app.run_until_stopped(shutdown_signal())
         .await
         .map_err(|source| StartError::Bind {
@@ -104,6 +109,33 @@ pub async fn serve(opts: ServeOptions) -> Result<(), StartError> {
         })?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Reads the TLS certificate and key again at each SIGHUP. Without TLS there is nothing to
+/// reload, but SIGHUP is still caught: its default action would end the server.
+async fn reload_on_sighup(tls: Option<std::sync::Arc<tls::Tls>>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot catch SIGHUP; TLS certificates will not be reloaded");
+            return;
+        };
+        while hangup.recv().await.is_some() {
+            match &tls {
+                None => tracing::info!("SIGHUP: no TLS certificate to reload"),
+                Some(tls) => match tls.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
+                    Err(e) => tracing::error!(
+                        error = %e,
+                        "SIGHUP: TLS reload failed; the current certificate stays in use"
+                    ),
+                },
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tls;
 }
 
 /// Completes on SIGTERM or Ctrl-C.

@@ -45,6 +45,9 @@ pub enum StartError {
     /// The server secret could not be had.
     #[error(transparent)]
     Secret(#[from] crate::crypto::SecretError),
+    /// The TLS certificate or key could not be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -65,6 +68,8 @@ pub struct App {
     generated_admin_token: Option<Zeroizing<String>>,
     /// The SMTP relay, when `smtp_url` is set.
     mailer: Option<crate::dispatch::email::Mailer>,
+    /// HTTPS, when `tls_cert` and `tls_key` are set.
+    tls: Option<Arc<crate::tls::Tls>>,
 }
 
 fn metrics_handle() -> PrometheusHandle {
@@ -134,6 +139,10 @@ impl App {
             },
         };
 
+        let tls = match (&settings.tls_cert, &settings.tls_key) {
+            (Some(cert), Some(key)) => Some(Arc::new(crate::tls::Tls::load(cert, key)?)),
+            _ => None,
+        };
         let addr = settings.listen_addr()?;
         let listener = TcpListener::bind(addr)
             .await
@@ -167,7 +176,13 @@ impl App {
             stop_tx,
             generated_admin_token,
             mailer,
+            tls,
         })
+    }
+
+    /// The listener's TLS configuration, for reloading it (`SIGHUP`); `None` for plain HTTP.
+    pub fn tls(&self) -> Option<Arc<crate::tls::Tls>> {
+        self.tls.clone()
     }
 
     /// The address the server is bound to.
@@ -191,6 +206,7 @@ impl App {
             state,
             stop_tx,
             mailer,
+            tls,
             ..
         } = self;
         let settings = state.settings.clone();
@@ -250,12 +266,33 @@ impl App {
                 Ok(s) => s,
                 Err(never) => match never {},
             };
-            let conn =
-                http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-            let conn = graceful.watch(conn);
+            let service = TowerToHyperService::new(service);
+            let Some(tls) = &tls else {
+                let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                    drop(permit);
+                });
+                continue;
+            };
+            // The handshake runs in the connection's own task, under the header read timeout,
+            // so that a slow client holds up nobody else.
+            let acceptor = tls.acceptor();
+            let (http, watcher) = (http.clone(), graceful.watcher());
+            let handshake_timeout = settings.header_read_timeout;
             tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "connection ended with an error");
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        let conn =
+                            watcher.watch(http.serve_connection(TokioIo::new(stream), service));
+                        if let Err(e) = conn.await {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                    }
+                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!("TLS handshake timed out"),
                 }
                 drop(permit);
             });
