@@ -77,6 +77,7 @@ mod tests {
             label: None,
             proven: false,
             confirm_by: None,
+            sas_commitment: None,
         }
     }
 

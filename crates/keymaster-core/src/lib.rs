@@ -2,6 +2,8 @@
 //!
 //! Layout:
 //! - [`code`]: generating, normalising and checking the short codes people type.
+//! - [`handoff`]: verified handoff: the code URI with its key commitment and the short
+//!   authentication string (SAS) that both ends compute for themselves.
 //! - [`key`]: key material: parsing, validation, fingerprints, format conversion, proof of
 //!   possession, server-side generation.
 //! - [`label`]: the holder's name for a key, refusing text that shows other than it is.
@@ -17,6 +19,7 @@
 )]
 
 pub mod code;
+pub mod handoff;
 pub mod key;
 pub mod label;
 pub mod policy;

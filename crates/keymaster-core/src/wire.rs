@@ -58,6 +58,10 @@ pub struct DepositRequest {
     /// Where to tell the holder what happened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify: Option<Notify>,
+    /// Unpadded base64url of SHA-256(`nd`), the device's commitment to its SAS nonce
+    /// ([`crate::handoff::sas_commitment`]); handed to the retrieving service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sas_commitment: Option<String>,
 }
 
 /// Notification targets of one key.
@@ -106,12 +110,25 @@ pub struct PolicyInput {
     /// Place: a radius and/or a list of ISO 3166 countries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub geo: Option<GeoInput>,
+    /// `same_network`: the retrieval's `context.ip` must lie in the depositor's /24 (IPv4) or
+    /// /48 (IPv6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proximity: Option<Proximity>,
     /// Hold the key after retrieval until the service confirms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub require_confirmation: Option<bool>,
     /// How long a held key waits for confirmation (default 300).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confirm_grace_seconds: Option<u32>,
+}
+
+/// The policy's `proximity` rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Proximity {
+    /// The retrieval's `context.ip` must lie in the network the key was deposited from.
+    SameNetwork,
 }
 
 /// `{"timezone":"Europe/Berlin","days":["mon","tue"],"start":"08:00","end":"18:00"}`.
@@ -177,6 +194,10 @@ pub struct DepositResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub private_key_openssh: Option<Zeroizing<String>>,
+    /// `keymaster:<code>?fp=<key commitment>`, what the QR code holds; asymmetric keys only
+    /// ([`crate::handoff::code_uri`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_uri: Option<String>,
 }
 
 /// `POST /v1/retrievals`.
@@ -239,6 +260,116 @@ pub struct RetrievalResponse {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub confirm_by: Option<jiff::Timestamp>,
+    /// The device's `sas_commitment` as deposited (`null` when none was given). A service that
+    /// runs the SAS exchange refuses a retrieval without one: a stripped commitment would let
+    /// a key master search nonces offline.
+    #[serde(default)]
+    pub sas_commitment: Option<String>,
+}
+
+/// `200` answer to `POST /v1/retrievals/preview`: who deposited the key, when and from where,
+/// so that a service can ask the person before it claims the key. Never key material.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct PreviewResponse {
+    pub key_id: String,
+    #[serde(default)]
+    pub label: Option<String>,
+    /// `public` or `secret`.
+    pub kind: String,
+    pub algorithm: String,
+    /// `SHA256:…` of the key; `null` for a `secret`.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+    /// The tenant whose app deposited the key.
+    pub tenant: TenantRef,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub deposited_at: jiff::Timestamp,
+    pub origin: Origin,
+    pub proven: bool,
+}
+
+/// A tenant named in an answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct TenantRef {
+    pub id: String,
+    pub name: String,
+}
+
+/// Where a key was deposited from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Origin {
+    /// The depositor's address cut to its /24 (IPv4) or /48 (IPv6), e.g. `203.0.113.0/24`;
+    /// `null` for a key deposited before the network was recorded.
+    #[serde(default)]
+    pub network: Option<String>,
+}
+
+/// `POST /v1/retrievals/{retrieval_id}/sas`: the service's SAS nonce.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SasRequest {
+    /// 32 random bytes `ns`, unpadded base64url.
+    pub nonce: String,
+}
+
+/// `POST /v1/keys/{id}/sas`: the device reveals its SAS nonce for one retrieval.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SasReveal {
+    /// The retrieval named by the `sas.requested` event.
+    pub retrieval_id: String,
+    /// The 32 bytes `nd` committed to at deposit, unpadded base64url.
+    pub nonce: String,
+}
+
+/// `GET /v1/retrievals/{retrieval_id}/sas`: both nonces, as far as they are known.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SasNonces {
+    /// The service's nonce; `null` before `POST …/sas`.
+    #[serde(default)]
+    pub service_nonce: Option<String>,
+    /// The device's nonce; `null` until the device reveals it.
+    #[serde(default)]
+    pub device_nonce: Option<String>,
+}
+
+/// Why a service disputes a retrieval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum DisputeReason {
+    /// The key received does not match the `fp` of the code URI.
+    KeyMismatch,
+    /// The device's nonce does not open its commitment, the commitment is missing, or the
+    /// person says the two SAS differ.
+    SasMismatch,
+    /// The person says they never asked for this key to be added.
+    NotRequested,
+}
+
+impl DisputeReason {
+    /// The wire name, as the `reason` of `key.disputed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DisputeReason::KeyMismatch => "key_mismatch",
+            DisputeReason::SasMismatch => "sas_mismatch",
+            DisputeReason::NotRequested => "not_requested",
+        }
+    }
+}
+
+/// `POST /v1/retrievals/{retrieval_id}/dispute`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct DisputeRequest {
+    pub reason: DisputeReason,
 }
 
 /// `GET /v1/keys/{id}`: what the holder sees.
@@ -281,6 +412,9 @@ pub struct RecodeResponse {
     pub code_display: String,
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub expires_at: jiff::Timestamp,
+    /// `keymaster:<code>?fp=<key commitment>` of the new code; asymmetric keys only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_uri: Option<String>,
 }
 
 /// An event, as stored, streamed, delivered and listed in `history`.
@@ -309,9 +443,16 @@ pub struct EventData {
     pub label: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<ServiceRef>,
-    /// Why a retrieval was denied (the error code), for `key.denied`.
+    /// Why a retrieval was denied (the error code), for `key.denied`; the dispute's reason,
+    /// for `key.disputed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The retrieval the event is about, for `key.disputed` and `sas.requested`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retrieval_id: Option<String>,
+    /// The service's SAS nonce (unpadded base64url), for `sas.requested`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
 }
 
 /// A service named in an event.

@@ -46,6 +46,9 @@ pub enum ApiError {
     /// A method that the path does not serve (the router adds the `Allow` header).
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// The device revealed its SAS nonce before the service asked for the SAS.
+    #[error("sas not requested")]
+    SasNotRequested,
     /// Body over the limit.
     #[error("payload too large")]
     PayloadTooLarge,
@@ -80,6 +83,7 @@ impl ApiError {
             ApiError::Denied(code) => (StatusCode::FORBIDDEN, code),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::SasNotRequested => (StatusCode::CONFLICT, "sas_not_requested"),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::RateLimited(_) | ApiError::Busy(..) => {
                 (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
@@ -125,6 +129,10 @@ impl ApiError {
                 "This path does not serve that method",
                 Some("the Allow header lists the methods it serves".into()),
             ),
+            ApiError::SasNotRequested => (
+                "The service has not asked for the SAS yet",
+                Some("reveal the nonce after the sas.requested event for this retrieval".into()),
+            ),
             ApiError::PayloadTooLarge => ("The body is too large", Some("the limit is 64 KiB".into())),
             ApiError::RateLimited(s) => (
                 "Too many attempts in too short a time",
@@ -151,6 +159,12 @@ fn denial_detail(code: &str) -> &'static str {
         "outside_time_window" => "the key may not be retrieved at this time",
         "geo_denied" => "the key may not be retrieved from this place",
         "geo_context_required" => "the key's policy needs the retrieval's location in context",
+        "proximity_denied" => {
+            "the key may be retrieved only from the network it was deposited from"
+        }
+        "proximity_context_required" => {
+            "the key's policy needs the end user's address in context.ip"
+        }
         _ => "refused by policy",
     }
 }

@@ -23,11 +23,12 @@ use super::{
 /// 2. **Locked**: the key is locked, or has [`MAX_PASSWORD_FAILURES`] wrong passwords.
 /// 3. **AllowAgain**: the same service asks again during its grace — it gets the same
 ///    retrieval id, without the rules below being tried again.
-/// 4. `services`, 5. `domains`, 6. `fetcher_cidrs`, 7. `time_window`, 8. `geo`.
-/// 9. **Password** last, so that a requester the policy refuses anyway cannot use up the
-///    holder's password tries, nor make the server run argon2: a password not checked yet
-///    ([`PasswordCheck::Unverified`]) is answered [`Decision::VerifyPassword`] only here.
-///    When the policy has no password, [`Requester::password`] is ignored.
+/// 4. `services`, 5. `domains`, 6. `fetcher_cidrs`, 7. `time_window`, 8. `geo`,
+/// 9. `proximity`.
+/// 10. **Password** last, so that a requester the policy refuses anyway cannot use up the
+///     holder's password tries, nor make the server run argon2: a password not checked yet
+///     ([`PasswordCheck::Unverified`]) is answered [`Decision::VerifyPassword`] only here.
+///     When the policy has no password, [`Requester::password`] is ignored.
 pub fn decide(policy: &Policy, facts: &KeyFacts, req: &Requester, now: Timestamp) -> Decision {
     match check(policy, facts, req, now) {
         Ok(decision) => decision,
@@ -87,6 +88,9 @@ fn check(
     }
     if let Some(geo) = &policy.geo {
         geo.check(req.context)?;
+    }
+    if policy.proximity.is_some() {
+        super::proximity::check(facts.origin_network.as_ref(), req.context)?;
     }
     if policy.has_password {
         match req.password {

@@ -20,6 +20,7 @@
 mod decide;
 mod domain;
 mod geo;
+mod proximity;
 mod time_window;
 mod validate;
 
@@ -30,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 pub use decide::decide;
 pub use geo::{Geo, GeoCircle};
+pub use proximity::{origin_network, ORIGIN_PREFIX_V4, ORIGIN_PREFIX_V6};
 pub use time_window::TimeWindow;
 pub use validate::resolve_expiry;
 
@@ -88,6 +90,9 @@ pub struct Policy {
     /// Where the retrieving person must be, by the retrieval's `context`. `None` = anywhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub geo: Option<Geo>,
+    /// The retrieval's `context.ip` must lie in the depositor's network. `None` = anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proximity: Option<crate::wire::Proximity>,
     /// Hold the key after a retrieval until the service confirms.
     #[serde(default, skip_serializing_if = "is_false")]
     pub require_confirmation: bool,
@@ -155,6 +160,9 @@ pub struct KeyFacts {
     pub locked: bool,
     /// A retrieval awaiting confirmation, if the policy requires confirmation and one happened.
     pub pending: Option<Pending>,
+    /// The depositor's network ([`origin_network`]), for the `proximity` rule; `None` when
+    /// none was recorded.
+    pub origin_network: Option<ipnet::IpNet>,
 }
 
 /// A retrieval that holds the key until its service confirms or the grace ends.
@@ -239,6 +247,10 @@ pub enum Denial {
     GeoDenied,
     /// `geo` is set and the context lacks what it needs (coordinates and/or country).
     GeoContextRequired,
+    /// `proximity` is set and `context.ip` is not in the depositor's network.
+    ProximityDenied,
+    /// `proximity` is set and the context carries no `ip`.
+    ProximityContextRequired,
     /// The key has a password and the request carried none.
     PasswordRequired,
     /// The request's password is wrong; `now_locked` when this failure locks the key.
@@ -261,6 +273,8 @@ impl Denial {
             Denial::OutsideTimeWindow => "outside_time_window",
             Denial::GeoDenied => "geo_denied",
             Denial::GeoContextRequired => "geo_context_required",
+            Denial::ProximityDenied => "proximity_denied",
+            Denial::ProximityContextRequired => "proximity_context_required",
             Denial::PasswordRequired => "password_required",
             Denial::PasswordIncorrect { now_locked: false } => "password_incorrect",
             Denial::PasswordIncorrect { now_locked: true } => "key_locked",

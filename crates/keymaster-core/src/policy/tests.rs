@@ -41,6 +41,7 @@ fn fresh() -> KeyFacts {
         failed_password_attempts: 0,
         locked: false,
         pending: None,
+        origin_network: None,
     }
 }
 
@@ -253,6 +254,7 @@ fn defaults_and_normalisation() {
             fetcher_cidrs: None,
             time_window: None,
             geo: None,
+            proximity: None,
             require_confirmation: false,
             confirm_grace_seconds: 300,
         }
@@ -330,6 +332,11 @@ fn denial_codes() {
         (Denial::OutsideTimeWindow, "outside_time_window"),
         (Denial::GeoDenied, "geo_denied"),
         (Denial::GeoContextRequired, "geo_context_required"),
+        (Denial::ProximityDenied, "proximity_denied"),
+        (
+            Denial::ProximityContextRequired,
+            "proximity_context_required",
+        ),
         (Denial::PasswordRequired, "password_required"),
         (
             Denial::PasswordIncorrect { now_locked: false },
@@ -867,6 +874,132 @@ fn geo_rules() {
 }
 
 #[test]
+fn proximity_rules() {
+    use super::origin_network;
+    let home = |ip: &str| KeyFacts {
+        origin_network: Some(origin_network(ip.parse().unwrap())),
+        ..fresh()
+    };
+    let from = |ip: Option<&str>| Req {
+        context: Some(RetrievalContext {
+            ip: ip.map(str::to_owned),
+            ..req().context.unwrap()
+        }),
+        ..req()
+    };
+    let near = json!({"proximity": "same_network"});
+    let with = |name, facts: KeyFacts, r: Req, want| Case {
+        facts,
+        req: r,
+        ..case(name, near.clone(), want)
+    };
+    run(vec![
+        with(
+            "same /24",
+            home("198.51.100.7"),
+            from(Some("198.51.100.250")),
+            Decision::Allow,
+        ),
+        with(
+            "IPv4-mapped context in the same /24",
+            home("198.51.100.7"),
+            from(Some("::ffff:198.51.100.9")),
+            Decision::Allow,
+        ),
+        with(
+            "neighbouring /24",
+            home("198.51.100.7"),
+            from(Some("198.51.101.7")),
+            deny(Denial::ProximityDenied),
+        ),
+        with(
+            "same /48",
+            home("2001:db8:1:2::1"),
+            from(Some("2001:db8:1:ffff::9")),
+            Decision::Allow,
+        ),
+        with(
+            "other /48",
+            home("2001:db8:1:2::1"),
+            from(Some("2001:db8:2::1")),
+            deny(Denial::ProximityDenied),
+        ),
+        with(
+            "IPv6 context for an IPv4 origin",
+            home("198.51.100.7"),
+            from(Some("2001:db8::1")),
+            deny(Denial::ProximityDenied),
+        ),
+        with(
+            "not an address",
+            home("198.51.100.7"),
+            from(Some("the office")),
+            deny(Denial::ProximityDenied),
+        ),
+        with(
+            "no network recorded",
+            fresh(),
+            from(Some("198.51.100.7")),
+            deny(Denial::ProximityDenied),
+        ),
+        with(
+            "no context ip",
+            home("198.51.100.7"),
+            from(None),
+            deny(Denial::ProximityContextRequired),
+        ),
+        with(
+            "no context at all",
+            home("198.51.100.7"),
+            Req {
+                context: None,
+                ..req()
+            },
+            deny(Denial::ProximityContextRequired),
+        ),
+        Case {
+            facts: home("198.51.100.7"),
+            req: from(Some("198.51.100.8")),
+            ..case(
+                "without the rule the context is not looked at",
+                json!({}),
+                Decision::Allow,
+            )
+        },
+        with(
+            "the service's own address does not count",
+            home("203.0.113.1"),
+            from(Some("198.51.100.7")),
+            deny(Denial::ProximityDenied),
+        ),
+    ]);
+    // The network is the /24 or /48, host bits cleared; a mapped address is its IPv4 host.
+    assert_eq!(
+        origin_network("203.0.113.77".parse().unwrap()).to_string(),
+        "203.0.113.0/24"
+    );
+    assert_eq!(
+        origin_network("::ffff:203.0.113.77".parse().unwrap()).to_string(),
+        "203.0.113.0/24"
+    );
+    assert_eq!(
+        origin_network("2001:db8:aaaa:bbbb::1".parse().unwrap()).to_string(),
+        "2001:db8:aaaa::/48"
+    );
+    // The rule is refuse-only: a key another rule refuses stays refused in its network.
+    run(vec![Case {
+        facts: home("198.51.100.7"),
+        req: from(Some("198.51.100.8")),
+        ..case(
+            "refuse-only",
+            json!({"proximity": "same_network", "services": ["svc_b"]}),
+            deny(Denial::ServiceNotAllowed),
+        )
+    }]);
+    assert!(serde_json::from_value::<PolicyInput>(json!({"proximity": "same_city"})).is_err());
+}
+
+#[test]
 fn password_rules() {
     let with = |password| Req { password, ..req() };
     let failures = |n| KeyFacts {
@@ -1106,12 +1239,14 @@ prop_compose! {
         fetcher_cidrs in opt(proptest::collection::vec(arb_cidr(), 0..3)),
         time_window in opt(arb_time_window()),
         geo in opt(arb_geo()),
+        proximity in opt(Just(crate::wire::Proximity::SameNetwork)),
         require_confirmation in opt(any::<bool>()),
         confirm_grace_seconds in opt(prop_oneof![9 => 1u32..=86_400, 1 => 0u32..90_000]),
     ) -> PolicyInput {
         PolicyInput {
             ttl_seconds: ttl, expires_at: None, max_retrievals, password, services, domains,
-            fetcher_cidrs, time_window, geo, require_confirmation, confirm_grace_seconds,
+            fetcher_cidrs, time_window, geo, proximity, require_confirmation,
+            confirm_grace_seconds,
         }
     }
 }
@@ -1123,6 +1258,7 @@ prop_compose! {
         failed_password_attempts in prop_oneof![8 => 0u32..5, 2 => 5u32..7],
         locked in proptest::bool::weighted(0.1),
         pending in proptest::option::weighted(0.15, (arb_service(), -600i64..600)),
+        origin in opt(arb_ip()),
     ) -> KeyFacts {
         KeyFacts {
             expires_at: now() + SignedDuration::from_secs(life),
@@ -1134,6 +1270,7 @@ prop_compose! {
                 service_id,
                 confirm_by: now() + SignedDuration::from_secs(grace),
             }),
+            origin_network: origin.map(super::origin_network),
         }
     }
 }
@@ -1215,6 +1352,9 @@ proptest! {
                     Denial::IpNotAllowed => policy.fetcher_cidrs.is_some(),
                     Denial::OutsideTimeWindow => policy.time_window.is_some(),
                     Denial::GeoDenied | Denial::GeoContextRequired => policy.geo.is_some(),
+                    Denial::ProximityDenied | Denial::ProximityContextRequired => {
+                        policy.proximity.is_some()
+                    }
                     Denial::PasswordRequired => {
                         policy.has_password && r.password == PasswordCheck::NotGiven
                     }

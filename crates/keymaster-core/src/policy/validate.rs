@@ -61,6 +61,7 @@ impl Policy {
                 .as_ref()
                 .map(|g| Geo::parse(g).map_err(|e| e.prefixed("policy.geo")))
                 .transpose()?,
+            proximity: input.proximity,
             require_confirmation: input.require_confirmation.unwrap_or(false),
             confirm_grace_seconds: confirm_grace(input.confirm_grace_seconds)?,
         };

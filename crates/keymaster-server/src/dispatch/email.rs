@@ -66,6 +66,10 @@ pub fn message(event: &Event) -> (String, String) {
         }
         "code.reissued" => "got a new code".to_owned(),
         "code.stale_used" => format!("had an old code presented again by {service}"),
+        "key.previewed" => format!("was looked at by {service} before retrieval"),
+        "key.disputed" => {
+            format!("was disputed by {service} ({reason}): what it received may not be your key")
+        }
         other => format!("had an event: {other}"),
     };
     let when = event.timestamp.strftime("%H:%M UTC");
@@ -97,6 +101,8 @@ mod tests {
                     name: "example-web".into(),
                 }),
                 reason: None,
+                retrieval_id: None,
+                nonce: None,
             },
         };
         let (subject, body) = message(&event);

@@ -8,6 +8,10 @@
 //! the server's `max_event_streams`, taken before the holder is authenticated, and one of its
 //! key's four. Both are held by the stream's body and given back when it ends or the client
 //! goes away.
+//!
+//! A key deposited with a SAS commitment keeps its stream open after it is gone while a
+//! retrieval of it waits for the device's reveal (at most `store::handoff::REVEAL_WINDOW`
+//! after the retrieval), so that `sas.requested` reaches the device.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -118,7 +122,21 @@ pub async fn events(
                 .key_by_holder(Some(&c.key_id), &c.token_hash)
                 .await
             {
-                Ok(Some(r)) => !r.state.is_live(),
+                Ok(Some(r)) if !r.state.is_live() => {
+                    match c
+                        .state
+                        .store
+                        .awaiting_reveal(&c.key_id, jiff::Timestamp::now())
+                        .await
+                    {
+                        Ok(waiting) => !waiting,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "event stream: store error; ending stream");
+                            return None;
+                        }
+                    }
+                }
+                Ok(Some(_)) => false,
                 Ok(None) => true,
                 Err(e) => {
                     tracing::warn!(error = %e, "event stream: store error; ending stream");

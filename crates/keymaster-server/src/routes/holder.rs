@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use jiff::Timestamp;
 use keymaster_core::code::Code;
+use keymaster_core::handoff::code_uri_from_fingerprint;
 use keymaster_core::policy::resolve_expiry;
 use keymaster_core::wire::{KeyStatus, PatchKeyRequest, Problem, RecodeResponse};
 
@@ -193,6 +194,11 @@ pub async fn recode(
                         code: code.as_str().to_owned(),
                         code_display: code.display(),
                         expires_at,
+                        // The stored fingerprint is SHA-256 over the SPKI: the key commitment.
+                        code_uri: rec
+                            .fingerprint
+                            .as_deref()
+                            .and_then(|fp| code_uri_from_fingerprint(&code, fp)),
                     }),
                 ));
             }

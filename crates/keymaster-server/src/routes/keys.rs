@@ -3,6 +3,10 @@
 //! Turns the request into domain values (key material, policy, notification targets), makes the
 //! code and the holder token, and hands one `NewKey` to the store. Never stores or logs the
 //! code, the token, a generated private key or a secret in clear.
+//!
+//! For the verified handoff it also records the depositor's network (its address cut to a /24
+//! or /48: never the full address), keeps the device's `sas_commitment`, and answers an
+//! asymmetric key with its `code_uri` (`keymaster_core::handoff`).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -11,9 +15,10 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use jiff::Timestamp;
 use keymaster_core::code::Code;
+use keymaster_core::handoff::{self, decode_32};
 use keymaster_core::key::{self, GenerateAlgorithm, KeyError, PublicKey};
 use keymaster_core::label::Label;
-use keymaster_core::policy::Policy;
+use keymaster_core::policy::{origin_network, Policy};
 use keymaster_core::wire::{CodeFormat, DepositRequest, DepositResponse, Notify};
 use rand::rngs::OsRng;
 use zeroize::Zeroizing;
@@ -177,6 +182,15 @@ async fn deposit_inner(
         .map(Label::parse)
         .transpose()
         .map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
+    let sas_commitment = match &req.sas_commitment {
+        None => None,
+        Some(c) => Some(decode_32(c).ok_or_else(|| {
+            ApiError::InvalidRequest(
+                "sas_commitment: must be base64url of 32 bytes (SHA-256 of the device's nonce)"
+                    .into(),
+            )
+        })?),
+    };
     let material = parse_material(state, &req).await?;
     let proven = match (&req.proof, &material) {
         (None, _) => false,
@@ -279,10 +293,13 @@ async fn deposit_inner(
             notify: notify.clone(),
             created_at: now,
             expires_at,
+            origin_network: Some(origin_network(ip)),
+            sas_commitment: sas_commitment.map(|c| c.to_vec()),
         };
         let mut audit = audit_record(now, actor, "key.deposit", "success", Some(&id), Some(ip));
         audit.detail = Some(format!("tenant {tenant_id}, {algorithm}"));
         if state.store.deposit(key, audit).await? {
+            let code_uri = spki.as_deref().map(|spki| handoff::code_uri(&code, spki));
             return Ok(DepositResponse {
                 id,
                 code: code.as_str().to_owned(),
@@ -296,6 +313,7 @@ async fn deposit_inner(
                 holder_token: holder_token.to_string(),
                 private_key,
                 private_key_openssh,
+                code_uri,
             });
         }
     }

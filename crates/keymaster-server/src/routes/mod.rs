@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod cache;
 pub mod events;
+pub mod handoff;
 pub mod health;
 pub mod holder;
 pub mod keys;
@@ -73,6 +74,16 @@ pub fn router(state: AppState) -> Router {
             "/v1/retrievals/{retrieval_id}/confirm",
             post(retrievals::confirm),
         )
+        .route("/v1/retrievals/preview", post(handoff::preview))
+        .route(
+            "/v1/retrievals/{retrieval_id}/sas",
+            post(handoff::request_sas).get(handoff::get_sas),
+        )
+        .route(
+            "/v1/retrievals/{retrieval_id}/dispute",
+            post(handoff::dispute),
+        )
+        .route("/v1/keys/{id}/sas", post(handoff::reveal_sas))
         .route("/v1/admin/tenants", post(admin::create_tenant))
         .route(
             "/v1/admin/tenants/{id}/app-keys",
@@ -200,6 +211,8 @@ pub async fn verify_password(given: String, hash: String) -> Result<PasswordChec
     paths(
         keys::deposit,
         retrievals::retrieve, retrievals::confirm,
+        handoff::preview, handoff::request_sas, handoff::get_sas, handoff::reveal_sas,
+        handoff::dispute,
         holder::get_key, holder::patch_key, holder::delete_key, holder::recode, events::events,
         admin::create_tenant, admin::create_app_key, admin::delete_app_key,
         admin::create_service, admin::delete_service, admin::audit,

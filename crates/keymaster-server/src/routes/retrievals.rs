@@ -8,6 +8,13 @@
 //! failure budget for the check; the key is then retrieved again with the verdict. So a
 //! refusal (`404`, any `403` but a wrong password, `429`) never costs an argon2 run, and a
 //! `404` takes the same path whatever its reason.
+//!
+//! The code may be a bare code or a code URI (`keymaster:<code>?fp=…`): the server uses the
+//! code and ignores `fp`, which only the service can check, against the key it received.
+//! `POST /v1/retrievals/preview` (`routes::handoff`) runs the same [`attempt`], so that it
+//! answers exactly what a retrieval would.
+
+use std::net::IpAddr;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -15,7 +22,7 @@ use axum::Json;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use jiff::Timestamp;
-use keymaster_core::code::Code;
+use keymaster_core::handoff::{b64url, CodeUri};
 use keymaster_core::key::PublicKey;
 use keymaster_core::policy::PasswordCheck;
 use keymaster_core::wire::{Problem, RetrievalRequest, RetrievalResponse};
@@ -26,7 +33,7 @@ use crate::error::ApiError;
 use crate::extract::{ApiJson, ClientIp};
 use crate::routes::{audit_record, verify_password};
 use crate::state::AppState;
-use crate::store::{RetrieveCommand, RetrieveOutcome, RetrievedKey};
+use crate::store::{RetrieveCommand, RetrieveOutcome, RetrievedKey, ServiceAuth};
 
 #[utoipa::path(
     post, path = "/v1/retrievals", tag = "retrievals",
@@ -49,31 +56,47 @@ pub async fn retrieve(
     ClientIp(ip): ClientIp,
     ApiJson(req): ApiJson<RetrievalRequest>,
 ) -> Result<Json<RetrievalResponse>, ApiError> {
+    match attempt(&state, &service, ip, &req, false).await? {
+        RetrieveOutcome::Allowed(key) => {
+            metrics::counter!("keymaster_retrievals_total", "outcome" => "success").increment(1);
+            Ok(Json(response(&state, *key)?))
+        }
+        _ => Err(ApiError::Internal(
+            "a retrieval ended other than allowed or refused".into(),
+        )),
+    }
+}
+
+/// One retrieval or preview, up to the store's answer: every refusal (the service's
+/// `allowed_cidrs`, `invalid_code`, `404`, the policy's `403`s, `429`) is returned as the
+/// error it is answered with, counted in the metrics; `Ok` is `Allowed` for a retrieval and
+/// `Previewed` for a preview.
+pub(crate) async fn attempt(
+    state: &AppState,
+    service: &ServiceAuth,
+    ip: IpAddr,
+    req: &RetrievalRequest,
+    preview: bool,
+) -> Result<RetrieveOutcome, ApiError> {
     let now = Timestamp::now();
     let actor = format!("service:{}", service.id);
     let budget = state.settings.failed_retrievals_per_minute;
+    let action = if preview {
+        "key.preview"
+    } else {
+        "key.retrieve"
+    };
 
     if !service.allowed_cidrs.is_empty() && !service.allowed_cidrs.iter().any(|n| n.contains(&ip)) {
-        let audit = audit_record(
-            now,
-            &actor,
-            "key.retrieve",
-            "ip_not_allowed",
-            None,
-            Some(ip),
-        );
-        if let Some(retry) = state
-            .store
-            .refuse_retrieval(&service, budget, audit)
-            .await?
-        {
+        let audit = audit_record(now, &actor, action, "ip_not_allowed", None, Some(ip));
+        if let Some(retry) = state.store.refuse_retrieval(service, budget, audit).await? {
             return Err(count(ApiError::RateLimited(retry)));
         }
         return Err(count(ApiError::Denied("ip_not_allowed")));
     }
 
-    let Ok(code) = Code::parse(&req.code) else {
-        let audit = audit_record(now, &actor, "key.retrieve", "invalid_code", None, Some(ip));
+    let Ok(CodeUri { code, .. }) = CodeUri::parse(&req.code) else {
+        let audit = audit_record(now, &actor, action, "invalid_code", None, Some(ip));
         state.store.append_coalesced_audit(audit).await?;
         return Err(count(ApiError::InvalidCode));
     };
@@ -92,6 +115,7 @@ pub async fn retrieve(
         budget_per_minute: budget,
         new_retrieval_id: new_id("ret_"),
         budget_slot: None,
+        preview,
     };
     let mut outcome = state.store.retrieve(cmd.clone()).await?;
     if let RetrieveOutcome::VerifyPassword { hash, slot } = outcome {
@@ -109,10 +133,7 @@ pub async fn retrieve(
         RetrieveOutcome::RateLimited(s) => Err(count(ApiError::RateLimited(s))),
         RetrieveOutcome::NotFound => Err(count(ApiError::NotFound)),
         RetrieveOutcome::Denied(code) => Err(count(ApiError::Denied(code))),
-        RetrieveOutcome::Allowed(key) => {
-            metrics::counter!("keymaster_retrievals_total", "outcome" => "success").increment(1);
-            Ok(Json(response(&state, *key)?))
-        }
+        handed_out => Ok(handed_out),
     }
 }
 
@@ -142,6 +163,7 @@ fn response(state: &AppState, key: RetrievedKey) -> Result<RetrievalResponse, Ap
         label: key.label,
         proven: key.proven,
         confirm_by: key.confirm_by,
+        sas_commitment: key.sas_commitment.as_deref().map(b64url),
     };
     if let Some(spki) = key.spki {
         // Validated when it was deposited: not decompressed and checked again here.

@@ -19,6 +19,8 @@ pub struct StoredFacts<'a> {
     pub pending_retrieval_id: Option<&'a str>,
     pub pending_service_id: Option<&'a str>,
     pub confirm_by_ms: Option<i64>,
+    /// The depositor's network as stored (`203.0.113.0/24`), for the `proximity` rule.
+    pub origin_network: Option<&'a str>,
 }
 
 /// The policy and what it decided.
@@ -56,6 +58,14 @@ pub fn evaluate(cmd: &RetrieveCommand, row: &StoredFacts<'_>) -> Result<Evaluate
         failed_password_attempts: row.failed_password_attempts,
         locked: row.state == KeyState::Locked.as_str(),
         pending,
+        origin_network: row
+            .origin_network
+            .map(|n| {
+                n.parse().map_err(|e| {
+                    StoreError::Corrupt(format!("origin_network of {}: {e}", row.key_id))
+                })
+            })
+            .transpose()?,
     };
     let requester = Requester {
         service_id: &cmd.service.id,

@@ -22,6 +22,12 @@ pub enum EventType {
     Unconfirmed,
     CodeReissued,
     CodeStaleUsed,
+    /// A service looked at the key's provenance before claiming it.
+    Previewed,
+    /// The retrieving service reports that what it got is not what the person meant.
+    Disputed,
+    /// The retrieving service asks the device to reveal its SAS nonce (event stream only).
+    SasRequested,
 }
 
 impl EventType {
@@ -38,7 +44,17 @@ impl EventType {
             EventType::Unconfirmed => "key.unconfirmed",
             EventType::CodeReissued => "code.reissued",
             EventType::CodeStaleUsed => "code.stale_used",
+            EventType::Previewed => "key.previewed",
+            EventType::Disputed => "key.disputed",
+            EventType::SasRequested => "sas.requested",
         }
+    }
+
+    /// Whether events of this type go only to the holder's event stream, never to webhooks
+    /// or e-mail: `sas.requested` is a step of a protocol between two programs, meaningless
+    /// to a person and useless to anyone but the device.
+    pub fn is_stream_only(self) -> bool {
+        matches!(self, EventType::SasRequested)
     }
 
     /// Whether the key is gone after this event (the holder's stream ends after it).
@@ -48,6 +64,12 @@ impl EventType {
             EventType::Expired | EventType::Revoked | EventType::Unconfirmed
         )
     }
+}
+
+/// Whether an event of this wire type (`sas.requested`, …) stays off webhooks and e-mail
+/// ([`EventType::is_stream_only`]).
+pub fn is_stream_only(event_type: &str) -> bool {
+    event_type == EventType::SasRequested.as_str()
 }
 
 /// The facts about a key that every event of it carries.
@@ -81,6 +103,8 @@ pub fn new_event(
                 name: name.to_owned(),
             }),
             reason: reason.map(str::to_owned),
+            retrieval_id: None,
+            nonce: None,
         },
     }
 }

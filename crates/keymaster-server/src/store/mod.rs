@@ -11,6 +11,7 @@
 
 pub mod decision;
 pub mod events;
+pub mod handoff;
 pub mod limits;
 pub mod outbox;
 pub mod postgres;
@@ -24,6 +25,7 @@ use jiff::Timestamp;
 use keymaster_core::policy::{PasswordCheck, Policy};
 use keymaster_core::wire::{AuditEntry, CodeFormat, Event, Notify, RetrievalContext};
 
+use self::handoff::{DisputeOutcome, RevealOutcome, SasNonceBytes, SasRequestOutcome};
 use self::outbox::{AttemptResult, ClaimedDelivery, DeliveryInfo, OutboxStats};
 
 /// A failure of the store itself (never "not found": that is `Ok(None)` or an outcome).
@@ -117,6 +119,11 @@ pub struct NewKey {
     pub notify: Option<Notify>,
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
+    /// The depositor's network (`keymaster_core::policy::origin_network`), never the full
+    /// address.
+    pub origin_network: Option<IpNet>,
+    /// SHA-256 of the device's SAS nonce, when the deposit gave `sas_commitment`.
+    pub sas_commitment: Option<Vec<u8>>,
 }
 
 /// One audit row to append.
@@ -227,6 +234,9 @@ pub struct RetrieveCommand {
     /// The slot of the failure budget taken for this retrieval when it came back
     /// [`RetrieveOutcome::VerifyPassword`]; set when it is retrieved again with the verdict.
     pub budget_slot: Option<BudgetSlot>,
+    /// `POST /v1/retrievals/preview`: decide and answer exactly as a retrieval would, but on
+    /// success change nothing and emit `key.previewed` instead of handing the key out.
+    pub preview: bool,
 }
 
 /// A failed retrieval counted in advance against the service's budget, for a password about to
@@ -254,6 +264,24 @@ pub struct RetrievedKey {
     pub label: Option<String>,
     pub proven: bool,
     pub confirm_by: Option<Timestamp>,
+    /// SHA-256 of the device's SAS nonce, as deposited.
+    pub sas_commitment: Option<Vec<u8>>,
+}
+
+/// What a successful preview shows about a key: provenance, never key material.
+#[derive(Debug, Clone)]
+pub struct PreviewedKey {
+    pub key_id: String,
+    pub label: Option<String>,
+    pub kind: String,
+    pub algorithm: String,
+    pub fingerprint: Option<String>,
+    pub proven: bool,
+    pub tenant_id: String,
+    pub tenant_name: String,
+    pub deposited_at: Timestamp,
+    /// The depositor's network as stored (`203.0.113.0/24`).
+    pub origin_network: Option<String>,
 }
 
 /// How a retrieval ended.
@@ -271,6 +299,8 @@ pub enum RetrieveOutcome {
     /// taken: check the request's password against `hash` (argon2id PHC string), then retrieve
     /// again with the verdict and `slot`. Nothing else was written.
     VerifyPassword { hash: String, slot: BudgetSlot },
+    /// A preview that a retrieval would have answered with the key.
+    Previewed(Box<PreviewedKey>),
 }
 
 /// How a re-code ended.
@@ -368,6 +398,44 @@ pub trait Store: Send + Sync + 'static {
         service: &ServiceAuth,
         now: Timestamp,
     ) -> Result<bool, StoreError>;
+
+    /// The retrieving service asks for the SAS: records its nonce and emits `sas.requested`
+    /// (event stream only) with its audit row. See [`handoff::decide_request`].
+    async fn request_sas(
+        &self,
+        retrieval_id: &str,
+        service: &ServiceAuth,
+        nonce: [u8; 32],
+        audit: AuditRecord,
+    ) -> Result<SasRequestOutcome, StoreError>;
+    /// The holder reveals its nonce for a retrieval of its key, with its audit row. See
+    /// [`handoff::decide_reveal`].
+    async fn reveal_sas(
+        &self,
+        key_id: &str,
+        retrieval_id: &str,
+        nonce: [u8; 32],
+        audit: AuditRecord,
+    ) -> Result<RevealOutcome, StoreError>;
+    /// Both nonces of a retrieval, for the service that made it; `None` for any other.
+    async fn sas_nonces(
+        &self,
+        retrieval_id: &str,
+        service: &ServiceAuth,
+    ) -> Result<Option<SasNonceBytes>, StoreError>;
+    /// The retrieving service disputes a retrieval: emits `key.disputed` to every channel of
+    /// the key, with its audit row. See [`handoff::decide_dispute`].
+    async fn dispute(
+        &self,
+        retrieval_id: &str,
+        service: &ServiceAuth,
+        reason: &'static str,
+        audit: AuditRecord,
+    ) -> Result<DisputeOutcome, StoreError>;
+    /// Whether a key that is gone keeps its event stream open for the SAS exchange: it was
+    /// deposited with a commitment and one of its retrievals, made less than
+    /// [`handoff::REVEAL_WINDOW`] before `now`, has no revealed nonce yet.
+    async fn awaiting_reveal(&self, key_id: &str, now: Timestamp) -> Result<bool, StoreError>;
 
     /// The key a holder token opens (live or within retention): the key `key_id` if its holder
     /// hash is `holder_hash` (tokens name their key, `crypto::holder_key_id`), else, for a

@@ -30,9 +30,10 @@ pub async fn deposit(
     let inserted = sqlx::query(
         "INSERT INTO keys (id, tenant_id, holder_hash, code_hash, label, kind, algorithm, spki,
              secret_sealed, fingerprint, ssh_fingerprint, jwk_thumbprint, proven, policy,
-             password_hash, notify, state, created_at, expires_at, max_retrievals, code_format)
+             password_hash, notify, state, created_at, expires_at, max_retrievals, code_format,
+             origin_network, sas_commitment)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-             'active', $17, $18, $19, $20)
+             'active', $17, $18, $19, $20, $21, $22)
          ON CONFLICT DO NOTHING",
     )
     .bind(&k.id)
@@ -55,6 +56,8 @@ pub async fn deposit(
     .bind(ms(k.expires_at))
     .bind(i64::from(k.policy.max_retrievals))
     .bind(format_name(k.code_format))
+    .bind(k.origin_network.map(|n| n.to_string()))
+    .bind(&k.sas_commitment)
     .execute(&mut *c)
     .await
     .map_err(db)?

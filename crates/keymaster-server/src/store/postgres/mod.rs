@@ -13,6 +13,7 @@
 //! file only opens transactions and commits them. It behaves exactly like the SQLite backend.
 
 mod admin;
+mod handoff;
 mod keys;
 mod outbox;
 mod retrieve;
@@ -28,6 +29,7 @@ use keymaster_core::wire::AuditEntry;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
 
+use super::handoff::{DisputeOutcome, RevealOutcome, SasNonceBytes, SasRequestOutcome};
 use super::outbox::{AttemptResult, ClaimedDelivery, DeliveryInfo, OutboxStats};
 use super::{
     AppKeyAuth, AuditRecord, KeyRecord, NewAppKey, NewKey, NewService, NewTenant, RecodeOutcome,
@@ -40,6 +42,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../../../migrations/postgres/0002_deliveries.sql"),
     include_str!("../../../../../migrations/postgres/0003_confined_services.sql"),
     include_str!("../../../../../migrations/postgres/0004_audit_coalesced.sql"),
+    include_str!("../../../../../migrations/postgres/0005_verified_handoff.sql"),
 ];
 
 /// The advisory lock key that serialises migrations of replicas starting together.
@@ -295,7 +298,11 @@ impl Store for PostgresStore {
         let outcome = self
             .write(move |c| Box::pin(async move { retrieve::retrieve(c, &cmd).await }))
             .await?;
-        if let (Some((service, slot)), RetrieveOutcome::Allowed(_)) = (slot, &outcome) {
+        let succeeded = matches!(
+            outcome,
+            RetrieveOutcome::Allowed(_) | RetrieveOutcome::Previewed(_)
+        );
+        if let (Some((service, slot)), true) = (slot, succeeded) {
             // The key is handed out (committed): a slot that cannot be given back now only
             // leaves the budget one failure stricter for the rest of the minute.
             let given_back = self
@@ -335,6 +342,64 @@ impl Store for PostgresStore {
             Box::pin(async move { retrieve::confirm(c, &rid, &service, now).await })
         })
         .await
+    }
+
+    async fn request_sas(
+        &self,
+        retrieval_id: &str,
+        service: &ServiceAuth,
+        nonce: [u8; 32],
+        audit: AuditRecord,
+    ) -> Result<SasRequestOutcome, StoreError> {
+        let (rid, service) = (retrieval_id.to_owned(), service.clone());
+        self.write(move |c| {
+            Box::pin(async move { handoff::request_sas(c, &rid, &service, &nonce, &audit).await })
+        })
+        .await
+    }
+
+    async fn reveal_sas(
+        &self,
+        key_id: &str,
+        retrieval_id: &str,
+        nonce: [u8; 32],
+        audit: AuditRecord,
+    ) -> Result<RevealOutcome, StoreError> {
+        let (key_id, rid) = (key_id.to_owned(), retrieval_id.to_owned());
+        self.write(move |c| {
+            Box::pin(async move { handoff::reveal_sas(c, &key_id, &rid, &nonce, &audit).await })
+        })
+        .await
+    }
+
+    async fn sas_nonces(
+        &self,
+        retrieval_id: &str,
+        service: &ServiceAuth,
+    ) -> Result<Option<SasNonceBytes>, StoreError> {
+        let (rid, service) = (retrieval_id.to_owned(), service.clone());
+        self.read(move |c| Box::pin(async move { handoff::sas_nonces(c, &rid, &service).await }))
+            .await
+    }
+
+    async fn dispute(
+        &self,
+        retrieval_id: &str,
+        service: &ServiceAuth,
+        reason: &'static str,
+        audit: AuditRecord,
+    ) -> Result<DisputeOutcome, StoreError> {
+        let (rid, service) = (retrieval_id.to_owned(), service.clone());
+        self.write(move |c| {
+            Box::pin(async move { handoff::dispute(c, &rid, &service, reason, &audit).await })
+        })
+        .await
+    }
+
+    async fn awaiting_reveal(&self, key_id: &str, now: Timestamp) -> Result<bool, StoreError> {
+        let key_id = key_id.to_owned();
+        self.read(move |c| Box::pin(async move { handoff::awaiting_reveal(c, &key_id, now).await }))
+            .await
     }
 
     async fn key_by_holder(

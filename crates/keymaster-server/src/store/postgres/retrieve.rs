@@ -31,8 +31,8 @@ use super::{count, db, ms};
 use crate::store::decision::{confirm_deadline, evaluate, Evaluated, StoredFacts};
 use crate::store::events::{EventType, KeyRef};
 use crate::store::{
-    AuditRecord, BudgetSlot, KeyState, RetrieveCommand, RetrieveOutcome, RetrievedKey, ServiceAuth,
-    StoreError,
+    AuditRecord, BudgetSlot, KeyState, PreviewedKey, RetrieveCommand, RetrieveOutcome,
+    RetrievedKey, ServiceAuth, StoreError,
 };
 
 struct KeyRow {
@@ -57,6 +57,10 @@ struct KeyRow {
     confirm_by: Option<i64>,
     /// argon2id PHC string of the policy password.
     password_hash: Option<String>,
+    /// Verified handoff: deposit time (ms) and network (for a preview), SAS commitment.
+    created_at: i64,
+    origin_network: Option<String>,
+    sas_commitment: Option<Vec<u8>>,
 }
 
 /// Locks and loads the live key with this code, of `tenant` if the service is confined to one
@@ -70,7 +74,7 @@ async fn load(
         "SELECT id, tenant_id, label, kind, algorithm, spki, secret_sealed, fingerprint,
                 ssh_fingerprint, jwk_thumbprint, proven, policy, state, expires_at, retrievals,
                 failed_password_attempts, pending_retrieval_id, pending_service_id, confirm_by,
-                password_hash
+                password_hash, created_at, origin_network, sas_commitment
          FROM keys WHERE code_hash = $1 AND ($2::text IS NULL OR tenant_id = $2) FOR UPDATE",
     )
     .bind(code_hash)
@@ -102,6 +106,9 @@ async fn load(
         pending_service_id: r.try_get(17).map_err(db)?,
         confirm_by: r.try_get(18).map_err(db)?,
         password_hash: r.try_get(19).map_err(db)?,
+        created_at: r.try_get(20).map_err(db)?,
+        origin_network: r.try_get(21).map_err(db)?,
+        sas_commitment: r.try_get(22).map_err(db)?,
     }))
 }
 
@@ -109,7 +116,11 @@ fn audit(cmd: &RetrieveCommand, outcome: &str, key_id: Option<&str>) -> AuditRec
     AuditRecord {
         at: cmd.now,
         actor: format!("service:{}", cmd.service.id),
-        action: "key.retrieve",
+        action: if cmd.preview {
+            "key.preview"
+        } else {
+            "key.retrieve"
+        },
         outcome: outcome.to_owned(),
         key_id: key_id.map(str::to_owned),
         ip: Some(cmd.source_ip),
@@ -156,6 +167,7 @@ pub async fn retrieve(
             pending_retrieval_id: row.pending_retrieval_id.as_deref(),
             pending_service_id: row.pending_service_id.as_deref(),
             confirm_by_ms: row.confirm_by,
+            origin_network: row.origin_network.as_deref(),
         },
     )?;
     let key = KeyRef {
@@ -163,6 +175,14 @@ pub async fn retrieve(
         tenant_id: &row.tenant_id,
         label: row.label.as_deref(),
     };
+    if cmd.preview && matches!(decision, Decision::Allow | Decision::AllowAgain { .. }) {
+        emit(c, EventType::Previewed, &key, service, None, cmd.now).await?;
+        insert_audit(c, &audit(cmd, "success", Some(&row.id))).await?;
+        let tenant = super::handoff::tenant_name(c, &row.tenant_id).await?;
+        return Ok(RetrieveOutcome::Previewed(Box::new(previewed(
+            row, tenant,
+        )?)));
+    }
     match decision {
         Decision::Deny(Denial::Gone) => not_found(c, cmd, &subject, Some(&row.id)).await,
         Decision::Deny(denial) => {
@@ -238,6 +258,8 @@ pub async fn retrieve(
                     .await
                     .map_err(db)?;
             }
+            super::handoff::insert_retrieval(c, &retrieval_id, &row.id, &cmd.service, cmd.now)
+                .await?;
             emit(c, EventType::Retrieved, &key, service, None, cmd.now).await?;
             if !policy.require_confirmation && retrievals >= policy.max_retrievals {
                 end_key(c, &row.id, KeyState::Retrieved, cmd.now).await?;
@@ -266,7 +288,23 @@ fn handed_out(row: KeyRow, retrieval_id: String, confirm_by: Option<Timestamp>) 
         label: row.label,
         proven: row.proven,
         confirm_by,
+        sas_commitment: row.sas_commitment,
     }
+}
+
+fn previewed(row: KeyRow, tenant_name: String) -> Result<PreviewedKey, StoreError> {
+    Ok(PreviewedKey {
+        key_id: row.id,
+        label: row.label,
+        kind: row.kind,
+        algorithm: row.algorithm,
+        fingerprint: row.fingerprint,
+        proven: row.proven,
+        tenant_id: row.tenant_id,
+        tenant_name,
+        deposited_at: super::ts(row.created_at)?,
+        origin_network: row.origin_network,
+    })
 }
 
 async fn not_found(

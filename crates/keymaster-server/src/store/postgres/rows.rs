@@ -73,6 +73,9 @@ pub async fn insert_event(c: &mut PgConnection, e: &Event) -> Result<(), StoreEr
     .execute(&mut *c)
     .await
     .map_err(db)?;
+    if crate::store::events::is_stream_only(&e.event_type) {
+        return Ok(());
+    }
     super::outbox::enqueue(c, &e.id, &e.data.key_id, &e.data.tenant_id, e.timestamp).await
 }
 

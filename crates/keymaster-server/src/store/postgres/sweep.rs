@@ -93,6 +93,8 @@ pub async fn sweep(
              LIMIT $2 FOR UPDATE SKIP LOCKED
          ), ev AS (
              DELETE FROM events WHERE key_id IN (SELECT id FROM doomed) RETURNING 1
+         ), rt AS (
+             DELETE FROM retrievals WHERE key_id IN (SELECT id FROM doomed) RETURNING 1
          ), k AS (
              DELETE FROM keys WHERE id IN (SELECT id FROM doomed) RETURNING 1
          )

@@ -62,9 +62,10 @@ pub fn deposit(
         .prepare_cached(
             "INSERT INTO keys (id, tenant_id, holder_hash, code_hash, label, kind, algorithm, spki,
                  secret_sealed, fingerprint, ssh_fingerprint, jwk_thumbprint, proven, policy,
-                 password_hash, notify, state, created_at, expires_at, max_retrievals, code_format)
+                 password_hash, notify, state, created_at, expires_at, max_retrievals, code_format,
+                 origin_network, sas_commitment)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                 'active', ?17, ?18, ?19, ?20)",
+                 'active', ?17, ?18, ?19, ?20, ?21, ?22)",
         )
         .and_then(|mut s| {
             s.execute(params![
@@ -90,6 +91,8 @@ pub fn deposit(
                 ms(k.expires_at),
                 k.policy.max_retrievals,
                 format_name(k.code_format),
+                k.origin_network.map(|n| n.to_string()),
+                k.sas_commitment,
             ])
         });
     match inserted {

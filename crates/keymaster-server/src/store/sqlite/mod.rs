@@ -8,6 +8,7 @@
 mod admin;
 mod auth_cache;
 pub mod backup;
+mod handoff;
 mod job;
 mod keys;
 mod outbox;
@@ -26,6 +27,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use self::auth_cache::AuthCache;
 use self::writer::{db, Durability, Writer};
+use super::handoff::{DisputeOutcome, RevealOutcome, SasNonceBytes, SasRequestOutcome};
 use super::outbox::{AttemptResult, ClaimedDelivery, DeliveryInfo, OutboxStats};
 use super::{
     AppKeyAuth, AuditRecord, KeyRecord, NewAppKey, NewKey, NewService, NewTenant, RecodeOutcome,
@@ -40,6 +42,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../../../migrations/sqlite/0004_holder_hash_unindexed.sql"),
     include_str!("../../../../../migrations/sqlite/0005_confined_services.sql"),
     include_str!("../../../../../migrations/sqlite/0006_audit_coalesced.sql"),
+    include_str!("../../../../../migrations/sqlite/0007_verified_handoff.sql"),
 ];
 
 /// Page size of a new database.
@@ -404,6 +407,57 @@ impl Store for SqliteStore {
         self.writer
             .write(move |c| retrieve::confirm(c, &rid, &service, now))
             .await
+    }
+
+    async fn request_sas(
+        &self,
+        retrieval_id: &str,
+        service: &ServiceAuth,
+        nonce: [u8; 32],
+        audit: AuditRecord,
+    ) -> Result<SasRequestOutcome, StoreError> {
+        let (rid, service) = (retrieval_id.to_owned(), service.clone());
+        self.writer
+            .write(move |c| handoff::request_sas(c, &rid, &service, &nonce, &audit))
+            .await
+    }
+
+    async fn reveal_sas(
+        &self,
+        key_id: &str,
+        retrieval_id: &str,
+        nonce: [u8; 32],
+        audit: AuditRecord,
+    ) -> Result<RevealOutcome, StoreError> {
+        let (key_id, rid) = (key_id.to_owned(), retrieval_id.to_owned());
+        self.writer
+            .write(move |c| handoff::reveal_sas(c, &key_id, &rid, &nonce, &audit))
+            .await
+    }
+
+    async fn sas_nonces(
+        &self,
+        retrieval_id: &str,
+        service: &ServiceAuth,
+    ) -> Result<Option<SasNonceBytes>, StoreError> {
+        self.read_point(|c| handoff::sas_nonces(c, retrieval_id, service))
+    }
+
+    async fn dispute(
+        &self,
+        retrieval_id: &str,
+        service: &ServiceAuth,
+        reason: &'static str,
+        audit: AuditRecord,
+    ) -> Result<DisputeOutcome, StoreError> {
+        let (rid, service) = (retrieval_id.to_owned(), service.clone());
+        self.writer
+            .write(move |c| handoff::dispute(c, &rid, &service, reason, &audit))
+            .await
+    }
+
+    async fn awaiting_reveal(&self, key_id: &str, now: Timestamp) -> Result<bool, StoreError> {
+        self.read_point(|c| handoff::awaiting_reveal(c, key_id, now))
     }
 
     async fn key_by_holder(

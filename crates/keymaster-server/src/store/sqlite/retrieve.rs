@@ -24,8 +24,8 @@ use super::writer::db;
 use crate::store::decision::{confirm_deadline, evaluate, Evaluated, StoredFacts};
 use crate::store::events::{EventType, KeyRef};
 use crate::store::{
-    AuditRecord, BudgetSlot, KeyState, RetrieveCommand, RetrieveOutcome, RetrievedKey, ServiceAuth,
-    StoreError,
+    AuditRecord, BudgetSlot, KeyState, PreviewedKey, RetrieveCommand, RetrieveOutcome,
+    RetrievedKey, ServiceAuth, StoreError,
 };
 
 struct Row {
@@ -53,6 +53,8 @@ struct Row {
     notify: bool,
     /// argon2id PHC string of the policy password.
     password_hash: Option<String>,
+    /// Verified handoff: deposit time and network (for a preview), SAS commitment.
+    handoff: super::handoff::KeyHandoff,
 }
 
 /// The key with this code, of `tenant` if the service is confined to one
@@ -62,7 +64,8 @@ fn load(c: &Connection, code_hash: &[u8], tenant: Option<&str>) -> Result<Option
         "SELECT id, tenant_id, label, kind, algorithm, spki, secret_sealed, fingerprint,
                 ssh_fingerprint, jwk_thumbprint, proven, policy, state, expires_at, retrievals,
                 failed_password_attempts, pending_retrieval_id, pending_service_id, confirm_by,
-                ended_at, notify IS NOT NULL, password_hash
+                ended_at, notify IS NOT NULL, password_hash, created_at, origin_network,
+                sas_commitment
          FROM keys WHERE code_hash = ?1 AND (?2 IS NULL OR tenant_id = ?2)",
     )
     .and_then(|mut s| {
@@ -90,6 +93,7 @@ fn load(c: &Connection, code_hash: &[u8], tenant: Option<&str>) -> Result<Option
                 ended_at: r.get(19)?,
                 notify: r.get(20)?,
                 password_hash: r.get(21)?,
+                handoff: super::handoff::KeyHandoff::from_row(r, 22)?,
             })
         })
         .optional()
@@ -101,7 +105,11 @@ fn audit(cmd: &RetrieveCommand, outcome: &str, key_id: Option<&str>) -> AuditRec
     AuditRecord {
         at: cmd.now,
         actor: format!("service:{}", cmd.service.id),
-        action: "key.retrieve",
+        action: if cmd.preview {
+            "key.preview"
+        } else {
+            "key.retrieve"
+        },
         outcome: outcome.to_owned(),
         key_id: key_id.map(str::to_owned),
         ip: Some(cmd.source_ip),
@@ -148,6 +156,7 @@ pub fn retrieve(c: &Connection, cmd: &RetrieveCommand) -> Result<RetrieveOutcome
             pending_retrieval_id: row.pending_retrieval_id.as_deref(),
             pending_service_id: row.pending_service_id.as_deref(),
             confirm_by_ms: row.confirm_by,
+            origin_network: row.handoff.origin_network.as_deref(),
         },
     )?;
     let key = KeyRef {
@@ -159,6 +168,15 @@ pub fn retrieve(c: &Connection, cmd: &RetrieveCommand) -> Result<RetrieveOutcome
     let event = |ty: EventType, reason: Option<&str>| {
         emit_known(c, ty, &key, row.notify, service, reason, cmd.now)
     };
+    if cmd.preview && matches!(decision, Decision::Allow | Decision::AllowAgain { .. }) {
+        give_back(c, cmd, &subject)?;
+        event(EventType::Previewed, None)?;
+        insert_audit(c, &audit(cmd, "success", Some(&row.id)))?;
+        let tenant = super::handoff::tenant_name(c, &row.tenant_id)?;
+        return Ok(RetrieveOutcome::Previewed(Box::new(previewed(
+            row, tenant,
+        )?)));
+    }
     match decision {
         Decision::Deny(Denial::Gone) => not_found(c, cmd, &subject, Some(&row.id)),
         Decision::Deny(denial) => {
@@ -227,6 +245,7 @@ pub fn retrieve(c: &Connection, cmd: &RetrieveCommand) -> Result<RetrieveOutcome
                     .and_then(|mut s| s.execute(params![row.id, retrievals]))
                     .map_err(db)?;
             }
+            super::handoff::insert_retrieval(c, &retrieval_id, &row.id, &cmd.service, cmd.now)?;
             event(EventType::Retrieved, None)?;
             insert_audit(c, &audit(cmd, "success", Some(&row.id)))?;
             Ok(RetrieveOutcome::Allowed(Box::new(handed_out(
@@ -252,7 +271,23 @@ fn handed_out(row: Row, retrieval_id: String, confirm_by: Option<Timestamp>) -> 
         label: row.label,
         proven: row.proven,
         confirm_by,
+        sas_commitment: row.handoff.sas_commitment,
     }
+}
+
+fn previewed(row: Row, tenant_name: String) -> Result<PreviewedKey, StoreError> {
+    Ok(PreviewedKey {
+        key_id: row.id,
+        label: row.label,
+        kind: row.kind,
+        algorithm: row.algorithm,
+        fingerprint: row.fingerprint,
+        proven: row.proven,
+        tenant_id: row.tenant_id,
+        tenant_name,
+        deposited_at: super::ts(row.handoff.created_at)?,
+        origin_network: row.handoff.origin_network,
+    })
 }
 
 fn not_found(
@@ -460,6 +495,7 @@ mod tests {
             budget_per_minute: 100,
             new_retrieval_id: "ret_1".into(),
             budget_slot: None,
+            preview: false,
         }
     }
 

@@ -82,6 +82,10 @@ struct Payload {
     service: Option<ServiceRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retrieval_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nonce: Option<String>,
     /// Present only in a row that holds the whole event (written before payloads were trimmed).
     #[serde(default, skip_serializing)]
     data: Option<serde::de::IgnoredAny>,
@@ -93,6 +97,8 @@ pub fn event_json(e: &Event) -> Result<String, StoreError> {
         label: e.data.label.clone(),
         service: e.data.service.clone(),
         reason: e.data.reason.clone(),
+        retrieval_id: e.data.retrieval_id.clone(),
+        nonce: e.data.nonce.clone(),
         data: None,
     })
     .map_err(|e| StoreError::Db(e.to_string()))
@@ -127,6 +133,8 @@ pub fn event_from_row(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<E
             label: stored.label,
             service: stored.service,
             reason: stored.reason,
+            retrieval_id: stored.retrieval_id,
+            nonce: stored.nonce,
         },
     })
 }
@@ -154,6 +162,9 @@ pub fn insert_event_json(
         ])
     })
     .map_err(db)?;
+    if crate::store::events::is_stream_only(&e.event_type) {
+        return Ok(());
+    }
     super::outbox::enqueue(
         c,
         &e.id,

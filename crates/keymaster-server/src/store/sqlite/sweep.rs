@@ -122,6 +122,12 @@ pub fn sweep(
             params![horizon, BATCH as i64],
         )
         .map_err(db)?;
+    c.execute(
+        "DELETE FROM retrievals WHERE key_id IN
+           (SELECT id FROM keys WHERE ended_at IS NOT NULL AND ended_at < ?1 LIMIT ?2)",
+        params![horizon, BATCH as i64],
+    )
+    .map_err(db)?;
     let purged_keys = c
         .execute(
             "DELETE FROM keys WHERE id IN
