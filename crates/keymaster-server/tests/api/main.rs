@@ -5,6 +5,7 @@
 
 mod admin;
 mod demo;
+mod handoff;
 mod deposit;
 mod helpers;
 mod holder;
