@@ -274,6 +274,16 @@ mod tests {
             sas_commitment(&nd),
             "Yw3NKWbEM2aRElRIu7JbT_QSpJxzLbLIq8G4WBvXEN0"
         );
+        let digest = Sha256::new()
+            .chain_update(SAS_DOMAIN)
+            .chain_update(&spki)
+            .chain_update(nd)
+            .chain_update(ns)
+            .finalize();
+        assert_eq!(
+            digest.as_slice(),
+            hex("fbd6350f8dd2af5b79b9694de3709d1a665982ca527f018074df0c64929729e5")
+        );
         let s = sas(&spki, &nd, &ns);
         assert_eq!(s.value(), 119_503);
         assert_eq!(s.to_string(), "119 503");

@@ -35,6 +35,7 @@ impl Policy {
     ///   IPv6; a bare address is a /32 or /128; host bits are cleared (`10.1.2.3/8` is
     ///   `10.0.0.0/8`).
     /// - `time_window`: see [`TimeWindow::parse`]; `geo`: see [`Geo::parse`].
+    /// - `proximity`: `same_network` (the wire type admits nothing else).
     /// - `confirm_grace_seconds`: 1 to 86400, default 300.
     ///
     /// Errors name the field as a JSON path below `policy`, e.g. `policy.fetcher_cidrs[1]`.

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use keymaster_client::wire::{
-    CreateTenantRequest, DepositRequest, DepositResponse, PolicyInput, Proximity,
-    RetrievalContext, RetrievalRequest,
+    CreateTenantRequest, DepositRequest, DepositResponse, PolicyInput, Proximity, RetrievalContext,
+    RetrievalRequest,
 };
 use keymaster_core::handoff::{
     b64url, commitment_matches, decode_32, key_commitment, sas, sas_commitment, CodeUri,
@@ -61,9 +61,7 @@ async fn get(app: &TestApp, path: &str, token: &str) -> reqwest::Response {
 }
 
 /// A device key deposited with the commitment of a fresh `nd`; returns the deposit and `nd`.
-async fn deposit_committed(
-    device: &keymaster_client::DeviceClient,
-) -> (DepositResponse, [u8; 32]) {
+async fn deposit_committed(device: &keymaster_client::DeviceClient) -> (DepositResponse, [u8; 32]) {
     let nd = random_nonce();
     let dep = device
         .deposit(&DepositRequest {
@@ -89,10 +87,16 @@ async fn deposit_and_recode_answer_a_code_uri_that_commits_to_the_key() {
         .deposit(&deposit_request(ssh_ed25519()))
         .await
         .unwrap();
-    let uri = dep.code_uri.clone().expect("an asymmetric key has a code_uri");
+    let uri = dep
+        .code_uri
+        .clone()
+        .expect("an asymmetric key has a code_uri");
     let parsed = CodeUri::parse(&uri).unwrap();
     assert_eq!(parsed.code.as_str(), dep.code);
-    assert!(uri.starts_with(&format!("keymaster:{}?fp=", dep.code)), "{uri}");
+    assert!(
+        uri.starts_with(&format!("keymaster:{}?fp=", dep.code)),
+        "{uri}"
+    );
 
     // The service checks the commitment against the key it received, not a server fingerprint.
     // (Raw HTTP: the SDK's offline code check learns code URIs separately.)
@@ -101,7 +105,10 @@ async fn deposit_and_recode_answer_a_code_uri_that_commits_to_the_key() {
     let got: keymaster_client::wire::RetrievalResponse = resp.json().await.unwrap();
     let spki = spki_of(got.public_key_pem.as_deref().unwrap());
     assert!(parsed.matches_key(&spki));
-    assert_eq!(uri, format!("keymaster:{}?fp={}", dep.code, key_commitment(&spki)));
+    assert_eq!(
+        uri,
+        format!("keymaster:{}?fp={}", dep.code, key_commitment(&spki))
+    );
 
     // A fresh code comes with its own URI for the same key.
     let dep2 = device
@@ -125,7 +132,13 @@ async fn deposit_and_recode_answer_a_code_uri_that_commits_to_the_key() {
         .await
         .unwrap();
     assert!(secret.code_uri.is_none());
-    assert!(app.holder(&secret).recode().await.unwrap().code_uri.is_none());
+    assert!(app
+        .holder(&secret)
+        .recode()
+        .await
+        .unwrap()
+        .code_uri
+        .is_none());
 }
 
 #[tokio::test]
@@ -173,7 +186,10 @@ async fn the_sas_commitment_round_trips_and_both_ends_agree() {
         .unwrap();
 
     let got = service.retrieve(&retrieval(&dep.code)).await.unwrap();
-    let commitment = got.sas_commitment.clone().expect("the commitment is handed on");
+    let commitment = got
+        .sas_commitment
+        .clone()
+        .expect("the commitment is handed on");
     assert_eq!(commitment, sas_commitment(&nd));
     let rid = got.retrieval_id.clone();
 
@@ -186,7 +202,13 @@ async fn the_sas_commitment_round_trips_and_both_ends_agree() {
     // A retried request with the same nonce changes nothing; another nonce is refused.
     let resp = post(&app, &sas_path, &token, json!({"nonce": b64url(&ns)})).await;
     assert_eq!(resp.status(), 202);
-    let resp = post(&app, &sas_path, &token, json!({"nonce": b64url(&random_nonce())})).await;
+    let resp = post(
+        &app,
+        &sas_path,
+        &token,
+        json!({"nonce": b64url(&random_nonce())}),
+    )
+    .await;
     assert_raw_problem(resp, 400, "invalid_request").await;
 
     // The device learns the service's nonce from its event stream (history shows the same).
@@ -196,7 +218,10 @@ async fn the_sas_commitment_round_trips_and_both_ends_agree() {
         .filter(|e| e.event_type == "sas.requested")
         .collect();
     assert_eq!(requested.len(), 1, "{events:?}");
-    assert_eq!(requested[0].data.retrieval_id.as_deref(), Some(rid.as_str()));
+    assert_eq!(
+        requested[0].data.retrieval_id.as_deref(),
+        Some(rid.as_str())
+    );
     let seen_ns = decode_32(requested[0].data.nonce.as_deref().unwrap()).unwrap();
     assert_eq!(seen_ns, ns);
 
@@ -215,12 +240,19 @@ async fn the_sas_commitment_round_trips_and_both_ends_agree() {
     // A nonce that does not open the commitment is refused, and changes nothing.
     assert_raw_problem(reveal(random_nonce()).await, 400, "invalid_request").await;
     assert_eq!(reveal(nd).await.status(), 204);
-    assert_eq!(reveal(nd).await.status(), 204, "a repeated reveal is harmless");
+    assert_eq!(
+        reveal(nd).await.status(),
+        204,
+        "a repeated reveal is harmless"
+    );
 
     let after: Value = get(&app, &sas_path, &token).await.json().await.unwrap();
     assert_eq!(after["service_nonce"], b64url(&ns));
     let revealed = decode_32(after["device_nonce"].as_str().unwrap()).unwrap();
-    assert!(commitment_matches(&decode_32(&commitment).unwrap(), &revealed));
+    assert!(commitment_matches(
+        &decode_32(&commitment).unwrap(),
+        &revealed
+    ));
 
     // Each end computes the SAS from what it holds: the device from its own key, the service
     // from the key bytes it received.
@@ -237,7 +269,10 @@ async fn the_sas_commitment_round_trips_and_both_ends_agree() {
         .unwrap();
     let resp = post(&app, "/v1/retrievals", &token, json!({"code": plain.code})).await;
     let body: Value = resp.json().await.unwrap();
-    assert!(body.as_object().unwrap().contains_key("sas_commitment"), "{body}");
+    assert!(
+        body.as_object().unwrap().contains_key("sas_commitment"),
+        "{body}"
+    );
     assert_eq!(body["sas_commitment"], Value::Null);
     for bad in [b64url(&[1u8; 31]), "not base64url!".to_owned()] {
         let mut req = serde_json::to_value(deposit_request(ssh_ed25519())).unwrap();
@@ -415,7 +450,11 @@ async fn a_dispute_reaches_the_holders_history_and_the_tenant_webhook_but_sas_re
     assert_eq!(hook["data"]["reason"], "sas_mismatch");
     assert_eq!(hook["data"]["retrieval_id"], rid.as_str());
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!types().iter().any(|t| t == "sas.requested"), "{:?}", types());
+    assert!(
+        !types().iter().any(|t| t == "sas.requested"),
+        "{:?}",
+        types()
+    );
 
     let audit = app.admin_get("/v1/admin/audit?limit=50").await;
     let rows: Vec<_> = audit["entries"]
@@ -531,7 +570,13 @@ async fn a_preview_consumes_nothing_and_shows_provenance() {
     assert_eq!(previewed.len(), 2, "{events:?}");
     assert_eq!(previewed[0].data.service.as_ref().unwrap().id, service_id);
     // Once retrieved, a preview answers what the retrieval would: 404.
-    let resp = post(&app, "/v1/retrievals/preview", &token, json!({"code": dep.code})).await;
+    let resp = post(
+        &app,
+        "/v1/retrievals/preview",
+        &token,
+        json!({"code": dep.code}),
+    )
+    .await;
     assert_raw_problem(resp, 404, "not_found").await;
 }
 
@@ -569,7 +614,10 @@ async fn a_preview_answers_every_refusal_of_a_retrieval_and_counts_against_the_b
         .filter(|e| e.event_type == "key.denied")
         .collect();
     assert_eq!(denied.len(), 1);
-    assert_eq!(denied[0].data.reason.as_deref(), Some("service_not_allowed"));
+    assert_eq!(
+        denied[0].data.reason.as_deref(),
+        Some("service_not_allowed")
+    );
     // A password is checked as a retrieval checks it.
     let locked = device
         .deposit(&with_policy(
@@ -643,7 +691,9 @@ async fn proximity_admits_the_depositors_network_only() {
     // The deposit came from 127.0.0.1: its /24 is 127.0.0.0/24.
     let dep = device.deposit(&near()).await.unwrap();
     assert_problem(
-        service.retrieve(&from(&dep.code, Some("198.51.100.7"))).await,
+        service
+            .retrieve(&from(&dep.code, Some("198.51.100.7")))
+            .await,
         403,
         "proximity_denied",
     );
@@ -714,7 +764,13 @@ async fn the_openapi_document_describes_the_handoff() {
     assert!(paths["/v1/retrievals/{retrieval_id}/dispute"]["post"].is_object());
     assert!(paths["/v1/keys/{id}/sas"]["post"]["responses"]["409"].is_object());
     let schemas = &doc["components"]["schemas"];
-    for name in ["PreviewResponse", "SasNonces", "SasRequest", "SasReveal", "DisputeRequest"] {
+    for name in [
+        "PreviewResponse",
+        "SasNonces",
+        "SasRequest",
+        "SasReveal",
+        "DisputeRequest",
+    ] {
         assert!(schemas[name].is_object(), "{name}");
     }
     assert!(schemas["DepositResponse"]["properties"]["code_uri"].is_object());

@@ -5,8 +5,8 @@
 
 mod admin;
 mod demo;
-mod handoff;
 mod deposit;
+mod handoff;
 mod helpers;
 mod holder;
 mod hygiene;
