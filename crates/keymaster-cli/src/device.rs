@@ -354,14 +354,14 @@ async fn add(args: AddArgs, server: &str, store: &Keystore, out: &Output) -> any
 
 /// How a followed key ended, as far as `--wait` is concerned.
 enum Outcome {
-    Retrieved(Event),
+    Retrieved(Box<Event>),
     Gone(&'static str),
 }
 
 /// The outcome an event means, if it ends the wait.
 fn outcome(event: &Event) -> Option<Outcome> {
     match event.event_type.as_str() {
-        "key.retrieved" => Some(Outcome::Retrieved(event.clone())),
+        "key.retrieved" => Some(Outcome::Retrieved(Box::new(event.clone()))),
         "key.expired" => Some(Outcome::Gone("the key expired before it was retrieved")),
         "key.revoked" => Some(Outcome::Gone("the key was revoked before it was retrieved")),
         "key.locked" => Some(Outcome::Gone(

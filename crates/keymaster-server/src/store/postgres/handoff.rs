@@ -47,6 +47,11 @@ pub async fn insert_retrieval(
     Ok(())
 }
 
+/// A key (id, tenant, label) and a retrieval's stored service nonce.
+type KeyAndNonce = (String, String, Option<String>, Option<Vec<u8>>);
+/// Both stored nonces of a retrieval.
+type NoncePair = (Option<Vec<u8>>, Option<Vec<u8>>);
+
 fn key_ref<'a>(key_id: &'a str, tenant_id: &'a str, label: Option<&'a str>) -> KeyRef<'a> {
     KeyRef {
         key_id,
@@ -62,7 +67,7 @@ pub async fn request_sas(
     nonce: &Bytes32,
     a: &AuditRecord,
 ) -> Result<SasRequestOutcome, StoreError> {
-    let row: Option<(String, String, Option<String>, Option<Vec<u8>>)> = sqlx::query_as(
+    let row: Option<KeyAndNonce> = sqlx::query_as(
         "SELECT k.id, k.tenant_id, k.label, r.service_nonce
          FROM retrievals r JOIN keys k ON k.id = r.key_id
          WHERE r.id = $1 AND r.service_id = $2 FOR UPDATE OF r",
@@ -141,7 +146,7 @@ pub async fn sas_nonces(
     retrieval_id: &str,
     service: &ServiceAuth,
 ) -> Result<Option<SasNonceBytes>, StoreError> {
-    let row: Option<(Option<Vec<u8>>, Option<Vec<u8>>)> = sqlx::query_as(
+    let row: Option<NoncePair> = sqlx::query_as(
         "SELECT service_nonce, device_nonce FROM retrievals WHERE id = $1 AND service_id = $2",
     )
     .bind(retrieval_id)
