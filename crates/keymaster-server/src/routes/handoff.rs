@@ -255,13 +255,14 @@ pub async fn dispute(
 }
 
 /// Audits a refusal that changed nothing (the row prepared for success, with the refusal's
-/// code as its outcome) and answers it.
+/// code as its outcome), coalesced so that a service probing ids cannot grow the audit log
+/// faster than a row a minute, and answers it.
 async fn refused<T>(
     state: &AppState,
     mut audit: crate::store::AuditRecord,
     e: ApiError,
 ) -> Result<T, ApiError> {
     audit.outcome = e.code().to_owned();
-    state.store.append_audit(audit).await?;
+    state.store.append_coalesced_audit(audit).await?;
     Err(e)
 }

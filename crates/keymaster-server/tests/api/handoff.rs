@@ -666,6 +666,51 @@ async fn a_preview_answers_every_refusal_of_a_retrieval_and_counts_against_the_b
 }
 
 #[tokio::test]
+async fn a_preview_checks_the_password_like_a_retrieval_and_gives_its_budget_slot_back() {
+    let app = spawn_app_with(|s| s.failed_retrievals_per_minute = 2).await;
+    let (_, device, _) = app.device().await;
+    let (_, _, token) = app.service("web", &[], &[]).await;
+    let dep = device
+        .deposit(&with_policy(
+            deposit_request(ssh_ed25519()),
+            PolicyInput {
+                password: Some("correct horse".into()),
+                ..PolicyInput::default()
+            },
+        ))
+        .await
+        .unwrap();
+    // Each correct preview takes a budget slot for argon2 and gives it back: more previews
+    // than the budget holds all succeed.
+    for _ in 0..3 {
+        let resp = post(
+            &app,
+            "/v1/retrievals/preview",
+            &token,
+            json!({"code": dep.code, "password": "correct horse"}),
+        )
+        .await;
+        assert_eq!(resp.status(), 200);
+    }
+    let resp = post(
+        &app,
+        "/v1/retrievals/preview",
+        &token,
+        json!({"code": dep.code, "password": "wrong"}),
+    )
+    .await;
+    assert_raw_problem(resp, 403, "password_incorrect").await;
+    let resp = post(
+        &app,
+        "/v1/retrievals",
+        &token,
+        json!({"code": dep.code, "password": "correct horse"}),
+    )
+    .await;
+    assert_eq!(resp.status(), 200, "the preview consumed nothing");
+}
+
+#[tokio::test]
 async fn proximity_admits_the_depositors_network_only() {
     let app = spawn_app().await;
     let (_, device, _) = app.device().await;
