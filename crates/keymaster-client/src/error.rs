@@ -2,6 +2,7 @@
 //! can branch on the spec's error codes (`not_found`, `rate_limited`, …) rather than on text.
 
 use keymaster_core::code::CodeError;
+use keymaster_core::handoff::CodeUriError;
 use keymaster_core::key::KeyError;
 use keymaster_core::wire::Problem;
 
@@ -21,6 +22,20 @@ pub enum Error {
     /// The code failed the offline check (no request was sent).
     #[error("{0}")]
     InvalidCode(CodeError),
+    /// The code URI failed the offline check: a bad code, a `fp` that is not 32 bytes of
+    /// base64url, or the URI of an enrolment request (no request was sent).
+    #[error("{0}")]
+    InvalidCodeUri(CodeUriError),
+    /// The key the key master handed over is not the one the code URI commits to (SHA-256
+    /// over the SPKI received differs from `fp`): the key was refused and, if `disputed`,
+    /// reported with `POST /v1/retrievals/{retrieval_id}/dispute`.
+    #[error("the key received is not the one the code commits to (retrieval {retrieval_id}{}); it was refused", if *.disputed { ", disputed" } else { ", the dispute could not be sent" })]
+    KeyMismatch {
+        /// The retrieval that handed over the wrong key.
+        retrieval_id: String,
+        /// Whether the key master accepted the dispute.
+        disputed: bool,
+    },
     /// A key given to [`crate::verify_signature`] could not be read, or the signature does not
     /// verify ([`KeyError::InvalidProof`]).
     #[error("{0}")]
@@ -45,11 +60,13 @@ impl Error {
     }
 
     /// The spec's error code: the problem body's `code` for [`Error::Api`], and
-    /// `invalid_code` for a code refused offline — the same code the server would answer with.
+    /// `invalid_code` for a code refused offline — the same code the server would answer with —
+    /// and `key_mismatch` for a key that is not the one its code URI commits to.
     pub fn code(&self) -> Option<&str> {
         match self {
             Error::Api { problem, .. } => Some(problem.code.as_str()),
-            Error::InvalidCode(_) => Some("invalid_code"),
+            Error::InvalidCode(_) | Error::InvalidCodeUri(_) => Some("invalid_code"),
+            Error::KeyMismatch { .. } => Some("key_mismatch"),
             _ => None,
         }
     }

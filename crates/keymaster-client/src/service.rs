@@ -1,11 +1,16 @@
-//! The outside service's client: retrieving a key by code with a `kms_` service key, and
-//! confirming receipt.
+//! The outside service's client: previewing and retrieving a key by code (or code URI) with a
+//! `kms_` service key, checking the key received against the code URI's commitment, confirming
+//! receipt and disputing a retrieval.
 
-use keymaster_core::wire::{RetrievalRequest, RetrievalResponse};
+use keymaster_core::handoff::{CodeUri, CodeUriError};
+use keymaster_core::key::PublicKey;
+use keymaster_core::wire::{
+    DisputeReason, DisputeRequest, PreviewResponse, RetrievalRequest, RetrievalResponse,
+};
 use reqwest::Method;
 
 use crate::http::{send_empty, send_json, Conn};
-use crate::{check_code, Error};
+use crate::Error;
 
 /// Retrieves keys for one enrolled service.
 ///
@@ -51,15 +56,60 @@ impl ServiceClient {
         })
     }
 
-    /// `POST /v1/retrievals`. The code is checked offline first: a mistyped code is
-    /// [`Error::InvalidCode`] and no request is sent (so it never costs a failed retrieval).
-    /// The code is sent as the person typed it; the server normalises it the same way.
+    /// `POST /v1/retrievals`. `request.code` is a code as typed or a code URI
+    /// (`keymaster:<code>?fp=…`, what the QR code holds). It is checked offline first: a
+    /// mistyped code is [`Error::InvalidCode`], a malformed URI [`Error::InvalidCodeUri`], and
+    /// no request is sent (so it never costs a failed retrieval). It is sent as given; the
+    /// server normalises it the same way and ignores `fp`.
+    ///
+    /// When the URI carries `fp`, the key received must be the one it commits to: SHA-256 over
+    /// the SPKI parsed from `public_key_pem` (and from `openssh` and `jwk`, when present, since
+    /// a caller may use any of them) must equal `fp`. Fingerprints sent by the server are not
+    /// trusted. Otherwise the retrieval is disputed (`key_mismatch`) and the answer is
+    /// [`Error::KeyMismatch`]: the key is never returned.
     pub async fn retrieve(&self, request: &RetrievalRequest) -> Result<RetrievalResponse, Error> {
-        check_code(&request.code).map_err(Error::InvalidCode)?;
-        send_json(
+        let uri = parse_code(&request.code)?;
+        let retrieved: RetrievalResponse = send_json(
             self.conn
                 .request(Method::POST, &["v1", "retrievals"])?
                 .json(request),
+        )
+        .await?;
+        if uri.fp.is_none() || key_matches(&uri, &retrieved) {
+            return Ok(retrieved);
+        }
+        let disputed = self
+            .dispute(&retrieved.retrieval_id, DisputeReason::KeyMismatch)
+            .await
+            .is_ok();
+        Err(Error::KeyMismatch {
+            retrieval_id: retrieved.retrieval_id,
+            disputed,
+        })
+    }
+
+    /// `POST /v1/retrievals/preview`: who deposited the key behind the code, when and from
+    /// which network, without claiming it, so that the person can be asked first. The code is
+    /// checked offline as for [`ServiceClient::retrieve`]. A preview counts against the
+    /// failure budget like a retrieval.
+    pub async fn preview(&self, request: &RetrievalRequest) -> Result<PreviewResponse, Error> {
+        parse_code(&request.code)?;
+        send_json(
+            self.conn
+                .request(Method::POST, &["v1", "retrievals", "preview"])?
+                .json(request),
+        )
+        .await
+    }
+
+    /// `POST /v1/retrievals/{retrieval_id}/dispute`: reports a retrieval this service made
+    /// whose key is not the one the device deposited (or that nobody asked for); the holder
+    /// is told with `key.disputed`.
+    pub async fn dispute(&self, retrieval_id: &str, reason: DisputeReason) -> Result<(), Error> {
+        send_empty(
+            self.conn
+                .request(Method::POST, &["v1", "retrievals", retrieval_id, "dispute"])?
+                .json(&DisputeRequest { reason }),
         )
         .await
     }
@@ -73,4 +123,29 @@ impl ServiceClient {
         )
         .await
     }
+}
+
+/// The offline check of a code or code URI, with the SDK's errors.
+fn parse_code(input: &str) -> Result<CodeUri, Error> {
+    CodeUri::parse(input).map_err(|err| match err {
+        CodeUriError::Code(err) => Error::InvalidCode(err),
+        other => Error::InvalidCodeUri(other),
+    })
+}
+
+/// Whether every form of the key in `retrieved` is the key `uri` commits to. A retrieval
+/// without a PEM (a `secret`, or a form the server left out) cannot match a commitment.
+fn key_matches(uri: &CodeUri, retrieved: &RetrievalResponse) -> bool {
+    let Some(pem) = &retrieved.public_key_pem else {
+        return false;
+    };
+    let pem_ok = PublicKey::parse(pem).is_ok_and(|key| uri.matches_key(key.spki_der()));
+    let openssh_ok = retrieved
+        .openssh
+        .as_deref()
+        .is_none_or(|line| PublicKey::parse(line).is_ok_and(|key| uri.matches_key(key.spki_der())));
+    let jwk_ok = retrieved.jwk.as_ref().is_none_or(|jwk| {
+        PublicKey::from_jwk(jwk).is_ok_and(|key| uri.matches_key(key.spki_der()))
+    });
+    pem_ok && openssh_ok && jwk_ok
 }

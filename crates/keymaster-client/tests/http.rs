@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use keymaster_client::wire::{CreateTenantRequest, DepositRequest, RetrievalRequest};
+use keymaster_client::wire::{
+    CreateTenantRequest, DepositRequest, DisputeReason, RetrievalRequest,
+};
 use keymaster_client::{AdminClient, DeviceClient, Error, HolderClient, ServiceClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -30,52 +32,66 @@ impl Canned {
 /// Serves `canned` to one connection and returns the base URL and the request it received
 /// (head and body, as text).
 async fn serve_once(canned: Canned) -> (String, JoinHandle<String>) {
+    let (base, task) = serve_each(vec![canned]).await;
+    (
+        base,
+        tokio::spawn(async move { task.await.unwrap().remove(0) }),
+    )
+}
+
+/// Serves each of `answers` to one connection in turn and returns the base URL and the
+/// requests received, in order.
+async fn serve_each(answers: Vec<Canned>) -> (String, JoinHandle<Vec<String>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let task = tokio::spawn(async move {
-        let (mut socket, _) = listener.accept().await.unwrap();
-        let mut request = Vec::new();
-        let mut buf = [0u8; 4096];
-        // Read the head, then as many body bytes as Content-Length says.
-        loop {
-            let n = socket.read(&mut buf).await.unwrap();
-            assert!(n > 0, "client closed before sending a request");
-            request.extend_from_slice(&buf[..n]);
-            let text = String::from_utf8_lossy(&request).to_string();
-            if let Some(end) = text.find("\r\n\r\n") {
-                let length = text[..end]
-                    .lines()
-                    .find_map(|l| {
-                        let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("content-length")
-                            .then(|| v.trim().parse::<usize>().unwrap())
-                    })
-                    .unwrap_or(0);
-                if request.len() >= end + 4 + length {
-                    break;
+        let mut requests = Vec::new();
+        for canned in answers {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Read the head, then as many body bytes as Content-Length says.
+            loop {
+                let n = socket.read(&mut buf).await.unwrap();
+                assert!(n > 0, "client closed before sending a request");
+                request.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&request).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse::<usize>().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if request.len() >= end + 4 + length {
+                        break;
+                    }
                 }
             }
-        }
-        let mut head = format!("HTTP/1.1 {}\r\nconnection: close\r\n", canned.status);
-        for (name, value) in &canned.headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-        let streaming = canned.chunks.len() > 1;
-        if !streaming {
-            let len = canned.chunks.first().map_or(0, String::len);
-            head.push_str(&format!("content-length: {len}\r\n"));
-        }
-        head.push_str("\r\n");
-        socket.write_all(head.as_bytes()).await.unwrap();
-        for chunk in &canned.chunks {
-            socket.write_all(chunk.as_bytes()).await.unwrap();
-            socket.flush().await.unwrap();
-            if streaming {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            let mut head = format!("HTTP/1.1 {}\r\nconnection: close\r\n", canned.status);
+            for (name, value) in &canned.headers {
+                head.push_str(&format!("{name}: {value}\r\n"));
             }
+            let streaming = canned.chunks.len() > 1;
+            if !streaming {
+                let len = canned.chunks.first().map_or(0, String::len);
+                head.push_str(&format!("content-length: {len}\r\n"));
+            }
+            head.push_str("\r\n");
+            socket.write_all(head.as_bytes()).await.unwrap();
+            for chunk in &canned.chunks {
+                socket.write_all(chunk.as_bytes()).await.unwrap();
+                socket.flush().await.unwrap();
+                if streaming {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            socket.shutdown().await.ok();
+            requests.push(String::from_utf8(request).unwrap());
         }
-        socket.shutdown().await.ok();
-        String::from_utf8(request).unwrap()
+        requests
     });
     (base, task)
 }
@@ -367,6 +383,228 @@ async fn a_mistyped_code_is_refused_offline_without_a_request() {
     assert_eq!(err.code(), Some("invalid_code"));
     assert_eq!(err.status(), None);
     // Nobody connected.
+    let accepted = tokio::time::timeout(Duration::from_millis(100), listener.accept()).await;
+    assert!(accepted.is_err(), "a request was sent");
+}
+
+/// A public key made for a test, and a code URI that commits to it.
+fn key_and_uri() -> (keymaster_core::key::PublicKey, String) {
+    use keymaster_core::key::{generate, GenerateAlgorithm};
+    let (key, _private) = generate(GenerateAlgorithm::Ed25519, &mut rand::thread_rng()).unwrap();
+    let code = keymaster_core::code::Code::parse("4729-1047-5518-2035").unwrap();
+    let uri = keymaster_core::handoff::code_uri(&code, key.spki_der());
+    (key, uri)
+}
+
+/// A retrieval body handing over `key`, with every form and fingerprint consistent with it.
+fn retrieval_of(key: &keymaster_core::key::PublicKey) -> serde_json::Value {
+    serde_json::json!({
+        "retrieval_id": "ret_1",
+        "key_id": "key_1",
+        "kind": "public",
+        "algorithm": "ed25519",
+        "public_key_pem": key.to_pem(),
+        "openssh": key.to_openssh(),
+        "jwk": key.to_jwk(),
+        "fingerprint": key.fingerprint(),
+        "ssh_fingerprint": key.ssh_fingerprint(),
+        "jwk_thumbprint": key.jwk_thumbprint(),
+        "label": "laptop",
+        "proven": false,
+        "confirm_by": null,
+        "sas_commitment": null
+    })
+}
+
+#[tokio::test]
+async fn the_key_a_code_uri_commits_to_is_returned() {
+    let (key, uri) = key_and_uri();
+    let (base, requests) = serve_each(vec![Canned::json(
+        "200 OK",
+        "application/json",
+        &retrieval_of(&key).to_string(),
+    )])
+    .await;
+    let service = ServiceClient::new(&base, "kms_x").unwrap();
+    let retrieved = service
+        .retrieve(&RetrievalRequest {
+            code: uri.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        retrieved.public_key_pem.as_deref(),
+        Some(key.to_pem().as_str())
+    );
+    let requests = requests.await.unwrap();
+    assert!(requests[0].starts_with("POST /v1/retrievals HTTP/1.1"));
+    // The URI goes to the server as given: it uses the code and ignores fp.
+    assert!(
+        requests[0].contains(&format!(r#""code":"{uri}""#)),
+        "{}",
+        requests[0]
+    );
+}
+
+#[tokio::test]
+async fn a_swapped_key_is_refused_as_key_mismatch_and_disputed() {
+    let (_deposited, uri) = key_and_uri();
+    let (swapped, _) = key_and_uri();
+    // A key master in the middle hands over another key, with fingerprints to match it.
+    let (base, requests) = serve_each(vec![
+        Canned::json(
+            "200 OK",
+            "application/json",
+            &retrieval_of(&swapped).to_string(),
+        ),
+        Canned::json("204 No Content", "text/plain", ""),
+    ])
+    .await;
+    let service = ServiceClient::new(&base, "kms_x").unwrap();
+    let err = service
+        .retrieve(&RetrievalRequest {
+            code: uri,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::KeyMismatch { retrieval_id, disputed: true } if retrieval_id == "ret_1"),
+        "{err:?}"
+    );
+    assert_eq!(err.code(), Some("key_mismatch"));
+    let requests = requests.await.unwrap();
+    assert!(
+        requests[1].starts_with("POST /v1/retrievals/ret_1/dispute HTTP/1.1"),
+        "{}",
+        requests[1]
+    );
+    assert!(
+        requests[1].ends_with(r#"{"reason":"key_mismatch"}"#),
+        "{}",
+        requests[1]
+    );
+}
+
+#[tokio::test]
+async fn a_swapped_openssh_or_jwk_form_is_refused_even_with_the_right_pem() {
+    let (deposited, uri) = key_and_uri();
+    let (swapped, _) = key_and_uri();
+    for (field, value) in [
+        ("openssh", serde_json::json!(swapped.to_openssh())),
+        ("jwk", swapped.to_jwk()),
+    ] {
+        let mut body = retrieval_of(&deposited);
+        body[field] = value;
+        let (base, requests) = serve_each(vec![
+            Canned::json("200 OK", "application/json", &body.to_string()),
+            Canned::json("204 No Content", "text/plain", ""),
+        ])
+        .await;
+        let err = ServiceClient::new(&base, "kms_x")
+            .unwrap()
+            .retrieve(&RetrievalRequest {
+                code: uri.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some("key_mismatch"), "{field}: {err:?}");
+        assert!(requests.await.unwrap()[1].contains("/dispute"), "{field}");
+    }
+}
+
+#[tokio::test]
+async fn a_mismatch_is_still_refused_when_the_dispute_fails() {
+    let (_deposited, uri) = key_and_uri();
+    let (swapped, _) = key_and_uri();
+    let (base, _requests) = serve_each(vec![
+        Canned::json(
+            "200 OK",
+            "application/json",
+            &retrieval_of(&swapped).to_string(),
+        ),
+        Canned::json(
+            "404 Not Found",
+            PROBLEM,
+            r#"{"type":"about:blank","title":"Not Found","status":404,"code":"not_found"}"#,
+        ),
+    ])
+    .await;
+    let err = ServiceClient::new(&base, "kms_x")
+        .unwrap()
+        .retrieve(&RetrievalRequest {
+            code: uri,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::KeyMismatch {
+                disputed: false,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn preview_and_dispute_send_their_requests() {
+    let (base, requests) = serve_each(vec![
+        Canned::json(
+            "200 OK",
+            "application/json",
+            r#"{"key_id":"key_1","label":"laptop","kind":"public","algorithm":"ed25519",
+                "fingerprint":"SHA256:x","tenant":{"id":"ten_1","name":"Acme"},
+                "deposited_at":"2026-01-01T00:00:00Z","origin":{"network":"203.0.113.0/24"},
+                "proven":true}"#,
+        ),
+        Canned::json("204 No Content", "text/plain", ""),
+    ])
+    .await;
+    let service = ServiceClient::new(&base, "kms_x").unwrap();
+    let preview = service
+        .preview(&RetrievalRequest {
+            code: "4729-1047-5518-2035".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(preview.tenant.name, "Acme");
+    assert_eq!(preview.origin.network.as_deref(), Some("203.0.113.0/24"));
+    service
+        .dispute("ret_9", DisputeReason::NotRequested)
+        .await
+        .unwrap();
+    let requests = requests.await.unwrap();
+    assert!(requests[0].starts_with("POST /v1/retrievals/preview HTTP/1.1"));
+    assert!(requests[1].starts_with("POST /v1/retrievals/ret_9/dispute HTTP/1.1"));
+    assert!(requests[1].ends_with(r#"{"reason":"not_requested"}"#));
+}
+
+#[tokio::test]
+async fn a_malformed_code_uri_is_refused_offline() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let service = ServiceClient::new(&base, "kms_x").unwrap();
+    for code in [
+        "keymaster:4729104755182035?fp=short",
+        "keymaster:request:4729104755182035",
+    ] {
+        let err = service
+            .retrieve(&RetrievalRequest {
+                code: code.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidCodeUri(_)), "{code}: {err:?}");
+        assert_eq!(err.code(), Some("invalid_code"));
+    }
     let accepted = tokio::time::timeout(Duration::from_millis(100), listener.accept()).await;
     assert!(accepted.is_err(), "a request was sent");
 }
