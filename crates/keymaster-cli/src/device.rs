@@ -196,10 +196,17 @@ pub async fn run(args: DeviceArgs, out: &Output) -> anyhow::Result<()> {
             if out.is_json() {
                 return out.json(&recoded);
             }
+            // The QR code commits to the key (code URI) when the key has an SPKI.
+            let qr_text = recoded.code_uri.as_deref().unwrap_or(&recoded.code);
+            let uri = recoded
+                .code_uri
+                .as_deref()
+                .map(|uri| format!("\nuri: {uri}"))
+                .unwrap_or_default();
             out.text(&format!(
-                "code: {}\n{}\nexpires: {}",
+                "code: {}{uri}\n{}\nexpires: {}",
                 recoded.code_display,
-                qr::terminal(&recoded.code)?,
+                qr::terminal(qr_text)?,
                 recoded.expires_at
             ))
         }
@@ -319,6 +326,9 @@ async fn add(args: AddArgs, server: &str, store: &Keystore, out: &Output) -> any
         }));
     }
 
+    // The QR code commits to the key (code URI) when the key has an SPKI, so that a service
+    // that scans it can tell a swapped key; a secret's QR code holds the code alone.
+    let qr_text = deposit.code_uri.as_deref().unwrap_or(&deposit.code);
     if out.is_json() {
         let mut body = serde_json::to_value(&deposit).context("cannot encode the deposit")?;
         if let Some(map) = body.as_object_mut() {
@@ -326,11 +336,16 @@ async fn add(args: AddArgs, server: &str, store: &Keystore, out: &Output) -> any
         }
         out.json(&body)?;
     } else {
+        let uri = deposit
+            .code_uri
+            .as_deref()
+            .map(|uri| format!("\nuri: {uri}"))
+            .unwrap_or_default();
         let mut text = format!(
-            "label: {}\ncode: {}\n{}",
+            "label: {}\ncode: {}{uri}\n{}",
             entry.label,
             deposit.code_display,
-            qr::terminal(&deposit.code)?
+            qr::terminal(qr_text)?
         );
         for (name, value) in [
             ("fingerprint", &deposit.fingerprint),
@@ -344,7 +359,7 @@ async fn add(args: AddArgs, server: &str, store: &Keystore, out: &Output) -> any
         out.text(&text)?;
     }
     if let Some(file) = &args.qr {
-        qr::write(&deposit.code, file)?;
+        qr::write(qr_text, file)?;
     }
     if args.wait {
         wait_for_retrieval(&holder(server, &entry)?, out).await?;

@@ -1,11 +1,16 @@
 //! `keymaster service fetch`: an outside service retrieving a key by code with
 //! `KEYMASTER_SERVICE_KEY`, printing it in the form its user needs (PEM, an `authorized_keys`
 //! line, a JWK, or the whole retrieval body). The code is checked offline first, so a typo
-//! never costs one of the service's failed-retrieval budget.
+//! never costs one of the service's failed-retrieval budget. Given a code URI (what the QR
+//! code holds), the SDK checks that the key received is the one the URI commits to; a key that
+//! is not is refused and disputed, and nothing is printed on stdout. `--preview` shows who
+//! deposited the key and asks before claiming it.
+
+use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
-use keymaster_client::wire::{RetrievalRequest, RetrievalResponse};
+use keymaster_client::wire::{PreviewResponse, RetrievalRequest, RetrievalResponse};
 use keymaster_client::ServiceClient;
 
 use crate::output::{line, Output};
@@ -30,15 +35,22 @@ enum ServiceCommand {
   keymaster service fetch 4729-1047-5518-2036 > device.pem
   keymaster service fetch 4729-1047-5518-2036 --format openssh >> ~/.ssh/authorized_keys
   keymaster service fetch 4729104755182036 --password 'correct horse' --format json --confirm
+  keymaster service fetch 'keymaster:4729104755182036?fp=…' --preview
 
 --json prints the retrieval body, like --format json. A symmetric secret is printed in base64
-for --format pem.")]
+for --format pem.
+
+Given the code URI of a QR code, the key received is checked against the URI's fingerprint; a
+different key is refused (nothing on stdout, exit status non-zero) and reported to the key
+master as disputed.")]
     Fetch(FetchArgs),
 }
 
 #[derive(Debug, Args)]
 struct FetchArgs {
-    /// The code as the person typed it (spaces and dashes are fine).
+    /// The code as the person typed it (spaces and dashes are fine), or the code URI
+    /// `keymaster:<code>?fp=…` of a QR code.
+    #[arg(value_name = "CODE_OR_URI")]
     code: String,
     /// The key's password, if its policy asks for one.
     #[arg(long, value_name = "P")]
@@ -49,6 +61,13 @@ struct FetchArgs {
     /// Confirm receipt of a key held for confirmation, so that the key master removes it.
     #[arg(long)]
     confirm: bool,
+    /// First show who deposited the key (label, tenant, when, from which network) on stderr
+    /// and ask before claiming it.
+    #[arg(long)]
+    preview: bool,
+    /// With --preview: claim the key without asking (needed without a terminal).
+    #[arg(long, requires = "preview")]
+    yes: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -68,12 +87,22 @@ pub async fn run(args: ServiceArgs, out: &Output) -> anyhow::Result<()> {
     let ServiceCommand::Fetch(fetch) = args.command;
     let service_key = credential("KEYMASTER_SERVICE_KEY", "the service's key (kms_…)")?;
     let client = ServiceClient::new(&args.server.url, &service_key)?;
+    let request = RetrievalRequest {
+        code: fetch.code,
+        password: fetch.password,
+        context: None,
+    };
+    if fetch.preview {
+        let preview = client
+            .preview(&request)
+            .await
+            .context("cannot preview the key")?;
+        if !confirm_claim(&preview, fetch.yes)? {
+            bail!("the key was not claimed");
+        }
+    }
     let retrieved = client
-        .retrieve(&RetrievalRequest {
-            code: fetch.code,
-            password: fetch.password,
-            context: None,
-        })
+        .retrieve(&request)
         .await
         .context("cannot fetch the key")?;
     if fetch.confirm && retrieved.confirm_by.is_some() {
@@ -88,6 +117,47 @@ pub async fn run(args: ServiceArgs, out: &Output) -> anyhow::Result<()> {
         fetch.format
     };
     print_key(&retrieved, format, out)
+}
+
+/// Shows the preview on stderr and, unless `yes`, asks on the terminal whether to claim the
+/// key; declining is the default. Without a terminal nobody can answer, so it refuses.
+fn confirm_claim(preview: &PreviewResponse, yes: bool) -> anyhow::Result<bool> {
+    let label = preview.label.as_deref().unwrap_or("(no label)");
+    let network = preview
+        .origin
+        .network
+        .as_deref()
+        .unwrap_or("an unknown network");
+    let proven = if preview.proven {
+        ", its private key proven"
+    } else {
+        ""
+    };
+    let text = format!(
+        "key {label:?} ({} {}{proven}) from {}, deposited {} from {network}\nfingerprint: {}\n",
+        preview.kind,
+        preview.algorithm,
+        preview.tenant.name,
+        preview.deposited_at,
+        preview.fingerprint.as_deref().unwrap_or("none (a secret)"),
+    );
+    let mut stderr = std::io::stderr();
+    write!(stderr, "{text}").context("cannot write to stderr")?;
+    if yes {
+        return Ok(true);
+    }
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() || !stderr.is_terminal() {
+        bail!("--preview asks before claiming the key, but there is no terminal to answer on: add --yes");
+    }
+    write!(stderr, "Claim this key? [y/N] ").context("cannot write to stderr")?;
+    stderr.flush().context("cannot write to stderr")?;
+    let mut answer = String::new();
+    stdin
+        .lock()
+        .read_line(&mut answer)
+        .context("cannot read the answer")?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "Yes" | "YES"))
 }
 
 fn print_key(key: &RetrievalResponse, format: Format, out: &Output) -> anyhow::Result<()> {

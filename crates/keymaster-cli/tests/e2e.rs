@@ -6,7 +6,8 @@
 //!
 //! Modules beside this file (in `e2e/`, same test binary): `file_modes` (the modes of the files
 //! `serve` creates, under permissive umasks) and `generated_keys` (server-generated private keys
-//! loaded by OpenSSL, OpenSSH, Python `cryptography` and Node's `crypto`).
+//! loaded by OpenSSL, OpenSSH, Python `cryptography` and Node's `crypto`) and `handoff` (a
+//! code URI through a proxy that swaps the key, and `service fetch --preview`).
 
 #[cfg(unix)]
 #[path = "e2e/file_modes.rs"]
@@ -14,6 +15,8 @@ mod file_modes;
 #[cfg(unix)]
 #[path = "e2e/generated_keys.rs"]
 mod generated_keys;
+#[path = "e2e/handoff.rs"]
+mod handoff;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -442,7 +445,7 @@ fn failures_are_one_line_and_non_zero() {
 }
 
 #[test]
-fn qr_png_reads_back_as_the_code() {
+fn qr_png_reads_back_as_the_code_uri() {
     require("zbarimg", "zbar-tools");
     let s = Setup::new();
     let png = s.server.path("code.png");
@@ -457,10 +460,13 @@ fn qr_png_reads_back_as_the_code() {
         "--json",
     ]);
     let out = run_tool(Command::new("zbarimg").args(["--quiet", "--raw"]).arg(&png));
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
+    // The QR code commits to the key: the code URI, not the bare code.
+    let uri = deposit["code_uri"].as_str().unwrap();
+    assert!(uri.starts_with(&format!(
+        "keymaster:{}?fp=",
         deposit["code"].as_str().unwrap()
-    );
+    )));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), uri);
     // Base32 codes and SVG too (zbarimg cannot read SVG; check the file is one).
     let b32 = s.device(&[
         "device",

@@ -1,0 +1,146 @@
+//! The verified handoff from the command line: `service fetch` given the code URI of a QR code
+//! refuses a key that a party in the middle swapped (here a proxy between the command and the
+//! key master that rewrites every form and fingerprint of the key consistently), and
+//! `service fetch --preview` asks before claiming.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+
+use keymaster_core::key::{generate, GenerateAlgorithm, PublicKey};
+use serde_json::Value;
+
+use super::{read_request, Setup};
+
+/// A proxy in front of `upstream` (`http://host:port`) on a thread, answering one connection
+/// at a time. In a `200` answer to `POST /v1/retrievals` it puts `other` in place of the key,
+/// its forms and fingerprints all consistent with `other`. Returns the proxy's base URL.
+fn swapping_proxy(upstream: &str, other: PublicKey) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let upstream = upstream.trim_start_matches("http://").to_owned();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { break };
+            let request = read_request(&mut client);
+            // `read_request` gives the head's lines (each ending in CRLF) then the body.
+            let split = request.rfind("\r\n").map_or(0, |at| at + 2);
+            let (head, body) = request.split_at(split);
+            let mut lines = head.split("\r\n").filter(|l| !l.is_empty());
+            let request_line = lines.next().unwrap_or_default().to_owned();
+            let mut forwarded = format!("{request_line}\r\n");
+            for line in lines {
+                let name = line
+                    .split(':')
+                    .next()
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
+                if !matches!(name.as_str(), "connection" | "accept-encoding") {
+                    forwarded.push_str(&format!("{line}\r\n"));
+                }
+            }
+            forwarded.push_str("connection: close\r\n\r\n");
+            forwarded.push_str(body);
+            let mut server = TcpStream::connect(&upstream).unwrap();
+            server.write_all(forwarded.as_bytes()).unwrap();
+            let mut answer = Vec::new();
+            server.read_to_end(&mut answer).unwrap();
+            let answer = String::from_utf8(answer).unwrap();
+            let (answer_head, answer_body) = answer.split_once("\r\n\r\n").unwrap();
+            let swap = request_line.starts_with("POST /v1/retrievals ")
+                && answer_head.starts_with("HTTP/1.1 200");
+            let answer = if swap {
+                let mut retrieval: Value = serde_json::from_str(answer_body).unwrap();
+                retrieval["public_key_pem"] = other.to_pem().into();
+                retrieval["openssh"] = other.to_openssh().into();
+                retrieval["jwk"] = other.to_jwk();
+                retrieval["fingerprint"] = other.fingerprint().into();
+                retrieval["ssh_fingerprint"] = other.ssh_fingerprint().into();
+                retrieval["jwk_thumbprint"] = other.jwk_thumbprint().into();
+                let body = retrieval.to_string();
+                let mut head = String::new();
+                for line in answer_head.split("\r\n") {
+                    let name = line
+                        .split(':')
+                        .next()
+                        .unwrap_or_default()
+                        .to_ascii_lowercase();
+                    if !matches!(name.as_str(), "content-length" | "connection") {
+                        head.push_str(&format!("{line}\r\n"));
+                    }
+                }
+                format!(
+                    "{head}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            } else {
+                answer
+            };
+            let _ = client.write_all(answer.as_bytes());
+        }
+    });
+    url
+}
+
+#[test]
+fn a_key_swapped_in_the_middle_is_refused_and_disputed() {
+    let s = Setup::new();
+    let deposit = s.device(&["device", "add", "--label", "laptop", "--json"]);
+    let uri = deposit["code_uri"].as_str().unwrap();
+    let (other, _private) = generate(GenerateAlgorithm::Ed25519, &mut rand::thread_rng()).unwrap();
+    let proxy = swapping_proxy(&s.server.url, other);
+
+    let out = s.server.run(
+        &["service", "fetch", uri, "--format", "openssh"],
+        &[
+            ("KEYMASTER_SERVICE_KEY", s.service_key.as_str()),
+            ("KEYMASTER_URL", proxy.as_str()),
+        ],
+        b"",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the swapped key was accepted");
+    assert!(out.stdout.is_empty(), "the swapped key reached stdout");
+    assert_eq!(stderr.lines().count(), 1, "not one line: {stderr}");
+    assert!(
+        stderr.contains("not the one the code commits to"),
+        "{stderr}"
+    );
+
+    // The holder learns of it.
+    let status = s.device(&["device", "status", "laptop", "--json"]);
+    let types: Vec<&str> = status["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["type"].as_str().unwrap())
+        .collect();
+    assert!(types.contains(&"key.disputed"), "{types:?}");
+}
+
+#[test]
+fn a_code_uri_fetches_its_key_and_preview_asks_first() {
+    let s = Setup::new();
+    let deposit = s.device(&["device", "add", "--label", "phone", "--json"]);
+    let uri = deposit["code_uri"].as_str().unwrap();
+    let service = [("KEYMASTER_SERVICE_KEY", s.service_key.as_str())];
+
+    // Without a terminal, --preview shows the key's origin but cannot ask: nothing is claimed.
+    let out = s
+        .server
+        .run(&["service", "fetch", uri, "--preview"], &service, b"y\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "claimed without asking");
+    assert!(out.stdout.is_empty());
+    assert!(
+        stderr.contains("\"phone\"") && stderr.contains("acme"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--yes"), "{stderr}");
+    let status = s.device(&["device", "status", "phone", "--json"]);
+    assert_eq!(status["status"], "active", "the preview claimed the key");
+
+    // With --yes it claims, and the key checked against the URI is printed.
+    let pem = s.fetch(&["service", "fetch", uri, "--preview", "--yes"]);
+    let key = PublicKey::parse(&pem).unwrap();
+    assert_eq!(key.fingerprint(), deposit["fingerprint"].as_str().unwrap());
+}
