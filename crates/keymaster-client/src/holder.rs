@@ -4,7 +4,8 @@
 use std::collections::VecDeque;
 
 use futures::stream::{self, BoxStream, Stream, StreamExt};
-use keymaster_core::wire::{Event, KeyStatus, PatchKeyRequest, RecodeResponse};
+use keymaster_core::handoff::{b64url, Bytes32};
+use keymaster_core::wire::{Event, KeyStatus, PatchKeyRequest, RecodeResponse, SasReveal};
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, RequestBuilder};
 
@@ -91,6 +92,17 @@ impl HolderClient {
     /// `POST /v1/keys/{id}/code`: a fresh code for the same key; the old one dies at once.
     pub async fn recode(&self) -> Result<RecodeResponse, Error> {
         send_json(self.request(Method::POST, &["code"])?).await
+    }
+
+    /// `POST /v1/keys/{id}/sas`: reveals the device's SAS nonce `nd` (the one whose
+    /// commitment went with the deposit) for the retrieval a `sas.requested` event named.
+    /// Before the service asked, the answer is `409 sas_not_requested`.
+    pub async fn reveal_sas(&self, retrieval_id: &str, nd: &Bytes32) -> Result<(), Error> {
+        let body = SasReveal {
+            retrieval_id: retrieval_id.to_owned(),
+            nonce: b64url(nd),
+        };
+        send_empty(self.request(Method::POST, &["sas"])?.json(&body)).await
     }
 
     /// `GET /v1/keys/{id}/events`: the key's events as they happen, resuming after

@@ -2,10 +2,11 @@
 //! `kms_` service key, checking the key received against the code URI's commitment, confirming
 //! receipt and disputing a retrieval.
 
-use keymaster_core::handoff::{CodeUri, CodeUriError};
+use keymaster_core::handoff::{b64url, Bytes32, CodeUri, CodeUriError};
 use keymaster_core::key::PublicKey;
 use keymaster_core::wire::{
-    DisputeReason, DisputeRequest, PreviewResponse, RetrievalRequest, RetrievalResponse,
+    DisputeReason, DisputeRequest, PreviewResponse, RetrievalRequest, RetrievalResponse, SasNonces,
+    SasRequest,
 };
 use reqwest::Method;
 
@@ -98,6 +99,28 @@ impl ServiceClient {
             self.conn
                 .request(Method::POST, &["v1", "retrievals", "preview"])?
                 .json(request),
+        )
+        .await
+    }
+
+    /// `POST /v1/retrievals/{retrieval_id}/sas`: starts the SAS exchange of a retrieval this
+    /// service made with the service's nonce `ns`; the device is told with `sas.requested`.
+    pub async fn request_sas(&self, retrieval_id: &str, ns: &Bytes32) -> Result<(), Error> {
+        send_empty(
+            self.conn
+                .request(Method::POST, &["v1", "retrievals", retrieval_id, "sas"])?
+                .json(&SasRequest { nonce: b64url(ns) }),
+        )
+        .await
+    }
+
+    /// `GET /v1/retrievals/{retrieval_id}/sas`: both nonces as far as they are known
+    /// (`device_nonce` is `None` until the device reveals it). Check the device's nonce
+    /// against the retrieval's `sas_commitment` before computing the SAS.
+    pub async fn sas_nonces(&self, retrieval_id: &str) -> Result<SasNonces, Error> {
+        send_json(
+            self.conn
+                .request(Method::GET, &["v1", "retrievals", retrieval_id, "sas"])?,
         )
         .await
     }

@@ -608,3 +608,43 @@ async fn a_malformed_code_uri_is_refused_offline() {
     let accepted = tokio::time::timeout(Duration::from_millis(100), listener.accept()).await;
     assert!(accepted.is_err(), "a request was sent");
 }
+
+#[tokio::test]
+async fn the_sas_calls_send_their_nonces_in_base64url() {
+    let (base, requests) = serve_each(vec![
+        Canned::json("202 Accepted", "text/plain", ""),
+        Canned::json(
+            "200 OK",
+            "application/json",
+            r#"{"service_nonce":"AQ","device_nonce":null}"#,
+        ),
+        Canned::json("204 No Content", "text/plain", ""),
+    ])
+    .await;
+    let service = ServiceClient::new(&base, "kms_x").unwrap();
+    service.request_sas("ret_1", &[0xfb; 32]).await.unwrap();
+    let nonces = service.sas_nonces("ret_1").await.unwrap();
+    assert_eq!(nonces.service_nonce.as_deref(), Some("AQ"));
+    assert_eq!(nonces.device_nonce, None);
+    HolderClient::new(&base, "key_1", "kmh_x")
+        .unwrap()
+        .reveal_sas("ret_1", &[0xfb; 32])
+        .await
+        .unwrap();
+    let requests = requests.await.unwrap();
+    // 32 bytes of 0xfb: unpadded base64url uses `-` and `_`, never `+`, `/` or `=`.
+    let nonce = format!("{}-_s", "-_v7".repeat(10));
+    assert!(requests[0].starts_with("POST /v1/retrievals/ret_1/sas HTTP/1.1"));
+    assert!(
+        requests[0].ends_with(&format!(r#"{{"nonce":"{nonce}"}}"#)),
+        "{}",
+        requests[0]
+    );
+    assert!(requests[1].starts_with("GET /v1/retrievals/ret_1/sas HTTP/1.1"));
+    assert!(requests[2].starts_with("POST /v1/keys/key_1/sas HTTP/1.1"));
+    assert!(
+        requests[2].ends_with(&format!(r#"{{"retrieval_id":"ret_1","nonce":"{nonce}"}}"#)),
+        "{}",
+        requests[2]
+    );
+}
