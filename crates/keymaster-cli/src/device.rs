@@ -14,6 +14,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use futures::StreamExt;
 use keymaster_client::wire::{CodeFormat, DepositRequest, Event, KeyStatus, PolicyInput};
 use keymaster_client::{DeviceClient, HolderClient};
+use keymaster_core::handoff::{decode_32, sas, sas_commitment, Bytes32};
+use keymaster_core::key::PublicKey;
 use serde_json::json;
 
 use crate::keystore::{Entry, Keystore};
@@ -117,6 +119,11 @@ struct AddArgs {
     /// Follow the key's events until it is retrieved, and say by whom.
     #[arg(long)]
     wait: bool,
+    /// Commit to a SAS nonce at deposit, wait for the retrieving service to ask, reveal it and
+    /// print the six digits to compare with the service's (`compare: 123 456`). Not with
+    /// --generate-on-server: a key the key master made is not one it could be caught swapping.
+    #[arg(long, conflicts_with = "generate_on_server")]
+    verify: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -291,6 +298,11 @@ async fn add(args: AddArgs, server: &str, store: &Keystore, out: &Output) -> any
         Material::Server => request.generate = Some("ed25519".to_owned()),
     }
 
+    // The device's SAS nonce: only its commitment goes with the deposit.
+    let nd: Bytes32 = rand::random();
+    if args.verify {
+        request.sas_commitment = Some(sas_commitment(&nd));
+    }
     let device = DeviceClient::new(server, &app_key)?;
     let mut deposit = device
         .deposit(&request)
@@ -364,7 +376,57 @@ async fn add(args: AddArgs, server: &str, store: &Keystore, out: &Output) -> any
     if args.wait {
         wait_for_retrieval(&holder(server, &entry)?, out).await?;
     }
+    if args.verify {
+        let key = entry
+            .public_key
+            .as_deref()
+            .map(PublicKey::parse)
+            .transpose()
+            .context("cannot read the deposited key")?
+            .ok_or_else(|| anyhow!("the keystore holds no public key for {:?}", entry.label))?;
+        let (retrieval_id, ns) = wait_for_sas_request(&holder(server, &entry)?).await?;
+        holder(server, &entry)?
+            .reveal_sas(&retrieval_id, &nd)
+            .await
+            .context("cannot reveal the SAS nonce")?;
+        let code = sas(key.spki_der(), &nd, &ns);
+        if out.is_json() {
+            out.json(&json!({ "retrieval_id": retrieval_id, "sas": code.to_string() }))?;
+        } else {
+            out.text(&format!("compare: {code}"))?;
+        }
+    }
     Ok(())
+}
+
+/// Follows the key's events until a service asks for the SAS (`sas.requested`), and returns
+/// the retrieval and the service's nonce. A dropped stream is resumed.
+async fn wait_for_sas_request(holder: &HolderClient) -> anyhow::Result<(String, Bytes32)> {
+    let mut last_id: Option<String> = None;
+    for _ in 0..8 {
+        let mut events = pin!(holder.events(last_id.as_deref()));
+        while let Some(item) = events.next().await {
+            match item {
+                Ok(event) => {
+                    last_id = Some(event.id.clone());
+                    if event.event_type != "sas.requested" {
+                        continue;
+                    }
+                    let nonce = event.data.nonce.as_deref().and_then(decode_32);
+                    match (event.data.retrieval_id, nonce) {
+                        (Some(retrieval_id), Some(ns)) => return Ok((retrieval_id, ns)),
+                        _ => bail!("the key master sent a malformed SAS request"),
+                    }
+                }
+                Err(err @ keymaster_client::Error::Api { .. }) => {
+                    return Err(anyhow!(err).context("cannot follow the key's events"))
+                }
+                Err(_) => break,
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    bail!("the key's event stream ended before a service asked for the SAS")
 }
 
 /// How a followed key ended, as far as `--wait` is concerned.

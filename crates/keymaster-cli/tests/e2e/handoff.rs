@@ -1,10 +1,12 @@
 //! The verified handoff from the command line: `service fetch` given the code URI of a QR code
 //! refuses a key that a party in the middle swapped (here a proxy between the command and the
 //! key master that rewrites every form and fingerprint of the key consistently), and
-//! `service fetch --preview` asks before claiming.
+//! `service fetch --preview` asks before claiming, and `--verify` on both ends shows the same
+//! SAS.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::process::Stdio;
 
 use keymaster_core::key::{generate, GenerateAlgorithm, PublicKey};
 use serde_json::Value;
@@ -143,4 +145,81 @@ fn a_code_uri_fetches_its_key_and_preview_asks_first() {
     let pem = s.fetch(&["service", "fetch", uri, "--preview", "--yes"]);
     let key = PublicKey::parse(&pem).unwrap();
     assert_eq!(key.fingerprint(), deposit["fingerprint"].as_str().unwrap());
+}
+
+/// The `compare: 123 456` line of `text`, if any.
+fn compare_line(text: &str) -> Option<String> {
+    text.lines()
+        .find(|line| line.starts_with("compare: "))
+        .map(str::to_owned)
+}
+
+#[test]
+fn device_and_service_show_the_same_sas_with_verify() {
+    let s = Setup::new();
+    let mut device = s
+        .server
+        .command(
+            &["device", "add", "--label", "typed", "--verify"],
+            &[("KEYMASTER_APP_KEY", s.app_key.as_str())],
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The code as a person would read it off the device's screen.
+    let mut lines = BufReader::new(device.stdout.take().unwrap()).lines();
+    let code = loop {
+        let line = lines
+            .next()
+            .expect("device add ended before its code")
+            .unwrap();
+        if let Some(code) = line.strip_prefix("code: ") {
+            break code.to_owned();
+        }
+    };
+
+    let out = s.server.run(
+        &["service", "fetch", &code, "--verify", "--timeout", "30s"],
+        &[("KEYMASTER_SERVICE_KEY", s.service_key.as_str())],
+        b"",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let service_sas = compare_line(&stderr).expect("no compare line from the service");
+    PublicKey::parse(&String::from_utf8(out.stdout).unwrap()).expect("no key on stdout");
+
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    let status = device.wait().unwrap();
+    assert!(status.success(), "device add --verify failed: {rest:?}");
+    let device_sas = compare_line(&rest.join("\n")).expect("no compare line from the device");
+    assert_eq!(device_sas, service_sas);
+    assert_eq!(device_sas.len(), "compare: 123 456".len());
+}
+
+#[test]
+fn verify_refuses_a_key_deposited_without_a_commitment() {
+    let s = Setup::new();
+    let deposit = s.device(&["device", "add", "--label", "plain", "--json"]);
+    let out = s.server.run(
+        &[
+            "service",
+            "fetch",
+            deposit["code"].as_str().unwrap(),
+            "--verify",
+        ],
+        &[("KEYMASTER_SERVICE_KEY", s.service_key.as_str())],
+        b"",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    assert!(stderr.contains("key_mismatch"), "{stderr}");
+    let status = s.device(&["device", "status", "plain", "--json"]);
+    let disputed =
+        status["history"].as_array().unwrap().iter().any(|event| {
+            event["type"] == "key.disputed" && event["data"]["reason"] == "sas_mismatch"
+        });
+    assert!(disputed, "{status}");
 }
