@@ -62,6 +62,14 @@ pub struct Settings {
     /// Time limit of one webhook request.
     #[serde(with = "duration")]
     pub webhook_timeout: Duration,
+    /// Deliveries in flight at once to one endpoint (a webhook URL's scheme and authority, or
+    /// the SMTP relay); each endpoint has its own.
+    pub webhook_concurrency: usize,
+    /// Failed attempts in a row after which an endpoint is paused (circuit breaker).
+    pub webhook_breaker_failures: u32,
+    /// First pause of an endpoint; doubles while the probe after it fails, up to one hour.
+    #[serde(with = "duration")]
+    pub webhook_breaker_pause: Duration,
     /// Failed retrievals a service may make per minute before it gets `429`.
     pub failed_retrievals_per_minute: u32,
     /// Failed authentications a source address may make per minute before it gets `429`.
@@ -143,6 +151,9 @@ impl Default for Settings {
             webhook_backoff_base: Duration::from_secs(2),
             webhook_max_attempts: 15,
             webhook_timeout: Duration::from_secs(10),
+            webhook_concurrency: 16,
+            webhook_breaker_failures: 5,
+            webhook_breaker_pause: Duration::from_secs(30),
             failed_retrievals_per_minute: 20,
             failed_auth_per_minute: 20,
             recodes_per_hour: 10,
@@ -184,6 +195,9 @@ const ENV_KEYS: &[&str] = &[
     "webhook_backoff_base",
     "webhook_max_attempts",
     "webhook_timeout",
+    "webhook_concurrency",
+    "webhook_breaker_failures",
+    "webhook_breaker_pause",
     "failed_retrievals_per_minute",
     "failed_auth_per_minute",
     "recodes_per_hour",
@@ -262,6 +276,11 @@ impl Settings {
         if self.webhook_max_attempts == 0 {
             return Err(ConfigError(
                 "webhook_max_attempts must be at least 1".into(),
+            ));
+        }
+        if self.webhook_concurrency == 0 || self.webhook_breaker_failures == 0 {
+            return Err(ConfigError(
+                "webhook_concurrency and webhook_breaker_failures must be at least 1".into(),
             ));
         }
         if self.request_timeout.is_zero() || self.header_read_timeout.is_zero() {

@@ -158,6 +158,11 @@ impl App {
         let auth_budget = crate::auth_budget::AuthBudget::new(settings.failed_auth_per_minute);
         let (stop_tx, stop_rx) = watch::channel(false);
         let capacity = crate::capacity::Capacity::new(&settings);
+        let endpoints = Arc::new(crate::dispatch::endpoints::Endpoints::new(
+            settings.webhook_concurrency,
+            settings.webhook_breaker_failures,
+            settings.webhook_breaker_pause,
+        ));
         let state = AppState::new(Shared {
             store,
             keys: Arc::new(keys),
@@ -169,6 +174,7 @@ impl App {
             metrics: metrics_handle(),
             shutdown: stop_rx,
             password_verifications: Default::default(),
+            endpoints,
         });
         Ok(App {
             listener,
@@ -222,6 +228,8 @@ impl App {
                 keys: state.keys.clone(),
                 settings: settings.clone(),
                 mailer,
+                endpoints: state.endpoints.clone(),
+                clients: Default::default(),
             }
             .run(state.shutdown.clone()),
         );

@@ -51,6 +51,8 @@ pub struct Shared {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// argon2 verifications of retrieval passwords, for `/metrics`.
     pub password_verifications: AtomicU64,
+    /// The dispatcher's state of each delivery endpoint (`GET /v1/admin/endpoints`).
+    pub endpoints: Arc<crate::dispatch::endpoints::Endpoints>,
 }
 
 impl Shared {

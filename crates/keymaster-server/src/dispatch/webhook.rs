@@ -1,6 +1,15 @@
 //! Webhook delivery: Standard Webhooks headers and signature, one attempt per call. Where the
 //! request may go (the address check at the moment of sending, the connection to exactly the
 //! checked addresses, no proxy, no redirects) is `netguard`'s.
+//!
+//! One HTTP client per endpoint and checked addresses ([`Clients`]), kept between deliveries, so
+//! that its connections are reused (HTTP/1.1 keep-alive, HTTP/2 where the receiver offers it
+//! over TLS). A kept client connects only to the addresses it was built for; when the name
+//! resolves to others, a new client is built for them.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
 
 use jiff::Timestamp;
 use zeroize::Zeroizing;
@@ -8,6 +17,27 @@ use zeroize::Zeroizing;
 use super::{signature, Dispatcher};
 use crate::netguard;
 use crate::store::outbox::ClaimedDelivery;
+
+/// The HTTP clients kept for reuse, by endpoint: each with the addresses it connects to.
+#[derive(Default)]
+pub struct Clients {
+    map: Mutex<HashMap<String, (Vec<SocketAddr>, reqwest::Client)>>,
+}
+
+impl Clients {
+    /// The client kept for `endpoint` if it connects to exactly `addrs`.
+    fn get(&self, endpoint: &str, addrs: &[SocketAddr]) -> Option<reqwest::Client> {
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(endpoint)
+            .filter(|(a, _)| a.as_slice() == addrs)
+            .map(|(_, c)| c.clone())
+    }
+
+    fn put(&self, endpoint: &str, addrs: &[SocketAddr], client: reqwest::Client) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert(endpoint.to_owned(), (addrs.to_vec(), client));
+    }
+}
 
 /// One attempt at delivering `d` to its URL.
 pub async fn send(dispatcher: &Dispatcher, d: &ClaimedDelivery) -> Result<(), String> {
@@ -20,12 +50,8 @@ pub async fn send(dispatcher: &Dispatcher, d: &ClaimedDelivery) -> Result<(), St
     )
     .await?;
 
-    let sealed = dispatcher
-        .store
-        .tenant_webhook_secrets(&d.tenant_id, Timestamp::now())
-        .await
-        .map_err(|e| format!("cannot read the tenant's secret: {e}"))?;
-    let secrets: Vec<Zeroizing<String>> = sealed
+    let secrets: Vec<Zeroizing<String>> = d
+        .secrets
         .iter()
         .filter_map(|blob| dispatcher.keys.open(blob, d.tenant_id.as_bytes()))
         .filter_map(|plain| String::from_utf8(plain.to_vec()).ok().map(Zeroizing::new))
@@ -38,9 +64,18 @@ pub async fn send(dispatcher: &Dispatcher, d: &ClaimedDelivery) -> Result<(), St
     let sig = signature::sign(&secrets, &d.event.id, timestamp, &body)
         .ok_or("the tenant's webhook secret is malformed")?;
 
-    let client = target
-        .client(settings.webhook_timeout)
-        .map_err(|e| format!("http client: {e}"))?;
+    let client = match dispatcher.clients.get(&d.endpoint, target.addrs()) {
+        Some(client) => client,
+        None => {
+            let client = target
+                .client(settings.webhook_timeout)
+                .map_err(|e| format!("http client: {e}"))?;
+            dispatcher
+                .clients
+                .put(&d.endpoint, target.addrs(), client.clone());
+            client
+        }
+    };
     let resp = client
         .post(target.url().clone())
         .header("content-type", "application/json")

@@ -494,3 +494,34 @@ pub async fn deliveries(
     let deliveries = state.store.list_deliveries(status, limit).await?;
     Ok(Json(DeliveriesPage { deliveries }))
 }
+
+/// `GET /v1/admin/endpoints` (an extension of the API contract): where deliveries go, and how
+/// each destination is doing.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct EndpointsPage {
+    /// Most pending deliveries first. The breaker and the counts are this server process's
+    /// (each replica has its own); `pending` is the store's, across replicas.
+    pub endpoints: Vec<crate::dispatch::endpoints::EndpointInfo>,
+}
+
+#[utoipa::path(
+    get, path = "/v1/admin/endpoints", tag = "admin",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Delivery endpoints, most pending deliveries first", body = EndpointsPage),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+/// Lists the delivery endpoints (webhook origins, the SMTP relay): pending deliveries, circuit
+/// breaker state (`closed`, `open` = paused after repeated failures, `half_open` = probing),
+/// deliveries in flight, recent failures.
+pub async fn endpoints(
+    State(state): State<AppState>,
+    _: Admin,
+) -> Result<Json<EndpointsPage>, ApiError> {
+    let backlog = state.store.endpoint_backlog(1000).await?;
+    Ok(Json(EndpointsPage {
+        endpoints: state.endpoints.report(backlog),
+    }))
+}

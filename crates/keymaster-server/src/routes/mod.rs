@@ -94,6 +94,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/services/{id}", delete(admin::delete_service))
         .route("/v1/admin/audit", get(admin::audit))
         .route("/v1/admin/deliveries", get(admin::deliveries))
+        .route("/v1/admin/endpoints", get(admin::endpoints))
         .route(
             "/v1/admin/tenants/{id}/webhook-secret",
             post(admin::rotate_webhook_secret),
@@ -216,7 +217,7 @@ pub async fn verify_password(given: String, hash: String) -> Result<PasswordChec
         holder::get_key, holder::patch_key, holder::delete_key, holder::recode, events::events,
         admin::create_tenant, admin::create_app_key, admin::delete_app_key,
         admin::create_service, admin::delete_service, admin::audit,
-        admin::deliveries, admin::rotate_webhook_secret,
+        admin::deliveries, admin::endpoints, admin::rotate_webhook_secret,
         health::healthz, health::readyz, health::metrics,
     ),
     modifiers(&BearerSchemes, &ServerLimits),

@@ -26,7 +26,9 @@ use keymaster_core::policy::{PasswordCheck, Policy};
 use keymaster_core::wire::{AuditEntry, CodeFormat, Event, Notify, RetrievalContext};
 
 use self::handoff::{DisputeOutcome, RevealOutcome, SasNonceBytes, SasRequestOutcome};
-use self::outbox::{AttemptResult, ClaimedDelivery, DeliveryInfo, OutboxStats};
+use self::outbox::{
+    AttemptResult, ClaimRequest, ClaimedDelivery, DeliveryInfo, EndpointBacklog, OutboxStats,
+};
 
 /// A failure of the store itself (never "not found": that is `Ok(None)` or an outcome).
 #[derive(Debug, thiserror::Error)]
@@ -330,6 +332,36 @@ pub struct SweepReport {
     pub more: bool,
 }
 
+/// Announces committed events inside this process: the dispatcher and the holders' event
+/// streams wait on it instead of polling. Each backend calls [`CommitSignal::committed`] once the
+/// transaction of an operation that wrote events is durably committed (PostgreSQL also relays
+/// the commits of other replicas, `postgres::notify`). A receiver sees that something changed
+/// since it last looked, not what: it reads the store to find out.
+#[derive(Debug)]
+pub struct CommitSignal {
+    tx: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for CommitSignal {
+    fn default() -> Self {
+        CommitSignal {
+            tx: tokio::sync::watch::Sender::new(0),
+        }
+    }
+}
+
+impl CommitSignal {
+    /// Events were committed.
+    pub fn committed(&self) {
+        self.tx.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver that wakes at the next commit after it last looked.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.tx.subscribe()
+    }
+}
+
 /// An event with its position in the key's stream.
 #[derive(Debug, Clone)]
 pub struct StoredEvent {
@@ -478,27 +510,31 @@ pub trait Store: Send + Sync + 'static {
         retention: std::time::Duration,
     ) -> Result<SweepReport, StoreError>;
 
-    /// Claims up to `limit` due deliveries for `lease` (no other dispatcher takes them meanwhile).
-    async fn claim_deliveries(
+    /// Wakes at every commit of events (this process's, and other replicas' where the backend
+    /// can tell).
+    fn commits(&self) -> tokio::sync::watch::Receiver<u64>;
+
+    /// Claims due deliveries for `req.lease` (no other dispatcher takes them meanwhile), a fair
+    /// share per endpoint (`ClaimRequest`).
+    async fn claim_deliveries(&self, req: ClaimRequest)
+        -> Result<Vec<ClaimedDelivery>, StoreError>;
+    /// Records how the attempts of a batch ended, in one transaction.
+    async fn finish_deliveries(
         &self,
-        now: Timestamp,
-        lease: std::time::Duration,
-        limit: u32,
-    ) -> Result<Vec<ClaimedDelivery>, StoreError>;
-    /// Records how an attempt ended.
-    async fn finish_delivery(
-        &self,
-        id: i64,
-        result: AttemptResult,
+        results: Vec<(i64, AttemptResult)>,
         now: Timestamp,
     ) -> Result<(), StoreError>;
-    /// The tenant's sealed webhook secrets that sign now: the current one, then the previous
-    /// one while a rotation is under way. Empty when there is no such tenant.
-    async fn tenant_webhook_secrets(
+    /// Extends to `until` the leases of these deliveries that are still claimed.
+    async fn renew_leases(&self, ids: Vec<i64>, until: Timestamp) -> Result<(), StoreError>;
+    /// Pauses an endpoint: none of its unclaimed pending deliveries is due before `until`.
+    async fn pause_endpoint(
         &self,
-        tenant_id: &str,
+        endpoint: &str,
+        until: Timestamp,
         now: Timestamp,
-    ) -> Result<Vec<Vec<u8>>, StoreError>;
+    ) -> Result<u64, StoreError>;
+    /// The endpoints with the most pending deliveries, most first.
+    async fn endpoint_backlog(&self, limit: u32) -> Result<Vec<EndpointBacklog>, StoreError>;
     /// Replaces the tenant's webhook secret; the old one keeps signing until `previous_until`.
     /// False when there is no such tenant.
     async fn rotate_webhook_secret(

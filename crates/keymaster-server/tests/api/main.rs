@@ -4,6 +4,7 @@
 //! on `127.0.0.1:0` with a fresh database.
 
 mod admin;
+mod delivery;
 mod demo;
 mod deposit;
 mod handoff;

@@ -15,12 +15,14 @@
 mod admin;
 mod handoff;
 mod keys;
+mod notify;
 mod outbox;
 mod retrieve;
 mod rows;
 mod sweep;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -30,10 +32,13 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
 
 use super::handoff::{DisputeOutcome, RevealOutcome, SasNonceBytes, SasRequestOutcome};
-use super::outbox::{AttemptResult, ClaimedDelivery, DeliveryInfo, OutboxStats};
+use super::outbox::{
+    AttemptResult, ClaimRequest, ClaimedDelivery, DeliveryInfo, EndpointBacklog, OutboxStats,
+};
 use super::{
-    AppKeyAuth, AuditRecord, KeyRecord, NewAppKey, NewKey, NewService, NewTenant, RecodeOutcome,
-    RetrieveCommand, RetrieveOutcome, ServiceAuth, Store, StoreError, StoredEvent, SweepReport,
+    AppKeyAuth, AuditRecord, CommitSignal, KeyRecord, NewAppKey, NewKey, NewService, NewTenant,
+    RecodeOutcome, RetrieveCommand, RetrieveOutcome, ServiceAuth, Store, StoreError, StoredEvent,
+    SweepReport,
 };
 
 /// The migrations, in order; `schema_migrations` records which versions were applied.
@@ -43,6 +48,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../../../migrations/postgres/0003_confined_services.sql"),
     include_str!("../../../../../migrations/postgres/0004_audit_coalesced.sql"),
     include_str!("../../../../../migrations/postgres/0005_verified_handoff.sql"),
+    include_str!("../../../../../migrations/postgres/0006_delivery_endpoints.sql"),
 ];
 
 /// The advisory lock key that serialises migrations of replicas starting together.
@@ -58,6 +64,10 @@ const MAX_CONNECTIONS: u32 = 16;
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// Told after every commit of events, this replica's and (through `notify`) the others'.
+    commits: Arc<CommitSignal>,
+    /// Told after this replica's own commits of events: wakes the sender of `notify`.
+    local: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl PostgresStore {
@@ -74,9 +84,30 @@ impl PostgresStore {
             .connect_with(options)
             .await
             .map_err(db)?;
-        let store = PostgresStore { pool };
+        let (local, local_rx) = tokio::sync::watch::channel(0u64);
+        let store = PostgresStore {
+            pool,
+            commits: Arc::default(),
+            local: Arc::new(local),
+        };
         store.migrate().await?;
+        notify::start(
+            store.pool.clone(),
+            crate::crypto::new_id("replica_"),
+            local_rx,
+            &store.commits,
+        );
         Ok(store)
+    }
+
+    /// Tells the commit's waiters, here and on the other replicas, when `done` (an operation
+    /// that writes events) succeeded.
+    fn signal<T>(&self, done: Result<T, StoreError>) -> Result<T, StoreError> {
+        if done.is_ok() {
+            self.commits.committed();
+            self.local.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        done
     }
 
     /// Applies the migrations not yet recorded, all in one transaction under an advisory lock,
@@ -289,15 +320,18 @@ impl Store for PostgresStore {
     }
 
     async fn deposit(&self, key: NewKey, audit: AuditRecord) -> Result<bool, StoreError> {
-        self.write(move |c| Box::pin(async move { keys::deposit(c, &key, &audit).await }))
-            .await
+        let done = self
+            .write(move |c| Box::pin(async move { keys::deposit(c, &key, &audit).await }))
+            .await;
+        self.signal(done)
     }
 
     async fn retrieve(&self, cmd: RetrieveCommand) -> Result<RetrieveOutcome, StoreError> {
         let slot = cmd.budget_slot.map(|slot| (cmd.service.clone(), slot));
         let outcome = self
             .write(move |c| Box::pin(async move { retrieve::retrieve(c, &cmd).await }))
-            .await?;
+            .await;
+        let outcome = self.signal(outcome)?;
         let succeeded = matches!(
             outcome,
             RetrieveOutcome::Allowed(_) | RetrieveOutcome::Previewed(_)
@@ -338,10 +372,12 @@ impl Store for PostgresStore {
     ) -> Result<bool, StoreError> {
         let rid = retrieval_id.to_owned();
         let service = service.clone();
-        self.write(move |c| {
-            Box::pin(async move { retrieve::confirm(c, &rid, &service, now).await })
-        })
-        .await
+        let done = self
+            .write(move |c| {
+                Box::pin(async move { retrieve::confirm(c, &rid, &service, now).await })
+            })
+            .await;
+        self.signal(done)
     }
 
     async fn request_sas(
@@ -352,10 +388,14 @@ impl Store for PostgresStore {
         audit: AuditRecord,
     ) -> Result<SasRequestOutcome, StoreError> {
         let (rid, service) = (retrieval_id.to_owned(), service.clone());
-        self.write(move |c| {
-            Box::pin(async move { handoff::request_sas(c, &rid, &service, &nonce, &audit).await })
-        })
-        .await
+        let done = self
+            .write(move |c| {
+                Box::pin(
+                    async move { handoff::request_sas(c, &rid, &service, &nonce, &audit).await },
+                )
+            })
+            .await;
+        self.signal(done)
     }
 
     async fn reveal_sas(
@@ -366,10 +406,12 @@ impl Store for PostgresStore {
         audit: AuditRecord,
     ) -> Result<RevealOutcome, StoreError> {
         let (key_id, rid) = (key_id.to_owned(), retrieval_id.to_owned());
-        self.write(move |c| {
-            Box::pin(async move { handoff::reveal_sas(c, &key_id, &rid, &nonce, &audit).await })
-        })
-        .await
+        let done = self
+            .write(move |c| {
+                Box::pin(async move { handoff::reveal_sas(c, &key_id, &rid, &nonce, &audit).await })
+            })
+            .await;
+        self.signal(done)
     }
 
     async fn sas_nonces(
@@ -390,10 +432,12 @@ impl Store for PostgresStore {
         audit: AuditRecord,
     ) -> Result<DisputeOutcome, StoreError> {
         let (rid, service) = (retrieval_id.to_owned(), service.clone());
-        self.write(move |c| {
-            Box::pin(async move { handoff::dispute(c, &rid, &service, reason, &audit).await })
-        })
-        .await
+        let done = self
+            .write(move |c| {
+                Box::pin(async move { handoff::dispute(c, &rid, &service, reason, &audit).await })
+            })
+            .await;
+        self.signal(done)
     }
 
     async fn awaiting_reveal(&self, key_id: &str, now: Timestamp) -> Result<bool, StoreError> {
@@ -443,8 +487,10 @@ impl Store for PostgresStore {
 
     async fn revoke(&self, key_id: &str, audit: AuditRecord) -> Result<bool, StoreError> {
         let key_id = key_id.to_owned();
-        self.write(move |c| Box::pin(async move { keys::revoke(c, &key_id, &audit).await }))
-            .await
+        let done = self
+            .write(move |c| Box::pin(async move { keys::revoke(c, &key_id, &audit).await }))
+            .await;
+        self.signal(done)
     }
 
     async fn recode(
@@ -455,12 +501,14 @@ impl Store for PostgresStore {
         audit: AuditRecord,
     ) -> Result<RecodeOutcome, StoreError> {
         let key_id = key_id.to_owned();
-        self.write(move |c| {
-            Box::pin(
-                async move { keys::recode(c, &key_id, &new_code_hash, per_hour, &audit).await },
-            )
-        })
-        .await
+        let done = self
+            .write(move |c| {
+                Box::pin(
+                    async move { keys::recode(c, &key_id, &new_code_hash, per_hour, &audit).await },
+                )
+            })
+            .await;
+        self.signal(done)
     }
 
     async fn sweep(
@@ -468,40 +516,52 @@ impl Store for PostgresStore {
         now: Timestamp,
         retention: std::time::Duration,
     ) -> Result<SweepReport, StoreError> {
-        self.write(move |c| Box::pin(sweep::sweep(c, now, retention)))
-            .await
+        let done = self
+            .write(move |c| Box::pin(sweep::sweep(c, now, retention)))
+            .await;
+        self.signal(done)
+    }
+
+    fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.commits.subscribe()
     }
 
     async fn claim_deliveries(
         &self,
-        now: Timestamp,
-        lease: Duration,
-        limit: u32,
+        req: ClaimRequest,
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
-        self.write(move |c| Box::pin(async move { outbox::claim(c, now, lease, limit).await }))
+        self.write(move |c| Box::pin(async move { outbox::claim(c, &req).await }))
             .await
     }
 
-    async fn finish_delivery(
+    async fn finish_deliveries(
         &self,
-        id: i64,
-        result: AttemptResult,
+        results: Vec<(i64, AttemptResult)>,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        self.write(move |c| Box::pin(async move { outbox::finish(c, id, &result, now).await }))
+        self.write(move |c| Box::pin(async move { outbox::finish(c, &results, now).await }))
             .await
     }
 
-    async fn tenant_webhook_secrets(
+    async fn renew_leases(&self, ids: Vec<i64>, until: Timestamp) -> Result<(), StoreError> {
+        self.write(move |c| Box::pin(async move { outbox::renew(c, &ids, until).await }))
+            .await
+    }
+
+    async fn pause_endpoint(
         &self,
-        tenant_id: &str,
+        endpoint: &str,
+        until: Timestamp,
         now: Timestamp,
-    ) -> Result<Vec<Vec<u8>>, StoreError> {
-        let tenant_id = tenant_id.to_owned();
-        self.read(move |c| {
-            Box::pin(async move { outbox::tenant_secrets(c, &tenant_id, now).await })
-        })
-        .await
+    ) -> Result<u64, StoreError> {
+        let endpoint = endpoint.to_owned();
+        self.write(move |c| Box::pin(async move { outbox::pause(c, &endpoint, until, now).await }))
+            .await
+    }
+
+    async fn endpoint_backlog(&self, limit: u32) -> Result<Vec<EndpointBacklog>, StoreError> {
+        self.read(move |c| Box::pin(async move { outbox::backlog(c, limit).await }))
+            .await
     }
 
     async fn rotate_webhook_secret(

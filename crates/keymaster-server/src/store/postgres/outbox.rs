@@ -1,15 +1,18 @@
 //! PostgreSQL: the delivery outbox. Deliveries are added by `rows::insert_event` in the event's
 //! own transaction; dispatchers on any replica claim due ones with `FOR UPDATE SKIP LOCKED`
-//! and a lease, so no two deliver the same row at once.
-
-use std::time::Duration;
+//! and a short lease that they renew while the delivery is in flight, so no two deliver the same
+//! row at once and a replica that dies holds its rows for seconds only. The attempts of a batch
+//! are recorded with one statement.
 
 use jiff::Timestamp;
 use sqlx::{PgConnection, Row};
 
 use super::rows::insert_audit;
 use super::{count, db, ms, ts};
-use crate::store::outbox::{AttemptResult, Channel, ClaimedDelivery, DeliveryInfo, OutboxStats};
+use crate::store::outbox::{
+    AttemptResult, Channel, ClaimRequest, ClaimedDelivery, DeliveryInfo, EndpointBacklog,
+    OutboxStats,
+};
 use crate::store::{AuditRecord, StoreError};
 
 /// Adds the deliveries of one event: the key's webhook and e-mail, the tenant's webhook (the
@@ -23,8 +26,10 @@ pub async fn enqueue(
 ) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO deliveries (event_id, channel, target, tenant_id, status, next_attempt_at,
-                                 created_at)
-         SELECT $1, channel, target, $4, 'pending', $2, $2 FROM (
+                                 created_at, endpoint)
+         SELECT $1, channel, target, $4, 'pending', $2, $2, CASE channel WHEN 'email' THEN 'smtp'
+           ELSE lower(coalesce(substring(target from '^[^:/?#]+://[^/?#]*'), target)) END
+         FROM (
            SELECT 'webhook' AS channel, (notify::jsonb)->>'webhook_url' AS target
              FROM keys WHERE id = $3
            UNION
@@ -43,29 +48,56 @@ pub async fn enqueue(
     Ok(())
 }
 
+/// Claims due deliveries, oldest first, at most `req.room_for(endpoint)` of each endpoint, and
+/// skipping endpoints without room: one endpoint's backlog cannot fill the claim.
 pub async fn claim(
     c: &mut PgConnection,
-    now: Timestamp,
-    lease: Duration,
-    limit: u32,
+    req: &ClaimRequest,
 ) -> Result<Vec<ClaimedDelivery>, StoreError> {
-    let now_ms = ms(now);
-    let until = now_ms + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
+    let now_ms = ms(req.now);
+    let until = now_ms + i64::try_from(req.lease.as_millis()).unwrap_or(i64::MAX / 2);
+    let (room_endpoints, room): (Vec<String>, Vec<i64>) = req
+        .room
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(e, n)| (e.clone(), i64::from(*n)))
+        .unzip();
+    // Rows beyond an endpoint's room are locked for the length of this statement only.
     let rows = sqlx::query(
         "WITH due AS (
-           SELECT id FROM deliveries
+           SELECT id, endpoint, next_attempt_at FROM deliveries
            WHERE status = 'pending' AND next_attempt_at <= $1
              AND (claimed_until IS NULL OR claimed_until <= $1)
-           ORDER BY next_attempt_at LIMIT $2
+             AND endpoint <> ALL($4::text[])
+           ORDER BY next_attempt_at LIMIT $2 * 4
            FOR UPDATE SKIP LOCKED
+         ), ranked AS (
+           SELECT id, endpoint, next_attempt_at,
+                  row_number() OVER (PARTITION BY endpoint ORDER BY next_attempt_at, id) AS n
+           FROM due
+         ), pick AS (
+           SELECT r.id FROM ranked r
+             LEFT JOIN unnest($5::text[], $6::bigint[]) AS room(endpoint, n)
+               ON room.endpoint = r.endpoint
+           WHERE r.n <= coalesce(room.n, $7)
+           ORDER BY r.next_attempt_at LIMIT $2
+         ), claimed AS (
+           UPDATE deliveries d SET claimed_until = $3 FROM pick WHERE d.id = pick.id
+           RETURNING d.id, d.channel, d.target, d.endpoint, d.tenant_id, d.attempts, d.event_id
          )
-         UPDATE deliveries d SET claimed_until = $3 FROM due, events e
-         WHERE d.id = due.id AND e.id = d.event_id
-         RETURNING d.id, d.channel, d.target, d.tenant_id, d.attempts, e.payload",
+         SELECT claimed.id, claimed.channel, claimed.target, claimed.endpoint, claimed.tenant_id,
+                claimed.attempts, e.payload, t.webhook_secret_sealed, t.previous_secret_sealed,
+                t.previous_secret_until
+         FROM claimed JOIN events e ON e.id = claimed.event_id
+              LEFT JOIN tenants t ON t.id = claimed.tenant_id",
     )
     .bind(now_ms)
-    .bind(i64::from(limit))
+    .bind(i64::from(req.limit))
     .bind(until)
+    .bind(req.skipped())
+    .bind(room_endpoints)
+    .bind(room)
+    .bind(i64::from(req.per_endpoint))
     .fetch_all(c)
     .await
     .map_err(db)?;
@@ -75,75 +107,141 @@ pub async fn claim(
         let channel: String = row.try_get(1).map_err(db)?;
         let channel = Channel::parse(&channel)
             .ok_or_else(|| StoreError::Corrupt(format!("delivery {id} channel {channel:?}")))?;
-        let payload: String = row.try_get(5).map_err(db)?;
+        let payload: String = row.try_get(6).map_err(db)?;
+        let current: Option<Vec<u8>> = row.try_get(7).map_err(db)?;
+        let previous: Option<Vec<u8>> = row.try_get(8).map_err(db)?;
+        let previous_until: Option<i64> = row.try_get(9).map_err(db)?;
+        let mut secrets: Vec<Vec<u8>> = current.into_iter().collect();
+        if let (Some(prev), Some(until), false) = (previous, previous_until, secrets.is_empty()) {
+            if now_ms < until {
+                secrets.push(prev);
+            }
+        }
         out.push(ClaimedDelivery {
             id,
             channel,
             target: row.try_get(2).map_err(db)?,
-            tenant_id: row.try_get(3).map_err(db)?,
-            attempts: count(row.try_get(4).map_err(db)?)?,
+            endpoint: row.try_get(3).map_err(db)?,
+            tenant_id: row.try_get(4).map_err(db)?,
+            attempts: count(row.try_get(5).map_err(db)?)?,
             event: serde_json::from_str(&payload)
                 .map_err(|e| StoreError::Corrupt(format!("event of delivery {id}: {e}")))?,
+            secrets,
         });
     }
     Ok(out)
 }
 
+/// Records how the attempts of a batch ended, in one statement. A delivery already finished
+/// stays as it is (its lease ran out and another attempt ended first).
 pub async fn finish(
     c: &mut PgConnection,
-    id: i64,
-    result: &AttemptResult,
+    results: &[(i64, AttemptResult)],
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    let q = match result {
-        AttemptResult::Delivered => sqlx::query(
-            "UPDATE deliveries SET status = 'delivered', attempts = attempts + 1,
-                 claimed_until = NULL, finished_at = $2, last_error = NULL WHERE id = $1",
-        )
-        .bind(id)
-        .bind(ms(now)),
-        AttemptResult::Retry { at, error } => sqlx::query(
-            "UPDATE deliveries SET attempts = attempts + 1, claimed_until = NULL,
-                 next_attempt_at = $2, last_error = $3 WHERE id = $1",
-        )
-        .bind(id)
-        .bind(ms(*at))
-        .bind(error.clone()),
-        AttemptResult::Failed { error } => sqlx::query(
-            "UPDATE deliveries SET status = 'failed', attempts = attempts + 1,
-                 claimed_until = NULL, finished_at = $2, last_error = $3 WHERE id = $1",
-        )
-        .bind(id)
-        .bind(ms(now))
-        .bind(error.clone()),
-    };
-    q.execute(c).await.map_err(db)?;
+    let n = results.len();
+    let (mut ids, mut statuses, mut counted, mut next, mut errors, mut finished) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for (id, result) in results {
+        let (status, count, at, error, done): (&str, i64, Option<i64>, Option<String>, _) =
+            match result {
+                AttemptResult::Delivered => ("delivered", 1, None, None, Some(ms(now))),
+                AttemptResult::Retry { at, error } => {
+                    ("pending", 1, Some(ms(*at)), Some(error.clone()), None)
+                }
+                AttemptResult::Failed { error } => {
+                    ("failed", 1, None, Some(error.clone()), Some(ms(now)))
+                }
+                AttemptResult::Postponed { at } => ("pending", 0, Some(ms(*at)), None, None),
+            };
+        ids.push(*id);
+        statuses.push(status);
+        counted.push(count);
+        next.push(at);
+        errors.push(error);
+        finished.push(done);
+    }
+    // A postponed delivery was not attempted: its attempts and last error stay.
+    sqlx::query(
+        "UPDATE deliveries d SET status = u.status, attempts = d.attempts + u.counted,
+             claimed_until = NULL, next_attempt_at = coalesce(u.next, d.next_attempt_at),
+             last_error = CASE WHEN u.counted = 0 THEN d.last_error ELSE u.error END,
+             finished_at = u.finished
+         FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::text[],
+                     $6::bigint[]) AS u(id, status, counted, next, error, finished)
+         WHERE d.id = u.id AND d.status = 'pending'",
+    )
+    .bind(ids)
+    .bind(statuses)
+    .bind(counted)
+    .bind(next)
+    .bind(errors)
+    .bind(finished)
+    .execute(c)
+    .await
+    .map_err(db)?;
     Ok(())
 }
 
-pub async fn tenant_secrets(
-    c: &mut PgConnection,
-    tenant_id: &str,
-    now: Timestamp,
-) -> Result<Vec<Vec<u8>>, StoreError> {
-    let row = sqlx::query(
-        "SELECT webhook_secret_sealed, previous_secret_sealed, previous_secret_until
-         FROM tenants WHERE id = $1",
+/// Extends the lease of deliveries still in flight (not those already recorded).
+pub async fn renew(c: &mut PgConnection, ids: &[i64], until: Timestamp) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE deliveries SET claimed_until = $2
+         WHERE id = ANY($1) AND status = 'pending' AND claimed_until IS NOT NULL",
     )
-    .bind(tenant_id)
-    .fetch_optional(c)
+    .bind(ids)
+    .bind(ms(until))
+    .execute(c)
     .await
     .map_err(db)?;
-    let Some(row) = row else {
-        return Ok(Vec::new());
-    };
-    let mut out = vec![row.try_get::<Vec<u8>, _>(0).map_err(db)?];
-    let previous: Option<Vec<u8>> = row.try_get(1).map_err(db)?;
-    let until: Option<i64> = row.try_get(2).map_err(db)?;
-    if let (Some(prev), Some(until)) = (previous, until) {
-        if ms(now) < until {
-            out.push(prev);
-        }
+    Ok(())
+}
+
+/// Pauses an endpoint: its unclaimed pending deliveries are due at `until` at the earliest.
+pub async fn pause(
+    c: &mut PgConnection,
+    endpoint: &str,
+    until: Timestamp,
+    now: Timestamp,
+) -> Result<u64, StoreError> {
+    Ok(sqlx::query(
+        "UPDATE deliveries SET next_attempt_at = $2
+         WHERE status = 'pending' AND next_attempt_at < $2 AND endpoint = $1
+           AND (claimed_until IS NULL OR claimed_until <= $3)",
+    )
+    .bind(endpoint)
+    .bind(ms(until))
+    .bind(ms(now))
+    .execute(c)
+    .await
+    .map_err(db)?
+    .rows_affected())
+}
+
+/// The endpoints with the most pending deliveries.
+pub async fn backlog(c: &mut PgConnection, limit: u32) -> Result<Vec<EndpointBacklog>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT endpoint, count(*), min(created_at) FROM deliveries
+         WHERE status = 'pending' GROUP BY endpoint ORDER BY count(*) DESC LIMIT $1",
+    )
+    .bind(i64::from(limit))
+    .fetch_all(c)
+    .await
+    .map_err(db)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let pending: i64 = row.try_get(1).map_err(db)?;
+        out.push(EndpointBacklog {
+            endpoint: row.try_get(0).map_err(db)?,
+            pending: pending.max(0) as u64,
+            oldest: ts(row.try_get(2).map_err(db)?)?,
+        });
     }
     Ok(out)
 }

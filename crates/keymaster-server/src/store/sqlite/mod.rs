@@ -28,10 +28,13 @@ use rusqlite::{Connection, OpenFlags};
 use self::auth_cache::AuthCache;
 use self::writer::{db, Durability, Writer};
 use super::handoff::{DisputeOutcome, RevealOutcome, SasNonceBytes, SasRequestOutcome};
-use super::outbox::{AttemptResult, ClaimedDelivery, DeliveryInfo, OutboxStats};
+use super::outbox::{
+    AttemptResult, ClaimRequest, ClaimedDelivery, DeliveryInfo, EndpointBacklog, OutboxStats,
+};
 use super::{
-    AppKeyAuth, AuditRecord, KeyRecord, NewAppKey, NewKey, NewService, NewTenant, RecodeOutcome,
-    RetrieveCommand, RetrieveOutcome, ServiceAuth, Store, StoreError, StoredEvent, SweepReport,
+    AppKeyAuth, AuditRecord, CommitSignal, KeyRecord, NewAppKey, NewKey, NewService, NewTenant,
+    RecodeOutcome, RetrieveCommand, RetrieveOutcome, ServiceAuth, Store, StoreError, StoredEvent,
+    SweepReport,
 };
 
 /// The migrations, in order; `PRAGMA user_version` records how many were applied.
@@ -43,6 +46,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../../../migrations/sqlite/0005_confined_services.sql"),
     include_str!("../../../../../migrations/sqlite/0006_audit_coalesced.sql"),
     include_str!("../../../../../migrations/sqlite/0007_verified_handoff.sql"),
+    include_str!("../../../../../migrations/sqlite/0008_delivery_endpoints.sql"),
 ];
 
 /// Page size of a new database.
@@ -58,6 +62,8 @@ pub struct SqliteStore {
     readers: Arc<Mutex<Vec<Connection>>>,
     path: PathBuf,
     auth: Arc<AuthCache>,
+    /// Told after every commit that wrote events.
+    commits: Arc<CommitSignal>,
     /// Held while the store is open: one process owns the database file.
     _owner: Arc<std::fs::File>,
 }
@@ -90,6 +96,15 @@ impl SqliteStore {
         )
         .map_err(db)?;
         migrate(&conn)?;
+        // Deliveries claimed by the process that had the database before (killed, or stopped
+        // mid-attempt) go out now rather than when their lease would have run out.
+        let released = outbox::release_all(&conn)?;
+        if released > 0 {
+            tracing::info!(
+                released,
+                "released the deliveries claimed before the restart"
+            );
+        }
         let durability = if synchronous_full {
             // The migrations above committed without the per-commit sync: make them durable
             // with one sync of the WAL. (Not a checkpoint: after a crash the WAL can hold up to
@@ -130,8 +145,17 @@ impl SqliteStore {
             readers: Arc::new(Mutex::new(Vec::new())),
             path: path.to_owned(),
             auth: Arc::new(AuthCache::default()),
+            commits: Arc::default(),
             _owner: Arc::new(owner),
         })
+    }
+
+    /// Tells the commit's waiters when `done` (an operation that writes events) succeeded.
+    fn signal<T>(&self, done: Result<T, StoreError>) -> Result<T, StoreError> {
+        if done.is_ok() {
+            self.commits.committed();
+        }
+        done
     }
 
     fn open_reader(&self) -> Result<Connection, StoreError> {
@@ -373,15 +397,19 @@ impl Store for SqliteStore {
 
     async fn deposit(&self, key: NewKey, audit: AuditRecord) -> Result<bool, StoreError> {
         let json = keys::DepositJson::new(&key)?;
-        self.writer
+        let done = self
+            .writer
             .write(move |c| keys::deposit(c, &key, &json, &audit))
-            .await
+            .await;
+        self.signal(done)
     }
 
     async fn retrieve(&self, cmd: RetrieveCommand) -> Result<RetrieveOutcome, StoreError> {
-        self.writer
+        let done = self
+            .writer
             .write(move |c| retrieve::retrieve(c, &cmd))
-            .await
+            .await;
+        self.signal(done)
     }
 
     async fn refuse_retrieval(
@@ -404,9 +432,11 @@ impl Store for SqliteStore {
     ) -> Result<bool, StoreError> {
         let rid = retrieval_id.to_owned();
         let service = service.clone();
-        self.writer
+        let done = self
+            .writer
             .write(move |c| retrieve::confirm(c, &rid, &service, now))
-            .await
+            .await;
+        self.signal(done)
     }
 
     async fn request_sas(
@@ -417,9 +447,11 @@ impl Store for SqliteStore {
         audit: AuditRecord,
     ) -> Result<SasRequestOutcome, StoreError> {
         let (rid, service) = (retrieval_id.to_owned(), service.clone());
-        self.writer
+        let done = self
+            .writer
             .write(move |c| handoff::request_sas(c, &rid, &service, &nonce, &audit))
-            .await
+            .await;
+        self.signal(done)
     }
 
     async fn reveal_sas(
@@ -430,9 +462,11 @@ impl Store for SqliteStore {
         audit: AuditRecord,
     ) -> Result<RevealOutcome, StoreError> {
         let (key_id, rid) = (key_id.to_owned(), retrieval_id.to_owned());
-        self.writer
+        let done = self
+            .writer
             .write(move |c| handoff::reveal_sas(c, &key_id, &rid, &nonce, &audit))
-            .await
+            .await;
+        self.signal(done)
     }
 
     async fn sas_nonces(
@@ -451,9 +485,11 @@ impl Store for SqliteStore {
         audit: AuditRecord,
     ) -> Result<DisputeOutcome, StoreError> {
         let (rid, service) = (retrieval_id.to_owned(), service.clone());
-        self.writer
+        let done = self
+            .writer
             .write(move |c| handoff::dispute(c, &rid, &service, reason, &audit))
-            .await
+            .await;
+        self.signal(done)
     }
 
     async fn awaiting_reveal(&self, key_id: &str, now: Timestamp) -> Result<bool, StoreError> {
@@ -498,9 +534,11 @@ impl Store for SqliteStore {
 
     async fn revoke(&self, key_id: &str, audit: AuditRecord) -> Result<bool, StoreError> {
         let key_id = key_id.to_owned();
-        self.writer
+        let done = self
+            .writer
             .write(move |c| keys::revoke(c, &key_id, &audit))
-            .await
+            .await;
+        self.signal(done)
     }
 
     async fn recode(
@@ -511,9 +549,11 @@ impl Store for SqliteStore {
         audit: AuditRecord,
     ) -> Result<RecodeOutcome, StoreError> {
         let key_id = key_id.to_owned();
-        self.writer
+        let done = self
+            .writer
             .write(move |c| keys::recode(c, &key_id, &new_code_hash, per_hour, &audit))
-            .await
+            .await;
+        self.signal(done)
     }
 
     async fn sweep(
@@ -521,41 +561,54 @@ impl Store for SqliteStore {
         now: Timestamp,
         retention: std::time::Duration,
     ) -> Result<SweepReport, StoreError> {
-        self.writer
+        let done = self
+            .writer
             .write(move |c| sweep::sweep(c, now, retention))
-            .await
+            .await;
+        self.signal(done)
+    }
+
+    fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.commits.subscribe()
     }
 
     async fn claim_deliveries(
         &self,
-        now: Timestamp,
-        lease: std::time::Duration,
-        limit: u32,
+        req: ClaimRequest,
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
-        self.writer
-            .write(move |c| outbox::claim(c, now, lease, limit))
-            .await
+        self.writer.write(move |c| outbox::claim(c, &req)).await
     }
 
-    async fn finish_delivery(
+    async fn finish_deliveries(
         &self,
-        id: i64,
-        result: AttemptResult,
+        results: Vec<(i64, AttemptResult)>,
         now: Timestamp,
     ) -> Result<(), StoreError> {
         self.writer
-            .write(move |c| outbox::finish(c, id, &result, now))
+            .write(move |c| outbox::finish(c, &results, now))
             .await
     }
 
-    async fn tenant_webhook_secrets(
-        &self,
-        tenant_id: &str,
-        now: Timestamp,
-    ) -> Result<Vec<Vec<u8>>, StoreError> {
-        let tenant_id = tenant_id.to_owned();
-        self.read(move |c| outbox::tenant_secrets(c, &tenant_id, now))
+    async fn renew_leases(&self, ids: Vec<i64>, until: Timestamp) -> Result<(), StoreError> {
+        self.writer
+            .write(move |c| outbox::renew(c, &ids, until))
             .await
+    }
+
+    async fn pause_endpoint(
+        &self,
+        endpoint: &str,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let endpoint = endpoint.to_owned();
+        self.writer
+            .write(move |c| outbox::pause(c, &endpoint, until, now).map(|n| n as u64))
+            .await
+    }
+
+    async fn endpoint_backlog(&self, limit: u32) -> Result<Vec<EndpointBacklog>, StoreError> {
+        self.read(move |c| outbox::backlog(c, limit)).await
     }
 
     async fn rotate_webhook_secret(

@@ -1,16 +1,18 @@
 //! SQLite: the delivery outbox. Deliveries are added by `rows::insert_event` in the event's own
-//! transaction; the dispatcher claims due ones with a lease and records each attempt.
-
-use std::time::Duration;
+//! transaction; the dispatcher claims due ones with a lease (a fair share per endpoint), renews
+//! the lease while they are in flight, and records the attempts of a batch in one job.
 
 use jiff::Timestamp;
 use keymaster_core::wire::Event;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 
 use super::rows::{event_from_row, event_row_error, insert_audit};
 use super::writer::db;
 use super::{ms, ts};
-use crate::store::outbox::{AttemptResult, Channel, ClaimedDelivery, DeliveryInfo, OutboxStats};
+use crate::store::outbox::{
+    AttemptResult, Channel, ClaimRequest, ClaimedDelivery, DeliveryInfo, EndpointBacklog,
+    OutboxStats,
+};
 use crate::store::{AuditRecord, StoreError};
 
 /// Adds the deliveries of one event: the key's webhook and e-mail, the tenant's webhook (the
@@ -46,10 +48,17 @@ pub fn enqueue(
     if !any_target {
         return Ok(());
     }
+    // The endpoint: `smtp`, or the URL's scheme and authority, lower-cased (the same expression
+    // as in migration 0007).
     c.prepare_cached(
         "INSERT INTO deliveries (event_id, channel, target, tenant_id, status, next_attempt_at,
-                                 created_at)
-         SELECT ?1, channel, target, ?4, 'pending', ?2, ?2 FROM (
+                                 created_at, endpoint)
+         SELECT ?1, channel, target, ?4, 'pending', ?2, ?2, CASE channel WHEN 'email' THEN 'smtp'
+           ELSE lower(substr(target, 1, instr(target, '://') + 2) ||
+                substr(substr(target, instr(target, '://') + 3), 1,
+                  instr(replace(replace(substr(target, instr(target, '://') + 3), '?', '/'),
+                                '#', '/') || '/', '/') - 1)) END
+         FROM (
            SELECT 'webhook' AS channel, json_extract(notify, '$.webhook_url') AS target
              FROM keys WHERE id = ?3
            UNION
@@ -63,41 +72,69 @@ pub fn enqueue(
     Ok(())
 }
 
-pub fn claim(
-    c: &Connection,
-    now: Timestamp,
-    lease: Duration,
-    limit: u32,
-) -> Result<Vec<ClaimedDelivery>, StoreError> {
-    let now_ms = ms(now);
-    let rows: Vec<(i64, String, String, String, u32, Event)> = {
+/// Claims due deliveries, oldest first, at most `req.room_for(endpoint)` of each endpoint, and
+/// skipping endpoints without room: one endpoint's backlog cannot fill the claim.
+pub fn claim(c: &Connection, req: &ClaimRequest) -> Result<Vec<ClaimedDelivery>, StoreError> {
+    type Row = (
+        i64,
+        String,
+        String,
+        String,
+        String,
+        u32,
+        Event,
+        Option<Secrets>,
+    );
+    let now_ms = ms(req.now);
+    let skipped = serde_json::to_string(&req.skipped())
+        .map_err(|e| StoreError::Db(format!("skipped endpoints: {e}")))?;
+    // Rows beyond an endpoint's room are read but left unclaimed; reading a few times the limit
+    // lets the other endpoints' rows in the same window be taken.
+    let window = req.limit.saturating_mul(4);
+    let rows: Vec<Row> = {
         let mut stmt = c
             .prepare_cached(
-                "SELECT d.id, d.channel, d.target, d.tenant_id, d.attempts,
-                        e.id, e.type, e.at, e.key_id, e.tenant_id, e.payload
+                "SELECT d.id, d.channel, d.target, d.endpoint, d.tenant_id, d.attempts,
+                        e.id, e.type, e.at, e.key_id, e.tenant_id, e.payload,
+                        t.webhook_secret_sealed, t.previous_secret_sealed, t.previous_secret_until
                  FROM deliveries d JOIN events e ON e.id = d.event_id
+                      LEFT JOIN tenants t ON t.id = d.tenant_id
                  WHERE d.status = 'pending' AND d.next_attempt_at <= ?1
                    AND (d.claimed_until IS NULL OR d.claimed_until <= ?1)
+                   AND d.endpoint NOT IN (SELECT value FROM json_each(?3))
                  ORDER BY d.next_attempt_at LIMIT ?2",
             )
             .map_err(db)?;
         let it = stmt
-            .query_map(params![now_ms, limit], |r| {
+            .query_map(params![now_ms, window, skipped], |r| {
+                let current: Option<Vec<u8>> = r.get(12)?;
+                let (previous, until) = (r.get(13)?, r.get(14)?);
                 Ok((
                     r.get(0)?,
                     r.get(1)?,
                     r.get(2)?,
                     r.get(3)?,
                     r.get(4)?,
-                    event_from_row(r, 5)?,
+                    r.get(5)?,
+                    event_from_row(r, 6)?,
+                    current.map(|cur| (cur, previous, until)),
                 ))
             })
             .map_err(db)?;
         it.collect::<Result<_, _>>().map_err(event_row_error)?
     };
-    let until = now_ms + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
-    let mut out = Vec::with_capacity(rows.len());
-    for (id, channel, target, tenant_id, attempts, event) in rows {
+    let until = now_ms + i64::try_from(req.lease.as_millis()).unwrap_or(i64::MAX / 2);
+    let mut taken: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for (id, channel, target, endpoint, tenant_id, attempts, event, secrets) in rows {
+        if out.len() >= req.limit as usize {
+            break;
+        }
+        let n = taken.entry(endpoint.clone()).or_default();
+        if *n >= req.room_for(&endpoint) {
+            continue;
+        }
+        *n += 1;
         c.prepare_cached("UPDATE deliveries SET claimed_until = ?2 WHERE id = ?1")
             .and_then(|mut s| s.execute(params![id, until]))
             .map_err(db)?;
@@ -107,68 +144,145 @@ pub fn claim(
             id,
             channel,
             target,
+            endpoint,
             tenant_id,
             attempts,
             event,
+            secrets: secrets
+                .map(|s| signing_secrets(s, req.now))
+                .unwrap_or_default(),
         });
     }
     Ok(out)
 }
 
-pub fn finish(
-    c: &Connection,
-    id: i64,
-    result: &AttemptResult,
-    now: Timestamp,
-) -> Result<(), StoreError> {
-    let now_ms = ms(now);
-    match result {
-        AttemptResult::Delivered => c.execute(
-            "UPDATE deliveries SET status = 'delivered', attempts = attempts + 1,
-                 claimed_until = NULL, finished_at = ?2, last_error = NULL WHERE id = ?1",
-            params![id, now_ms],
-        ),
-        AttemptResult::Retry { at, error } => c.execute(
-            "UPDATE deliveries SET attempts = attempts + 1, claimed_until = NULL,
-                 next_attempt_at = ?2, last_error = ?3 WHERE id = ?1",
-            params![id, ms(*at), error],
-        ),
-        AttemptResult::Failed { error } => c.execute(
-            "UPDATE deliveries SET status = 'failed', attempts = attempts + 1,
-                 claimed_until = NULL, finished_at = ?2, last_error = ?3 WHERE id = ?1",
-            params![id, now_ms, error],
-        ),
-    }
-    .map_err(db)?;
-    Ok(())
-}
+/// A tenant's sealed secrets: current, previous, until when the previous one signs.
+type Secrets = (Vec<u8>, Option<Vec<u8>>, Option<i64>);
 
-pub fn tenant_secrets(
-    c: &Connection,
-    tenant_id: &str,
-    now: Timestamp,
-) -> Result<Vec<Vec<u8>>, StoreError> {
-    type Secrets = (Vec<u8>, Option<Vec<u8>>, Option<i64>);
-    let row: Option<Secrets> = c
-        .prepare_cached(
-            "SELECT webhook_secret_sealed, previous_secret_sealed, previous_secret_until
-             FROM tenants WHERE id = ?1",
-        )
-        .and_then(|mut s| {
-            s.query_row(params![tenant_id], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .optional()
-        })
-        .map_err(db)?;
-    let Some((current, previous, until)) = row else {
-        return Ok(Vec::new());
-    };
+/// The secrets of `s` that sign at `now`.
+fn signing_secrets((current, previous, until): Secrets, now: Timestamp) -> Vec<Vec<u8>> {
     let mut out = vec![current];
     if let (Some(prev), Some(until)) = (previous, until) {
         if ms(now) < until {
             out.push(prev);
         }
+    }
+    out
+}
+
+/// Records how the attempts of a batch ended (one writer job, so one commit for all of them).
+/// A delivery already finished stays as it is (its lease ran out and another attempt ended
+/// first).
+pub fn finish(
+    c: &Connection,
+    results: &[(i64, AttemptResult)],
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let now_ms = ms(now);
+    for (id, result) in results {
+        let (sql, at, error): (&str, i64, Option<&str>) = match result {
+            AttemptResult::Delivered => (
+                "UPDATE deliveries SET status = 'delivered', attempts = attempts + 1,
+                     claimed_until = NULL, finished_at = ?2, last_error = ?3
+                 WHERE id = ?1 AND status = 'pending'",
+                now_ms,
+                None,
+            ),
+            AttemptResult::Retry { at, error } => (
+                "UPDATE deliveries SET attempts = attempts + 1, claimed_until = NULL,
+                     next_attempt_at = ?2, last_error = ?3
+                 WHERE id = ?1 AND status = 'pending'",
+                ms(*at),
+                Some(error),
+            ),
+            AttemptResult::Failed { error } => (
+                "UPDATE deliveries SET status = 'failed', attempts = attempts + 1,
+                     claimed_until = NULL, finished_at = ?2, last_error = ?3
+                 WHERE id = ?1 AND status = 'pending'",
+                now_ms,
+                Some(error),
+            ),
+            AttemptResult::Postponed { at } => (
+                "UPDATE deliveries SET claimed_until = NULL, next_attempt_at = ?2,
+                     last_error = coalesce(?3, last_error)
+                 WHERE id = ?1 AND status = 'pending'",
+                ms(*at),
+                None,
+            ),
+        };
+        c.prepare_cached(sql)
+            .and_then(|mut s| s.execute(params![id, at, error]))
+            .map_err(db)?;
+    }
+    Ok(())
+}
+
+/// Extends the lease of deliveries still in flight (not those already recorded).
+pub fn renew(c: &Connection, ids: &[i64], until: Timestamp) -> Result<(), StoreError> {
+    let mut stmt = c
+        .prepare_cached(
+            "UPDATE deliveries SET claimed_until = ?2
+             WHERE id = ?1 AND status = 'pending' AND claimed_until IS NOT NULL",
+        )
+        .map_err(db)?;
+    for id in ids {
+        stmt.execute(params![id, ms(until)]).map_err(db)?;
+    }
+    Ok(())
+}
+
+/// Drops every lease. Only at start: one process owns a SQLite database (`lock_owner`), so a
+/// lease that exists then was held by a process that is gone.
+pub fn release_all(c: &Connection) -> Result<usize, StoreError> {
+    c.execute(
+        "UPDATE deliveries SET claimed_until = NULL
+         WHERE status = 'pending' AND claimed_until IS NOT NULL",
+        [],
+    )
+    .map_err(db)
+}
+
+/// Pauses an endpoint: its unclaimed pending deliveries are due at `until` at the earliest.
+pub fn pause(
+    c: &Connection,
+    endpoint: &str,
+    until: Timestamp,
+    now: Timestamp,
+) -> Result<usize, StoreError> {
+    c.prepare_cached(
+        "UPDATE deliveries SET next_attempt_at = ?2
+         WHERE status = 'pending' AND next_attempt_at < ?2 AND endpoint = ?1
+           AND (claimed_until IS NULL OR claimed_until <= ?3)",
+    )
+    .and_then(|mut s| s.execute(params![endpoint, ms(until), ms(now)]))
+    .map_err(db)
+}
+
+/// The endpoints with the most pending deliveries.
+pub fn backlog(c: &Connection, limit: u32) -> Result<Vec<EndpointBacklog>, StoreError> {
+    let mut stmt = c
+        .prepare_cached(
+            "SELECT endpoint, count(*), min(created_at) FROM deliveries
+             WHERE status = 'pending' GROUP BY endpoint ORDER BY count(*) DESC LIMIT ?1",
+        )
+        .map_err(db)?;
+    let rows = stmt
+        .query_map(params![limit], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+        .map_err(db)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (endpoint, pending, oldest) = row.map_err(db)?;
+        out.push(EndpointBacklog {
+            endpoint,
+            pending: pending.max(0) as u64,
+            oldest: ts(oldest)?,
+        });
     }
     Ok(out)
 }
