@@ -1,8 +1,11 @@
 //! `GET /v1/keys/{id}/events`: the holder's live event stream (`text/event-stream`).
 //!
 //! It reads the stored events (the outbox table), so it works whichever replica the holder is
-//! connected to: it polls for events after the last one sent, resumes after `Last-Event-ID`,
-//! and ends once the key is gone and its last event has been sent, or when the server stops.
+//! connected to: it reads the events after the last one sent whenever the store says events
+//! were committed (`Store::commits`: this process's commits, and on PostgreSQL the other
+//! replicas' through `LISTEN/NOTIFY`), and every [`FALLBACK`] in case a notification was lost.
+//! It resumes after `Last-Event-ID`, and ends once the key is gone and its last event has been
+//! sent, or when the server stops.
 //!
 //! A stream takes no request slot; it holds a place of its own instead (`capacity`): one of
 //! the server's `max_event_streams`, taken before the holder is authenticated, and one of its
@@ -28,8 +31,11 @@ use crate::crypto::token_hash;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// How often the stream looks for new events.
-const POLL: Duration = Duration::from_millis(200);
+/// Longest wait for events without a notification.
+const FALLBACK: Duration = Duration::from_secs(1);
+/// Shortest time between two reads of one stream: under a stream of commits (most of them other
+/// keys'), a stream reads at most this often.
+const MIN_GAP: Duration = Duration::from_millis(10);
 
 /// A place among the server's event streams. As an extractor placed before [`Holder`], it is
 /// taken before the token is looked up, so that stream requests, which take no request slot,
@@ -89,6 +95,10 @@ pub async fn events(
 
     struct Cursor {
         state: AppState,
+        /// Changes at every commit of events; subscribed before the first read, so that no
+        /// commit after that read goes unnoticed.
+        commits: tokio::sync::watch::Receiver<u64>,
+        last_read: tokio::time::Instant,
         key_id: String,
         token_hash: Vec<u8>,
         after: i64,
@@ -98,6 +108,8 @@ pub async fn events(
         _slot: KeyStreamSlot,
     }
     let cursor = Cursor {
+        commits: state.store.commits(),
+        last_read: tokio::time::Instant::now(),
         state,
         key_id: id,
         token_hash,
@@ -112,9 +124,15 @@ pub async fn events(
                 return None;
             }
             if !c.first {
-                tokio::time::sleep(POLL).await;
+                let woken = tokio::time::timeout(FALLBACK, c.commits.changed()).await;
+                if matches!(woken, Ok(Err(_))) {
+                    // No notifier any more (the store is going away): poll.
+                    tokio::time::sleep(FALLBACK).await;
+                }
+                tokio::time::sleep_until(c.last_read + MIN_GAP).await;
             }
             c.first = false;
+            c.last_read = tokio::time::Instant::now();
             // Whether the key was gone *before* reading events: then what we read is the last.
             let gone = match c
                 .state

@@ -1,5 +1,6 @@
 //! Delivery under trouble: one tenant's hanging or failing webhook does not delay another
-//! tenant's, and an endpoint that keeps failing is paused and probed (and the operator sees it).
+//! tenant's, an endpoint that keeps failing is paused and probed (and the operator sees it), and
+//! the holder's event stream is pushed at the commit rather than polled.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -9,8 +10,9 @@ use std::time::{Duration, Instant};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use futures::future::join_all;
+use futures::StreamExt;
 use keymaster_client::wire::CreateTenantRequest;
-use keymaster_client::DeviceClient;
+use keymaster_client::{DeviceClient, HolderClient};
 
 use crate::helpers::*;
 
@@ -203,4 +205,43 @@ async fn an_endpoint_that_keeps_failing_is_paused_probed_and_resumed() {
     assert_eq!(state["state"], "closed", "{state}");
     assert_eq!(state["consecutive_failures"], 0, "{state}");
     eventually(|| async { endpoint_state(&app, &endpoint).await["pending"] == 0 }).await;
+}
+
+/// The stream shows an event within a fraction of the old 200 ms poll of its commit.
+#[tokio::test]
+async fn the_event_stream_is_pushed_at_the_commit() {
+    let app = spawn_app().await;
+    let (_, device, _) = app.device().await;
+    let dep = device
+        .deposit(&deposit_request(ssh_ed25519()))
+        .await
+        .unwrap();
+    let holder = HolderClient::new(&app.base, &dep.id, &dep.holder_token).unwrap();
+    let mut events = Box::pin(holder.events(None));
+    let first = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.event_type, "key.deposited");
+    let mut lags = Vec::new();
+    for _ in 0..9 {
+        // Let the stream go back to waiting.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        holder.recode().await.unwrap();
+        let answered = Instant::now();
+        let e = tokio::time::timeout(Duration::from_secs(5), events.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        lags.push(answered.elapsed());
+        assert_eq!(e.event_type, "code.reissued");
+    }
+    lags.sort();
+    let median = lags[lags.len() / 2];
+    assert!(
+        median < Duration::from_millis(50),
+        "median lag {median:?} from the answer to the event ({lags:?})"
+    );
 }
