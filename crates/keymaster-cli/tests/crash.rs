@@ -6,6 +6,12 @@
 //!   its history. The servers log at `debug`, and no code or token appears in their logs.
 //! - `sigterm_drains_and_exits_zero`: SIGTERM with an event stream open and requests in flight
 //!   ends the process with status 0, promptly.
+//! - `deliveries_in_flight_at_kill_minus_nine_go_out_soon_after_the_restart`: webhooks being
+//!   sent (to a receiver that holds them unanswered) when the process is killed reach the
+//!   receiver within seconds of the restart, not when their claims would have expired.
+
+#[path = "support/webhook_sink.rs"]
+mod webhook_sink;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -57,6 +63,8 @@ impl Server {
             .env_remove("KEYMASTER_LISTEN")
             .env_remove("KEYMASTER_DATABASE_URL")
             .env_remove("KEYMASTER_SECRET")
+            // The webhook receiver of the delivery test is on loopback.
+            .env("KEYMASTER_ALLOW_PRIVATE_WEBHOOKS", "true")
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -345,4 +353,49 @@ async fn sigterm_drains_and_exits_zero() {
             .expect("a request hangs after the stop")
             .unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deliveries_in_flight_at_kill_minus_nine_go_out_soon_after_the_restart() {
+    let sink = webhook_sink::Sink::start(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    let admin = AdminClient::new(&server.url, ADMIN_TOKEN).unwrap();
+    let tenant = admin
+        .create_tenant(&CreateTenantRequest {
+            name: "hooked".into(),
+            webhook_url: Some(sink.url.clone()),
+        })
+        .await
+        .unwrap();
+    let app_key = admin.create_app_key(&tenant.id).await.unwrap().token;
+    let device = DeviceClient::new(&server.url, &app_key).unwrap();
+    for _ in 0..3 {
+        device.deposit(&deposit_request()).await.unwrap();
+    }
+    // All three are claimed and being sent: the receiver holds them.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sink.received() < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(sink.received(), 3, "the deliveries were not sent");
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    sink.answer();
+
+    let restarted = Instant::now();
+    let _server = Server::start(dir.path());
+    while sink.answered_ids().len() < 3 && restarted.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        sink.answered_ids().len(),
+        3,
+        "not delivered after the restart"
+    );
+    assert!(
+        restarted.elapsed() < Duration::from_secs(5),
+        "delivered {:?} after the restart",
+        restarted.elapsed()
+    );
 }

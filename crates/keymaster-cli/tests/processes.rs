@@ -7,6 +7,11 @@
 //! - the failed-retrieval budget is shared: failures on one process spend it on the other;
 //! - a key that expires is reported once (`key.expired`), with both processes sweeping;
 //! - `kill -9` of one process loses no acknowledged deposit; the other carries on.
+//! - webhooks that a process was sending when it was killed are sent by the other process
+//!   within seconds (its claims are short leases that only a live process renews).
+
+#[path = "support/webhook_sink.rs"]
+mod webhook_sink;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -99,6 +104,8 @@ impl Server {
             .env("KEYMASTER_SWEEP_INTERVAL", "200ms")
             .env("KEYMASTER_FAILED_RETRIEVALS_PER_MINUTE", "20")
             .env("KEYMASTER_DEMO", "false")
+            // The webhook receiver of the delivery test is on loopback.
+            .env("KEYMASTER_ALLOW_PRIVATE_WEBHOOKS", "true")
             .env_remove("KEYMASTER_LISTEN")
             .env_remove("KEYMASTER_DATABASE_URL")
             .stdin(Stdio::null())
@@ -264,5 +271,49 @@ async fn two_processes_share_one_database() {
         let got = three_on_b.retrieve(&retrieval(&d.code)).await.unwrap();
         assert_eq!(got.key_id, d.id);
     }
+    drop(b);
+}
+
+#[tokio::test]
+async fn deliveries_of_a_killed_process_are_sent_by_the_other_within_seconds() {
+    let sink = webhook_sink::Sink::start(true).await;
+    let db = Database::create();
+    let a = Server::start(&db);
+    let admin = AdminClient::new(&a.url, ADMIN_TOKEN).unwrap();
+    let tenant = admin
+        .create_tenant(&CreateTenantRequest {
+            name: "hooked".into(),
+            webhook_url: Some(sink.url.clone()),
+        })
+        .await
+        .unwrap();
+    let app_key = admin.create_app_key(&tenant.id).await.unwrap().token;
+    let device = DeviceClient::new(&a.url, &app_key).unwrap();
+    for _ in 0..3 {
+        device.deposit(&deposit(None)).await.unwrap();
+    }
+    // A claimed all three and is sending them: the receiver holds them unanswered.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sink.received() < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(sink.received(), 3, "the deliveries were not sent");
+    let b = Server::start(&db);
+    sink.answer();
+    let killed = Instant::now();
+    drop(a); // SIGKILL
+    while sink.answered_ids().len() < 3 && killed.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        sink.answered_ids().len(),
+        3,
+        "not delivered by the other process"
+    );
+    assert!(
+        killed.elapsed() < Duration::from_secs(15),
+        "delivered {:?} after the kill",
+        killed.elapsed()
+    );
     drop(b);
 }
