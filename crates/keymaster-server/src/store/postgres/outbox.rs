@@ -62,7 +62,9 @@ pub async fn claim(
         .filter(|(_, n)| **n > 0)
         .map(|(e, n)| (e.clone(), i64::from(*n)))
         .unzip();
-    // Rows beyond an endpoint's room are locked for the length of this statement only.
+    // The due rows are ranked per endpoint without locks; only those picked are then locked
+    // (skipping rows another replica is claiming, and rechecking the lease on the row's latest
+    // version) and leased.
     let rows = sqlx::query(
         "WITH due AS (
            SELECT id, endpoint, next_attempt_at FROM deliveries
@@ -70,7 +72,6 @@ pub async fn claim(
              AND (claimed_until IS NULL OR claimed_until <= $1)
              AND endpoint <> ALL($4::text[])
            ORDER BY next_attempt_at LIMIT $2 * 4
-           FOR UPDATE SKIP LOCKED
          ), ranked AS (
            SELECT id, endpoint, next_attempt_at,
                   row_number() OVER (PARTITION BY endpoint ORDER BY next_attempt_at, id) AS n
@@ -81,8 +82,12 @@ pub async fn claim(
                ON room.endpoint = r.endpoint
            WHERE r.n <= coalesce(room.n, $7)
            ORDER BY r.next_attempt_at LIMIT $2
+         ), locked AS (
+           SELECT d.id FROM deliveries d JOIN pick ON pick.id = d.id
+           WHERE d.status = 'pending' AND (d.claimed_until IS NULL OR d.claimed_until <= $1)
+           FOR UPDATE OF d SKIP LOCKED
          ), claimed AS (
-           UPDATE deliveries d SET claimed_until = $3 FROM pick WHERE d.id = pick.id
+           UPDATE deliveries d SET claimed_until = $3 FROM locked WHERE d.id = locked.id
            RETURNING d.id, d.channel, d.target, d.endpoint, d.tenant_id, d.attempts, d.event_id
          )
          SELECT claimed.id, claimed.channel, claimed.target, claimed.endpoint, claimed.tenant_id,

@@ -75,58 +75,33 @@ pub fn enqueue(
 /// Claims due deliveries, oldest first, at most `req.room_for(endpoint)` of each endpoint, and
 /// skipping endpoints without room: one endpoint's backlog cannot fill the claim.
 pub fn claim(c: &Connection, req: &ClaimRequest) -> Result<Vec<ClaimedDelivery>, StoreError> {
-    type Row = (
-        i64,
-        String,
-        String,
-        String,
-        String,
-        u32,
-        Event,
-        Option<Secrets>,
-    );
     let now_ms = ms(req.now);
     let skipped = serde_json::to_string(&req.skipped())
         .map_err(|e| StoreError::Db(format!("skipped endpoints: {e}")))?;
-    // Rows beyond an endpoint's room are read but left unclaimed; reading a few times the limit
-    // lets the other endpoints' rows in the same window be taken.
-    let window = req.limit.saturating_mul(4);
-    let rows: Vec<Row> = {
+    // First the ids and endpoints alone (from the index `deliveries_due`): rows beyond an
+    // endpoint's room are passed over, and reading a few times the limit lets the other
+    // endpoints' rows in the same window be taken.
+    let due: Vec<(i64, String)> = {
         let mut stmt = c
             .prepare_cached(
-                "SELECT d.id, d.channel, d.target, d.endpoint, d.tenant_id, d.attempts,
-                        e.id, e.type, e.at, e.key_id, e.tenant_id, e.payload,
-                        t.webhook_secret_sealed, t.previous_secret_sealed, t.previous_secret_until
-                 FROM deliveries d JOIN events e ON e.id = d.event_id
-                      LEFT JOIN tenants t ON t.id = d.tenant_id
-                 WHERE d.status = 'pending' AND d.next_attempt_at <= ?1
-                   AND (d.claimed_until IS NULL OR d.claimed_until <= ?1)
-                   AND d.endpoint NOT IN (SELECT value FROM json_each(?3))
-                 ORDER BY d.next_attempt_at LIMIT ?2",
+                "SELECT id, endpoint FROM deliveries
+                 WHERE status = 'pending' AND next_attempt_at <= ?1
+                   AND (claimed_until IS NULL OR claimed_until <= ?1)
+                   AND endpoint NOT IN (SELECT value FROM json_each(?3))
+                 ORDER BY next_attempt_at LIMIT ?2",
             )
             .map_err(db)?;
-        let it = stmt
-            .query_map(params![now_ms, window, skipped], |r| {
-                let current: Option<Vec<u8>> = r.get(12)?;
-                let (previous, until) = (r.get(13)?, r.get(14)?);
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    event_from_row(r, 6)?,
-                    current.map(|cur| (cur, previous, until)),
-                ))
+        let rows = stmt
+            .query_map(params![now_ms, req.limit.saturating_mul(4), skipped], |r| {
+                Ok((r.get(0)?, r.get(1)?))
             })
             .map_err(db)?;
-        it.collect::<Result<_, _>>().map_err(event_row_error)?
+        rows.collect::<Result<_, _>>().map_err(db)?
     };
     let until = now_ms + i64::try_from(req.lease.as_millis()).unwrap_or(i64::MAX / 2);
     let mut taken: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
     let mut out = Vec::new();
-    for (id, channel, target, endpoint, tenant_id, attempts, event, secrets) in rows {
+    for (id, endpoint) in due {
         if out.len() >= req.limit as usize {
             break;
         }
@@ -138,6 +113,37 @@ pub fn claim(c: &Connection, req: &ClaimRequest) -> Result<Vec<ClaimedDelivery>,
         c.prepare_cached("UPDATE deliveries SET claimed_until = ?2 WHERE id = ?1")
             .and_then(|mut s| s.execute(params![id, until]))
             .map_err(db)?;
+        let (channel, target, tenant_id, attempts, event, secrets): (
+            String,
+            String,
+            String,
+            u32,
+            Event,
+            Option<Secrets>,
+        ) = c
+            .prepare_cached(
+                "SELECT d.channel, d.target, d.tenant_id, d.attempts,
+                        e.id, e.type, e.at, e.key_id, e.tenant_id, e.payload,
+                        t.webhook_secret_sealed, t.previous_secret_sealed, t.previous_secret_until
+                 FROM deliveries d JOIN events e ON e.id = d.event_id
+                      LEFT JOIN tenants t ON t.id = d.tenant_id
+                 WHERE d.id = ?1",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![id], |r| {
+                    let current: Option<Vec<u8>> = r.get(10)?;
+                    let (previous, until) = (r.get(11)?, r.get(12)?);
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        event_from_row(r, 4)?,
+                        current.map(|cur| (cur, previous, until)),
+                    ))
+                })
+            })
+            .map_err(event_row_error)?;
         let channel = Channel::parse(&channel)
             .ok_or_else(|| StoreError::Corrupt(format!("delivery {id} channel {channel:?}")))?;
         out.push(ClaimedDelivery {
