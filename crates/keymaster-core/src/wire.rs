@@ -1,6 +1,7 @@
 //! Wire types: the JSON bodies of the HTTP API, shared by the server and the client SDK.
 //!
-//! These are the shapes of `../shared/SPEC.md`; field names here are part of the contract.
+//! These are the shapes of the API contract (served as `/openapi.json`); field names here are
+//! part of it.
 //! Request types reject unknown fields (`deny_unknown_fields`) so that a typo in a policy is an
 //! error rather than a silently ignored rule. This module only describes data; validation lives
 //! in [`crate::code`], [`crate::key`] and [`crate::policy`].
