@@ -51,6 +51,11 @@ const CLAIM_LIMIT: u32 = 512;
 /// While an endpoint's queue is full, a commit makes a claim at most this often: each such claim
 /// walks past that endpoint's due backlog.
 const BUSY_GAP: Duration = Duration::from_millis(20);
+/// Least time between two claims woken by commits. On SQLite a claim is a job of the writer,
+/// and under load every batch the writer commits is a commit: without a gap the dispatcher
+/// would add a claim to nearly every batch, deliveries or not. 5 ms bounds that to 200 claims a
+/// second and adds at most 5 ms to a delivery.
+const COMMIT_GAP: Duration = Duration::from_millis(5);
 /// Most results recorded in one store call.
 const RECORD_BATCH: usize = 1024;
 /// Longest wait between two attempts.
@@ -132,9 +137,8 @@ impl Dispatcher {
                         commits_open = false;
                         continue;
                     }
-                    if run.dispatcher.endpoints.any_full() {
-                        tokio::time::sleep_until(last_claim + BUSY_GAP).await;
-                    }
+                    let gap = if run.dispatcher.endpoints.any_full() { BUSY_GAP } else { COMMIT_GAP };
+                    tokio::time::sleep_until(last_claim + gap).await;
                 }
                 _ = fallback.tick() => {}
                 _ = report.tick() => {
