@@ -1,0 +1,356 @@
+"""The three clients of the API — operator (:class:`AdminClient`), client application and key
+holder (:class:`DeviceClient`), outside service (:class:`ServiceClient`) — on one shared piece of
+HTTP plumbing (:class:`_Conn`: base URL, bearer token, timeouts, problem bodies to errors).
+Response bodies are returned as the API's JSON objects, with the API's field names."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Dict, Iterator, List, Mapping, Optional
+from urllib.parse import quote
+
+import httpx
+
+from . import __version__
+from ._codes import parse_code_uri
+from ._errors import KeymasterError, KeyMismatch, from_response
+from ._keys import retrieval_matches
+from ._sse import SseParser
+
+__all__ = ["AdminClient", "DeviceClient", "ServiceClient"]
+
+Body = Dict[str, Any]
+
+#: How long an ordinary call may take.
+DEFAULT_TIMEOUT = 30.0
+#: The server sends a keep-alive comment every 15 s; a stream silent for this long is dead.
+_STREAM_READ_TIMEOUT = 60.0
+
+
+class _Conn:
+    """One credential at one key master over an ``httpx.Client`` (its own unless one is given)."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        http: Optional[httpx.Client] = None,
+    ) -> None:
+        parsed = httpx.URL(url)
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise ValueError(f"invalid server URL {url!r}: expected http:// or https://")
+        self._base = url.rstrip("/")
+        self._token = token
+        self._timeout = timeout
+        self._owned = http is None
+        self._http = http or httpx.Client(
+            timeout=timeout, headers={"user-agent": f"keymaster-client-python/{__version__}"}
+        )
+
+    def __repr__(self) -> str:  # the token is a credential: never print it
+        return f"<{type(self).__name__} {self._base} token=<redacted>>"
+
+    def url(self, *segments: str) -> str:
+        """The URL of ``segments`` below the base URL; each segment is percent-encoded, so an id
+        can never change the path's shape."""
+        return self._base + "".join("/" + quote(s, safe="") for s in segments)
+
+    def headers(self, token: Optional[str] = None, **extra: str) -> Dict[str, str]:
+        return {"authorization": f"Bearer {token or self._token}", **extra}
+
+    def call(
+        self,
+        method: str,
+        *segments: str,
+        json_body: Optional[Body] = None,
+        params: Optional[Mapping[str, Any]] = None,
+        token: Optional[str] = None,
+    ) -> Optional[Body]:
+        """Sends a request and returns the JSON body of a 2xx answer (``None`` for ``204``), or
+        raises the error of any other answer."""
+        try:
+            response = self._http.request(
+                method,
+                self.url(*segments),
+                json=json_body,
+                params=params,
+                headers=self.headers(token),
+                timeout=self._timeout,
+            )
+        except httpx.TransportError as err:
+            raise KeymasterError(f"cannot reach the key master: {err!r}") from err
+        if not response.is_success:
+            raise from_response(response)
+        if response.status_code == 204 or not response.content:
+            return None
+        try:
+            body = response.json()
+        except ValueError:
+            raise KeymasterError(
+                "unexpected answer from the key master: not JSON", status=response.status_code
+            ) from None
+        if not isinstance(body, dict):
+            raise KeymasterError("unexpected answer from the key master: not an object")
+        return body
+
+    def call_body(self, method: str, *segments: str, **kw: Any) -> Body:
+        body = self.call(method, *segments, **kw)
+        if body is None:
+            raise KeymasterError("unexpected answer from the key master: no body")
+        return body
+
+    def close(self) -> None:
+        if self._owned:
+            self._http.close()
+
+
+class _Client:
+    def __init__(self, conn: _Conn) -> None:
+        self._conn = conn
+
+    def close(self) -> None:
+        """Closes the connection pool (unless it was passed in)."""
+        self._conn.close()
+
+    def __enter__(self) -> "_Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _drop_none(**fields: Any) -> Body:
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+class AdminClient(_Client):
+    """The operator's calls under ``/v1/admin``, with the admin token.
+
+    >>> admin = AdminClient("http://127.0.0.1:8080", "admin-token")  # doctest: +SKIP
+    >>> tenant = admin.create_tenant("acme")                           # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        http: Optional[httpx.Client] = None,
+    ) -> None:
+        super().__init__(_Conn(url, token, timeout=timeout, http=http))
+
+    def create_tenant(self, name: str, webhook_url: Optional[str] = None) -> Body:
+        """``POST /v1/admin/tenants`` → ``{"id", "name", "webhook_secret"}``."""
+        return self._conn.call_body(
+            "POST", "v1", "admin", "tenants", json_body=_drop_none(name=name, webhook_url=webhook_url)
+        )
+
+    def create_app_key(self, tenant_id: str) -> Body:
+        """``POST /v1/admin/tenants/{id}/app-keys`` → ``{"id", "token"}`` (a ``kma_`` key)."""
+        return self._conn.call_body("POST", "v1", "admin", "tenants", tenant_id, "app-keys")
+
+    def delete_app_key(self, app_key_id: str) -> None:
+        """``DELETE /v1/admin/app-keys/{id}``."""
+        self._conn.call("DELETE", "v1", "admin", "app-keys", app_key_id)
+
+    def create_service(
+        self,
+        name: str,
+        domains: Optional[List[str]] = None,
+        allowed_cidrs: Optional[List[str]] = None,
+    ) -> Body:
+        """``POST /v1/admin/services`` → ``{"id", "name", "token"}`` (a ``kms_`` key)."""
+        body = {"name": name, "domains": list(domains or []), "allowed_cidrs": list(allowed_cidrs or [])}
+        return self._conn.call_body("POST", "v1", "admin", "services", json_body=body)
+
+    def delete_service(self, service_id: str) -> None:
+        """``DELETE /v1/admin/services/{id}``."""
+        self._conn.call("DELETE", "v1", "admin", "services", service_id)
+
+    def audit(self, limit: int = 100, before: Optional[str] = None) -> Body:
+        """``GET /v1/admin/audit`` → ``{"entries": [...]}``, newest first."""
+        params = _drop_none(limit=limit, before=before)
+        return self._conn.call_body("GET", "v1", "admin", "audit", params=params)
+
+
+class DeviceClient(_Client):
+    """A client application: deposits keys with its tenant's ``kma_`` app key, and follows,
+    re-codes and revokes each key with the ``holder_token`` its deposit returned."""
+
+    def __init__(
+        self,
+        url: str,
+        app_key: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        http: Optional[httpx.Client] = None,
+    ) -> None:
+        super().__init__(_Conn(url, app_key, timeout=timeout, http=http))
+
+    def deposit(
+        self,
+        *,
+        public_key: Optional[str] = None,
+        jwk: Optional[Mapping[str, Any]] = None,
+        secret: Optional[str] = None,
+        generate: Optional[str] = None,
+        label: Optional[str] = None,
+        policy: Optional[Mapping[str, Any]] = None,
+        notify: Optional[Mapping[str, Any]] = None,
+        code_format: Optional[str] = None,
+        proof: Optional[str] = None,
+        sas_commitment: Optional[str] = None,
+    ) -> Body:
+        """``POST /v1/keys`` with exactly one of ``public_key``, ``jwk``, ``secret``,
+        ``generate`` → the deposit body (``id``, ``code``, ``code_display``, ``code_uri``,
+        ``holder_token``, fingerprints, ``private_key`` for ``generate``)."""
+        body = _drop_none(
+            public_key=public_key,
+            jwk=dict(jwk) if jwk is not None else None,
+            secret=secret,
+            generate=generate,
+            label=label,
+            policy=dict(policy) if policy is not None else None,
+            notify=dict(notify) if notify is not None else None,
+            code_format=code_format,
+            proof=proof,
+            sas_commitment=sas_commitment,
+        )
+        return self._conn.call_body("POST", "v1", "keys", json_body=body)
+
+    def status(self, key_id: str, holder_token: str) -> Body:
+        """``GET /v1/keys/{id}``: status, counters and ``history``."""
+        return self._conn.call_body("GET", "v1", "keys", key_id, token=holder_token)
+
+    def recode(self, key_id: str, holder_token: str) -> Body:
+        """``POST /v1/keys/{id}/code``: a fresh code (and ``code_uri``); the old one dies at once."""
+        return self._conn.call_body("POST", "v1", "keys", key_id, "code", token=holder_token)
+
+    def revoke(self, key_id: str, holder_token: str) -> None:
+        """``DELETE /v1/keys/{id}``: the key is gone at once."""
+        self._conn.call("DELETE", "v1", "keys", key_id, token=holder_token)
+
+    def events(
+        self,
+        key_id: str,
+        holder_token: str,
+        last_event_id: Optional[str] = None,
+        *,
+        max_reconnects: int = 5,
+    ) -> Iterator[Body]:
+        """``GET /v1/keys/{id}/events``: the key's events (``{"id", "type", "timestamp",
+        "data"}``) as they happen, after ``last_event_id`` when given.
+
+        A dropped connection is resumed with ``Last-Event-ID`` (after 0.25 s, doubling to at most
+        5 s; after ``max_reconnects`` failures in a row the transport error is raised). When the
+        server ends the stream, it is asked once more from the last event: an empty answer means
+        the key is gone and its last event was sent, and the iterator ends. A refusal
+        (401, 404, 429) is raised as the matching error."""
+        last = last_event_id
+        failures = 0
+        timeout = httpx.Timeout(self._conn._timeout, read=_STREAM_READ_TIMEOUT)
+        while True:
+            headers = self._conn.headers(holder_token, accept="text/event-stream")
+            if last is not None:
+                headers["last-event-id"] = last
+            received = False
+            try:
+                with self._conn._http.stream(
+                    "GET", self._conn.url("v1", "keys", key_id, "events"), headers=headers, timeout=timeout
+                ) as response:
+                    if not response.is_success:
+                        response.read()
+                        raise from_response(response)
+                    content_type = response.headers.get("content-type", "")
+                    if not content_type.startswith("text/event-stream"):
+                        raise KeymasterError(
+                            f"the key master answered the event stream with {content_type!r}"
+                        )
+                    parser = SseParser()
+                    for chunk in response.iter_bytes():
+                        for message in parser.push(chunk):
+                            try:
+                                event = json.loads(message.data)
+                            except ValueError:
+                                raise KeymasterError("unreadable event from the key master") from None
+                            if message.id is not None:
+                                last = message.id
+                            received = True
+                            failures = 0
+                            yield event
+            except httpx.TransportError as err:
+                failures += 1
+                if failures > max_reconnects:
+                    raise KeymasterError(f"the event stream broke off: {err!r}") from err
+                time.sleep(min(0.25 * 2 ** (failures - 1), 5.0))
+                continue
+            if not received:
+                return
+
+
+class ServiceClient(_Client):
+    """An outside service: previews and retrieves keys by code or code URI with its ``kms_``
+    service key, checks the key received against the code URI, confirms and disputes."""
+
+    def __init__(
+        self,
+        url: str,
+        service_key: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        http: Optional[httpx.Client] = None,
+    ) -> None:
+        super().__init__(_Conn(url, service_key, timeout=timeout, http=http))
+
+    def retrieve(
+        self,
+        code: str,
+        password: Optional[str] = None,
+        context: Optional[Mapping[str, Any]] = None,
+    ) -> Body:
+        """``POST /v1/retrievals`` → the retrieval body.
+
+        ``code`` is a code as typed or a code URI (``keymaster:<code>?fp=…``, what the QR code
+        holds). It is checked offline first: a mistyped code raises :class:`InvalidCode` and
+        nothing is sent. When the URI carries ``fp``, SHA-256 over the SPKI of the key received
+        (from its PEM, OpenSSH and JWK forms, each) must equal it; otherwise the retrieval is
+        disputed (``key_mismatch``) and :class:`KeyMismatch` is raised: the key is never
+        returned."""
+        uri = parse_code_uri(code)
+        body = _drop_none(code=code, password=password, context=dict(context) if context else None)
+        retrieved = self._conn.call_body("POST", "v1", "retrievals", json_body=body)
+        if uri.fp is None or retrieval_matches(uri, retrieved):
+            return retrieved
+        retrieval_id = str(retrieved.get("retrieval_id", ""))
+        try:
+            self.dispute(retrieval_id, "key_mismatch")
+            disputed = True
+        except KeymasterError:
+            disputed = False
+        raise KeyMismatch(retrieval_id, disputed)
+
+    def preview(
+        self,
+        code: str,
+        password: Optional[str] = None,
+        context: Optional[Mapping[str, Any]] = None,
+    ) -> Body:
+        """``POST /v1/retrievals/preview`` → ``{"key_id", "label", "kind", "algorithm",
+        "fingerprint", "tenant", "deposited_at", "origin", "proven"}``, consuming nothing. It
+        fails exactly as the retrieval would and counts against the same failure budget."""
+        parse_code_uri(code)
+        body = _drop_none(code=code, password=password, context=dict(context) if context else None)
+        return self._conn.call_body("POST", "v1", "retrievals", "preview", json_body=body)
+
+    def confirm(self, retrieval_id: str) -> None:
+        """``POST /v1/retrievals/{id}/confirm``: receipt of a key held for confirmation."""
+        self._conn.call("POST", "v1", "retrievals", retrieval_id, "confirm")
+
+    def dispute(self, retrieval_id: str, reason: str) -> None:
+        """``POST /v1/retrievals/{id}/dispute`` with ``reason`` ``key_mismatch``,
+        ``sas_mismatch`` or ``not_requested``: the holder is told with ``key.disputed``."""
+        self._conn.call("POST", "v1", "retrievals", retrieval_id, "dispute", json_body={"reason": reason})
