@@ -1,0 +1,24 @@
+// keymaster-client: talk to a keymaster key escrow service from TypeScript/JavaScript (Node 18+
+// and browsers), with nothing but the platform's fetch, WebCrypto and streams.
+
+export { AdminClient, DeviceClient, ServiceClient } from "./client.js";
+export type { ClientOptions, DepositOptions, EventsOptions, RetrieveOptions } from "./client.js";
+export { checkCode, parseCodeUri, matchesKey, keyCommitment, fingerprint } from "./code.js";
+export type { CodeUri } from "./code.js";
+export { verifyWebhook, WEBHOOK_TOLERANCE_SECONDS } from "./webhook.js";
+export type { HeadersLike } from "./webhook.js";
+export { generateDeviceKey, exportSpki, signProof, signMessage, p1363ToDer, PROOF_PREFIX } from "./device.js";
+export type { DeviceKey, DeviceKeyAlgorithm } from "./device.js";
+export { spkiFromPem, spkiFromOpenssh, spkiFromJwk, spkiToPem } from "./spki.js";
+export {
+  KeymasterError,
+  InvalidRequest,
+  InvalidCode,
+  Unauthorized,
+  Forbidden,
+  NotFound,
+  RateLimited,
+  KeyMismatch,
+  InvalidSignature,
+} from "./errors.js";
+export type * from "./types.js";
