@@ -240,6 +240,9 @@ def test_event_stream_live_and_resumed_by_id(world: World) -> None:
     # Resuming after the first event yields only what came after it.
     resumed = list(world.device.events(deposit["id"], deposit["holder_token"], last_event_id=seen[0]["id"]))
     assert [e["id"] for e in resumed] == [seen[1]["id"]]
+    # A refused stream is the refusal's error, not an empty iterator.
+    with pytest.raises(Unauthorized):
+        next(world.device.events(deposit["id"], "kmh_wrong"))
 
 
 class CuttingProxy:

@@ -11,12 +11,12 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional
 from urllib.parse import quote
 
 import httpx
+from httpx_sse import SSEError, connect_sse
 
 from . import __version__
 from ._codes import parse_code_uri
 from ._errors import KeymasterError, KeyMismatch, from_response
 from ._keys import retrieval_matches
-from ._sse import SseParser
 
 __all__ = ["AdminClient", "DeviceClient", "ServiceClient"]
 
@@ -254,34 +254,33 @@ class DeviceClient(_Client):
         failures = 0
         timeout = httpx.Timeout(self._conn._timeout, read=_STREAM_READ_TIMEOUT)
         while True:
-            headers = self._conn.headers(holder_token, accept="text/event-stream")
+            headers = self._conn.headers(holder_token)
             if last is not None:
                 headers["last-event-id"] = last
             received = False
             try:
-                with self._conn._http.stream(
-                    "GET", self._conn.url("v1", "keys", key_id, "events"), headers=headers, timeout=timeout
-                ) as response:
-                    if not response.is_success:
-                        response.read()
-                        raise from_response(response)
-                    content_type = response.headers.get("content-type", "")
-                    if not content_type.startswith("text/event-stream"):
-                        raise KeymasterError(
-                            f"the key master answered the event stream with {content_type!r}"
-                        )
-                    parser = SseParser()
-                    for chunk in response.iter_bytes():
-                        for message in parser.push(chunk):
-                            try:
-                                event = json.loads(message.data)
-                            except ValueError:
-                                raise KeymasterError("unreadable event from the key master") from None
-                            if message.id is not None:
-                                last = message.id
-                            received = True
-                            failures = 0
-                            yield event
+                with connect_sse(
+                    self._conn._http,
+                    "GET",
+                    self._conn.url("v1", "keys", key_id, "events"),
+                    headers=headers,
+                    timeout=timeout,
+                ) as source:
+                    if not source.response.is_success:
+                        source.response.read()
+                        raise from_response(source.response)
+                    for message in source.iter_sse():
+                        try:
+                            event = json.loads(message.data)
+                        except ValueError:
+                            raise KeymasterError("unreadable event from the key master") from None
+                        if message.id:
+                            last = message.id
+                        received = True
+                        failures = 0
+                        yield event
+            except SSEError as err:
+                raise KeymasterError(f"the key master did not answer with an event stream: {err}") from None
             except httpx.TransportError as err:
                 failures += 1
                 if failures > max_reconnects:
