@@ -48,6 +48,8 @@ echo "sdk: TypeScript — npm ci, build"
 cd "$root/sdk/typescript"
 npm ci --no-audit --no-fund --loglevel=error
 npm run --silent build
+echo "sdk: TypeScript — unit tests of internal modules (source tree)"
+node --test test/sse.test.mjs
 echo "sdk: TypeScript — src/api.ts is what /openapi.json generates"
 npm run --silent gen:types
 if ! git -C "$root" diff --exit-code -- sdk/typescript/src/api.ts; then
@@ -57,7 +59,7 @@ fi
 echo "sdk: TypeScript — npm pack, install into a fresh directory"
 tarball=$(npm pack --silent --pack-destination "$work")
 mkdir "$work/ts"
-cp test/*.mjs test/consumer.ts test/tsconfig.json "$work/ts/"
+cp test/helpers.mjs test/offline.test.mjs test/live.test.mjs test/consumer.ts test/tsconfig.json "$work/ts/"
 cd "$work/ts"
 echo '{"name": "sdk-ci", "private": true, "type": "module"}' >package.json
 npm install --no-audit --no-fund --loglevel=error "$work/$tarball"
