@@ -121,6 +121,33 @@ def test_invalid_request_kinds(world: World) -> None:
         assert err.value.detail
 
 
+def test_jwk_secret_and_sas_commitment_deposits(world: World) -> None:
+    _, service = world.service()
+    private = ec.generate_private_key(ec.SECP256R1())
+    numbers = private.public_key().public_numbers()
+    b64 = lambda n: base64.urlsafe_b64encode(n.to_bytes(32, "big")).decode().rstrip("=")  # noqa: E731
+    jwk = {"kty": "EC", "crv": "P-256", "x": b64(numbers.x), "y": b64(numbers.y)}
+    commitment = base64.urlsafe_b64encode(hashlib.sha256(b"n" * 32).digest()).decode().rstrip("=")
+    deposit = world.device.deposit(jwk=jwk, label="jwk", sas_commitment=commitment)
+    key = service.retrieve(deposit["code_uri"])
+    assert key["jwk"]["x"] == jwk["x"] and key["jwk"]["y"] == jwk["y"]
+    assert key["sas_commitment"] == commitment
+
+    secret = base64.b64encode(b"s" * 32).decode()
+    deposit = world.device.deposit(secret=secret, label="totp")
+    assert deposit["kind"] == "secret" and deposit.get("code_uri") is None
+    key = service.retrieve(deposit["code_display"])
+    assert key["secret"] == secret
+
+
+def test_other_refusals_are_keymaster_errors(world: World) -> None:
+    # 413 has no kind of its own: it is a KeymasterError with the status and the spec's code.
+    with pytest.raises(KeymasterError) as err:
+        world.device.deposit(generate="ed25519", label="x" * 70_000)
+    assert type(err.value) is KeymasterError
+    assert (err.value.status, err.value.code) == (413, "payload_too_large")
+
+
 def test_unauthorized(world: World) -> None:
     for client in [
         DeviceClient(world.server.url, "kma_not-a-key"),

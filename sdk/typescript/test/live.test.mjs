@@ -5,7 +5,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createServer, connect } from "node:net";
-import { createHmac, generateKeyPairSync, randomBytes } from "node:crypto";
+import { createHash, createHmac, generateKeyPairSync, randomBytes } from "node:crypto";
 import {
   AdminClient,
   DeviceClient,
@@ -151,6 +151,40 @@ test("InvalidRequest kinds", async () => {
       return true;
     });
   }
+});
+
+test("JWK, secret and SAS-commitment deposits", async () => {
+  const [, service] = await newService();
+  const { publicKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
+  const jwk = publicKey.export({ format: "jwk" });
+  const commitment = createHash("sha256").update(Buffer.alloc(32, 7)).digest("base64url");
+  let deposit = await device.deposit({ jwk, label: "jwk", sasCommitment: commitment });
+  let key = await service.retrieve(deposit.code_uri);
+  assert.equal(key.jwk.x, jwk.x);
+  assert.equal(key.jwk.y, jwk.y);
+  assert.equal(key.sas_commitment, commitment);
+
+  const secret = Buffer.alloc(32, 5).toString("base64");
+  deposit = await device.deposit({ secret, label: "totp" });
+  assert.equal(deposit.kind, "secret");
+  assert.equal(deposit.code_uri ?? null, null);
+  key = await service.retrieve(deposit.code_display);
+  assert.equal(key.secret, secret);
+});
+
+test("other refusals are KeymasterErrors with status and code", async () => {
+  await assert.rejects(device.deposit({ generate: "ed25519", label: "x".repeat(70_000) }), (err) => {
+    assert.equal(err.constructor, KeymasterError);
+    assert.equal(err.status, 413);
+    assert.equal(err.code, "payload_too_large");
+    return true;
+  });
+});
+
+test("a refused event stream throws the refusal", async () => {
+  const deposit = await device.deposit({ generate: "ed25519" });
+  const events = device.events(deposit.id, "kmh_wrong");
+  await rejectsWith(events.next(), Unauthorized, "unauthorized");
 });
 
 test("Unauthorized", async () => {
