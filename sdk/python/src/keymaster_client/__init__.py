@@ -5,6 +5,8 @@
   re-code and revoke it with its holder token.
 - :class:`ServiceClient` — an outside service: ``preview``, ``retrieve`` (checking a code URI's
   key commitment), ``confirm``, ``dispute``.
+- :class:`AsyncAdminClient`, :class:`AsyncDeviceClient`, :class:`AsyncServiceClient` — the
+  same for asyncio.
 - :func:`check_code`, :func:`parse_code_uri`, :func:`fingerprint`, :func:`key_commitment` —
   offline checks; :func:`verify_webhook` — Standard Webhooks verification.
 - :class:`KeymasterError` and its kinds.
@@ -12,6 +14,7 @@
 
 __version__ = "0.1.0"
 
+from ._aio import AsyncAdminClient, AsyncDeviceClient, AsyncServiceClient  # noqa: E402
 from ._client import AdminClient, DeviceClient, ServiceClient  # noqa: E402
 from ._codes import CodeUri, check_code, fingerprint, key_commitment, parse_code_uri  # noqa: E402
 from ._errors import (  # noqa: E402
@@ -34,6 +37,9 @@ __all__ = [
     "AdminClient",
     "DeviceClient",
     "ServiceClient",
+    "AsyncAdminClient",
+    "AsyncDeviceClient",
+    "AsyncServiceClient",
     "CodeUri",
     "check_code",
     "parse_code_uri",

@@ -1,34 +1,36 @@
 """The three clients of the API — operator (:class:`AdminClient`), client application and key
 holder (:class:`DeviceClient`), outside service (:class:`ServiceClient`) — on one shared piece of
-HTTP plumbing (:class:`_Conn`: base URL, bearer token, timeouts, problem bodies to errors).
+HTTP plumbing (:class:`_Conn` on ``_http._Target``: base URL, bearer token, timeouts, problem
+bodies to errors). ``_aio`` has the same clients for asyncio.
 Response bodies are returned as the API's JSON objects, with the API's field names."""
 
 from __future__ import annotations
 
 import json
 import time
-from typing import Any, Dict, Iterator, List, Mapping, Optional
-from urllib.parse import quote
+from typing import Any, Iterator, List, Mapping, Optional
 
 import httpx
 from httpx_sse import SSEError, connect_sse
 
-from . import __version__
 from ._codes import parse_code_uri
 from ._errors import KeymasterError, KeyMismatch, from_response
+from ._http import (
+    DEFAULT_TIMEOUT,
+    USER_AGENT,
+    Body,
+    _Target,
+    decode,
+    drop_none as _drop_none,
+    reconnect_delay,
+    require,
+)
 from ._keys import retrieval_matches
 
 __all__ = ["AdminClient", "DeviceClient", "ServiceClient"]
 
-Body = Dict[str, Any]
 
-#: How long an ordinary call may take.
-DEFAULT_TIMEOUT = 30.0
-#: The server sends a keep-alive comment every 15 s; a stream silent for this long is dead.
-_STREAM_READ_TIMEOUT = 60.0
-
-
-class _Conn:
+class _Conn(_Target):
     """One credential at one key master over an ``httpx.Client`` (its own unless one is given)."""
 
     def __init__(
@@ -39,27 +41,9 @@ class _Conn:
         timeout: float = DEFAULT_TIMEOUT,
         http: Optional[httpx.Client] = None,
     ) -> None:
-        parsed = httpx.URL(url)
-        if parsed.scheme not in ("http", "https") or not parsed.host:
-            raise ValueError(f"invalid server URL {url!r}: expected http:// or https://")
-        self._base = url.rstrip("/")
-        self._token = token
-        self._timeout = timeout
+        super().__init__(url, token, timeout)
         self._owned = http is None
-        self._http = http or httpx.Client(
-            timeout=timeout, headers={"user-agent": f"keymaster-client-python/{__version__}"}
-        )
-
-    def __repr__(self) -> str:  # the token is a credential: never print it
-        return f"<{type(self).__name__} {self._base} token=<redacted>>"
-
-    def url(self, *segments: str) -> str:
-        """The URL of ``segments`` below the base URL; each segment is percent-encoded, so an id
-        can never change the path's shape."""
-        return self._base + "".join("/" + quote(s, safe="") for s in segments)
-
-    def headers(self, token: Optional[str] = None, **extra: str) -> Dict[str, str]:
-        return {"authorization": f"Bearer {token or self._token}", **extra}
+        self._http = http or httpx.Client(timeout=timeout, headers=USER_AGENT)
 
     def call(
         self,
@@ -84,23 +68,10 @@ class _Conn:
             raise KeymasterError(f"cannot reach the key master: {err!r}") from err
         if not response.is_success:
             raise from_response(response)
-        if response.status_code == 204 or not response.content:
-            return None
-        try:
-            body = response.json()
-        except ValueError:
-            raise KeymasterError(
-                "unexpected answer from the key master: not JSON", status=response.status_code
-            ) from None
-        if not isinstance(body, dict):
-            raise KeymasterError("unexpected answer from the key master: not an object")
-        return body
+        return decode(response)
 
     def call_body(self, method: str, *segments: str, **kw: Any) -> Body:
-        body = self.call(method, *segments, **kw)
-        if body is None:
-            raise KeymasterError("unexpected answer from the key master: no body")
-        return body
+        return require(self.call(method, *segments, **kw))
 
     def close(self) -> None:
         if self._owned:
@@ -120,10 +91,6 @@ class _Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _drop_none(**fields: Any) -> Body:
-    return {k: v for k, v in fields.items() if v is not None}
 
 
 class AdminClient(_Client):
@@ -252,7 +219,7 @@ class DeviceClient(_Client):
         (401, 404, 429) is raised as the matching error."""
         last = last_event_id
         failures = 0
-        timeout = httpx.Timeout(self._conn._timeout, read=_STREAM_READ_TIMEOUT)
+        timeout = self._conn.stream_timeout()
         while True:
             headers = self._conn.headers(holder_token)
             if last is not None:
@@ -285,7 +252,7 @@ class DeviceClient(_Client):
                 failures += 1
                 if failures > max_reconnects:
                     raise KeymasterError(f"the event stream broke off: {err!r}") from err
-                time.sleep(min(0.25 * 2 ** (failures - 1), 5.0))
+                time.sleep(reconnect_delay(failures))
                 continue
             if not received:
                 return
