@@ -46,7 +46,7 @@ echo "sdk: Python — pytest"
 
 echo "sdk: TypeScript — npm ci, build"
 cd "$root/sdk/typescript"
-npm ci --no-audit --no-fund --loglevel=error
+npm ci --prefer-offline --no-audit --no-fund --loglevel=error
 npm run --silent build
 echo "sdk: TypeScript — unit tests of internal modules (source tree)"
 node --test test/sse.test.mjs
@@ -57,12 +57,13 @@ if ! git -C "$root" diff --exit-code -- sdk/typescript/src/api.ts; then
   exit 1
 fi
 echo "sdk: TypeScript — npm pack, install into a fresh directory"
-tarball=$(npm pack --silent --pack-destination "$work")
+# Built above; --ignore-scripts skips `prepare`, which would compile the same sources again.
+tarball=$(npm pack --silent --ignore-scripts --pack-destination "$work")
 mkdir "$work/ts"
 cp test/helpers.mjs test/offline.test.mjs test/live.test.mjs test/consumer.ts test/tsconfig.json "$work/ts/"
 cd "$work/ts"
 echo '{"name": "sdk-ci", "private": true, "type": "module"}' >package.json
-npm install --no-audit --no-fund --loglevel=error "$work/$tarball"
+npm install --prefer-offline --no-audit --no-fund --loglevel=error "$work/$tarball"
 if [ -n "$(ls node_modules | grep -v '^keymaster-client$' | grep -v '^\.')" ]; then
   echo "sdk: installing keymaster-client brought runtime dependencies: $(ls node_modules)" >&2
   exit 1
