@@ -1,5 +1,5 @@
 //! The SDK's one error type. It keeps the server's RFC 9457 problem body intact, so that callers
-//! can branch on the spec's error codes (`not_found`, `rate_limited`, …) rather than on text.
+//! can branch on the API's error codes (`not_found`, `rate_limited`, …) rather than on text.
 
 use keymaster_core::code::CodeError;
 use keymaster_core::handoff::CodeUriError;
@@ -14,7 +14,7 @@ pub enum Error {
     Api {
         /// The HTTP status of the answer.
         status: u16,
-        /// The problem body; `problem.code` is one of the spec's error codes.
+        /// The problem body; `problem.code` is one of the API's error codes.
         problem: Problem,
         /// Seconds from a `Retry-After` header (sent with `429 rate_limited`).
         retry_after: Option<u64>,
@@ -59,7 +59,7 @@ impl Error {
         }
     }
 
-    /// The spec's error code: the problem body's `code` for [`Error::Api`], and
+    /// The API's error code: the problem body's `code` for [`Error::Api`], and
     /// `invalid_code` for a code refused offline — the same code the server would answer with —
     /// and `key_mismatch` for a key that is not the one its code URI commits to.
     pub fn code(&self) -> Option<&str> {

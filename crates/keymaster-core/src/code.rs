@@ -272,7 +272,7 @@ mod tests {
         // The textbook example: 572 has check digit 4.
         let interim = [5u8, 7, 2].iter().fold(0, |i, &d| damm_step(i, d));
         assert_eq!(interim, 4);
-        // The spec's illustrative code 4729-1047-5518-2036 fails its own check: the Damm digit
+        // The often-quoted example code 4729-1047-5518-2036 fails its own check: the Damm digit
         // of 472910475518203 is 5. The tests use the valid neighbour ...-2035.
         assert_eq!(
             Code::parse("4729-1047-5518-2036").unwrap_err(),
@@ -395,7 +395,7 @@ mod tests {
             Code::parse("4729-1047-5518-203A").unwrap_err(),
             CodeError::BadCharacter
         );
-        // O is not read as 0 in a digits code: the spec normalises look-alikes for base32 only.
+        // O is not read as 0 in a digits code: look-alikes are normalised for base32 only.
         assert_eq!(
             Code::parse("4729-1O47-5518-2035").unwrap_err(),
             CodeError::BadCharacter

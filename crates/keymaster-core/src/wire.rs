@@ -1,7 +1,7 @@
 //! Wire types: the JSON bodies of the HTTP API, shared by the server and the client SDK.
 //!
-//! These are the shapes of the API contract (served as `/openapi.json`); field names here are
-//! part of it.
+//! These are the shapes of the API contract (`docs/api.md`, also served as `/openapi.json`);
+//! field names here are part of it.
 //! Request types reject unknown fields (`deny_unknown_fields`) so that a typo in a policy is an
 //! error rather than a silently ignored rule. This module only describes data; validation lives
 //! in [`crate::code`], [`crate::key`] and [`crate::policy`].
@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 #[cfg(feature = "openapi")]
 use utoipa::ToSchema;
 
-/// The two code formats of the spec.
+/// The two code formats (`docs/api.md`, "Codes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "lowercase")]
@@ -552,7 +552,7 @@ pub struct Problem {
     pub problem_type: String,
     pub title: String,
     pub status: u16,
-    /// One of the spec's error codes (`not_found`, `invalid_code`, …).
+    /// One of the API's error codes (`not_found`, `invalid_code`, …; `docs/api.md`, "Errors").
     pub code: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,

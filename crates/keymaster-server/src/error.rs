@@ -69,7 +69,7 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    /// The HTTP status and the spec's error code.
+    /// The HTTP status and the error code (`docs/api.md`, "Errors").
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),

@@ -1,4 +1,4 @@
-//! Request extractors whose refusals are problem+json with the spec's codes: JSON bodies
+//! Request extractors whose refusals are problem+json with the API's error codes: JSON bodies
 //! (malformed, unknown fields, too large), the client's address (behind trusted proxies).
 
 use std::net::{IpAddr, SocketAddr};

@@ -1,4 +1,4 @@
-"""The SDK against a live `keymaster serve`: every method and error kind of the spec's "Client
+"""The SDK against a live `keymaster serve`: every method and error kind of docs/api.md's "Client
 libraries" section, the code URI check with a dispute, the event stream and its resumption,
 webhook verification with the tenant's secret, and rate limiting with `retry_after`."""
 
@@ -141,7 +141,7 @@ def test_jwk_secret_and_sas_commitment_deposits(world: World) -> None:
 
 
 def test_other_refusals_are_keymaster_errors(world: World) -> None:
-    # 413 has no kind of its own: it is a KeymasterError with the status and the spec's code.
+    # 413 has no kind of its own: it is a KeymasterError with the status and the API's code.
     with pytest.raises(KeymasterError) as err:
         world.device.deposit(generate="ed25519", label="x" * 70_000)
     assert type(err.value) is KeymasterError

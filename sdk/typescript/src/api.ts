@@ -459,7 +459,7 @@ export interface components {
             entries: components["schemas"]["AuditEntry"][];
         };
         /**
-         * @description The two code formats of the spec.
+         * @description The two code formats (`docs/api.md`, "Codes").
          * @enum {string}
          */
         CodeFormat: "digits" | "base32";
@@ -761,7 +761,7 @@ export interface components {
         };
         /** @description An RFC 9457 problem body, as every error is answered. */
         Problem: {
-            /** @description One of the spec's error codes (`not_found`, `invalid_code`, …). */
+            /** @description One of the API's error codes (`not_found`, `invalid_code`, …; `docs/api.md`, "Errors"). */
             code: string;
             detail?: string | null;
             /** Format: int32 */

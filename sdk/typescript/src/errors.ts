@@ -1,5 +1,5 @@
-// The SDK's errors: one base class that keeps the server's problem body (status, spec error
-// code, detail, Retry-After) and one subclass per kind the spec names, so that callers branch
+// The SDK's errors: one base class that keeps the server's problem body (status, error
+// code, detail, Retry-After) and one subclass per kind docs/api.md names, so that callers branch
 // on classes or codes, never on message text.
 
 /** The problem body (RFC 9457) the key master answers a refusal with. */
@@ -24,7 +24,7 @@ export interface KeymasterErrorOptions {
 /**
  * Any failure of a call: a problem answer of the server, or a check done on this side.
  * `status` is the HTTP status (undefined when no answer came or none was asked for), `code` the
- * spec's error code (`not_found`, `rate_limited`, `key_mismatch`, …), `detail` the explanation,
+ * API's error code (`not_found`, `rate_limited`, `key_mismatch`, …), `detail` the explanation,
  * `retryAfter` the seconds of a `Retry-After` header.
  */
 export class KeymasterError extends Error {

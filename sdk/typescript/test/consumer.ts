@@ -1,5 +1,5 @@
 // Compiled (not run) as a consumer of the published package would compile it: the
-// declarations resolve through package.json's "exports" and the spec's call shapes type-check.
+// declarations resolve through package.json's "exports" and docs/api.md's call shapes type-check.
 import {
   AdminClient,
   DeviceClient,
@@ -32,7 +32,7 @@ export async function walkthrough(url: string): Promise<void> {
   const services = new ServiceClient(url, service.token);
   const preview: PreviewResponse = await services.preview(deposit.code_uri ?? deposit.code);
   const retrieved: RetrievalResponse = await services.retrieve(checkCode(deposit.code), { password: "p" });
-  // @ts-expect-error: options are named as the spec names them
+  // @ts-expect-error: options are named as docs/api.md names them
   await services.retrieve(deposit.code, { pasword: "p" });
   // @ts-expect-error: a dispute reason is one of the API's
   await services.dispute(retrieved.retrieval_id, "because");

@@ -41,16 +41,16 @@ pub const MAX_PASSWORD_FAILURES: u32 = 5;
 /// The server's bounds on a key's lifetime, from its configuration (`min_ttl`, `max_ttl`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PolicyLimits {
-    /// Shortest lifetime a deposit may ask for, in seconds (spec default 60).
+    /// Shortest lifetime a deposit may ask for, in seconds (default 60).
     pub min_ttl_seconds: i64,
-    /// Longest lifetime a deposit or a `PATCH` may ask for, in seconds (spec default 30 days).
+    /// Longest lifetime a deposit or a `PATCH` may ask for, in seconds (default 30 days).
     pub max_ttl_seconds: i64,
-    /// Lifetime when the deposit names none, in seconds (spec default 86400).
+    /// Lifetime when the deposit names none, in seconds (default 86400).
     pub default_ttl_seconds: i64,
 }
 
 impl Default for PolicyLimits {
-    /// The spec's defaults: 60 s to 30 days, one day when not given.
+    /// The API's defaults: 60 s to 30 days, one day when not given.
     fn default() -> Self {
         PolicyLimits {
             min_ttl_seconds: 60,
@@ -227,7 +227,7 @@ pub enum Decision {
 }
 
 /// Why a retrieval is refused. Each variant names the rule that refused it; [`Denial::code`]
-/// is the error code of the spec.
+/// is the API's error code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Denial {
     /// The key is expired, used up, its confirmation grace is over, or it is held for another
@@ -261,7 +261,7 @@ pub enum Denial {
 }
 
 impl Denial {
-    /// The spec's error code for this denial (the `code` of the problem body and the `reason`
+    /// The API's error code for this denial (the `code` of the problem body and the `reason`
     /// of `key.denied`). A wrong password that locks the key is reported as `key_locked`.
     pub fn code(&self) -> &'static str {
         match self {

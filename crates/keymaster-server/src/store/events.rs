@@ -7,7 +7,7 @@ use keymaster_core::wire::{Event, EventData, ServiceRef};
 
 use crate::crypto::new_id;
 
-/// The event types of the spec.
+/// The event types of the API (`docs/api.md`, "Events and webhooks").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventType {
     Deposited,

@@ -1,5 +1,5 @@
-"""The SDK's errors: one base class that keeps the server's problem body (status, spec error code,
-detail) and one subclass per kind the spec names, so that callers branch on types or codes,
+"""The SDK's errors: one base class that keeps the server's problem body (status, error code,
+detail) and one subclass per kind docs/api.md names, so that callers branch on types or codes,
 never on message text."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class KeymasterError(Exception):
     """Any failure of a call: a problem answer of the server, or a check done on this side.
 
     ``status`` is the HTTP status (``None`` when no answer came or none was asked for), ``code``
-    the spec's error code (``not_found``, ``rate_limited``, ``key_mismatch``, …), ``detail`` the
+    the API's error code (``not_found``, ``rate_limited``, ``key_mismatch``, …), ``detail`` the
     human-readable explanation, ``retry_after`` the seconds of a ``Retry-After`` header.
     """
 
