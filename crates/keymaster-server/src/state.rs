@@ -11,7 +11,7 @@ use crate::store::Store;
 
 /// Shared by every request; cheap to clone: one reference count, however many parts it has.
 /// (Axum clones the state for every extractor of every request; with a count per part, those
-/// clones and drops were ~1.5 % of the workers' time under load.)
+/// clones and drops take ~1.5 % of the workers' time under load.)
 #[derive(Clone)]
 pub struct AppState(Arc<Shared>);
 

@@ -209,7 +209,8 @@ async fn an_endpoint_that_keeps_failing_is_paused_probed_and_resumed() {
     eventually(|| async { endpoint_state(&app, &endpoint).await["pending"] == 0 }).await;
 }
 
-/// The stream shows an event within a fraction of the old 200 ms poll of its commit.
+/// The stream shows an event at its commit, not at a poll: the median lag from the answer to the
+/// event stays under 50 ms, where a stream polling every 200 ms would lag 100 ms on average.
 #[tokio::test]
 async fn the_event_stream_is_pushed_at_the_commit() {
     let app = spawn_app().await;

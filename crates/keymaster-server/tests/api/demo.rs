@@ -104,7 +104,7 @@ async fn pages_are_served_with_a_strict_csp() {
 
 #[tokio::test]
 async fn the_demo_is_off_unless_asked_for() {
-    // The test settings listen on 127.0.0.1, where the demo used to be on by default.
+    // The test settings listen on 127.0.0.1, where the demo may run; it stays off unless asked for.
     let app = spawn_app().await;
     for path in ["/demo", "/demo/", "/demo/authenticator.html"] {
         let resp = app

@@ -3,7 +3,7 @@
 //!
 //! A job runs without a savepoint of its own. A savepoint per job made SQLite copy every page
 //! the job touched into its in-memory sub-journal before changing it, about 7 % of the
-//! instructions of a deposit (callgrind, `docs/performance.md`, round 6), to undo a failure
+//! instructions of a deposit (counted with `bench/instructions`), to undo a failure
 //! that almost never happens. Instead, a job that fails after changing a row (SQLite's
 //! `total_changes` moved) makes the writer roll the transaction back and replay the batch with
 //! a savepoint around each job ([`Job::run`] with `guarded`), so that only the failing job's

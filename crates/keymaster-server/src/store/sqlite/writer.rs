@@ -49,10 +49,10 @@ const MAX_IN_FLIGHT: usize = 2;
 const QUEUE: usize = 4096;
 /// How often the checkpointer copies committed WAL pages into the database. Each pass copies
 /// every page changed since the last one once, however often it was changed (the right-most
-/// leaf of each append-only index changes at every commit), and then syncs the database. Every
-/// second instead of every 100 ms, deposits under `bench/run` went from 0.23 to 0.25–0.26 of
-/// the ceiling (docs/performance.md, round 6). The WAL left to replay after a crash is about a
-/// second of writes longer.
+/// leaf of each append-only index changes at every commit), and then syncs the database. So
+/// passes are a second apart: every 100 ms, those leaves are copied and synced ten times as
+/// often, and deposits under `bench/run` reach about a tenth less of the ceiling. The price is
+/// up to a second more of WAL to replay after a crash.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// WAL length (in frames, i.e. pages) from which the checkpointer pauses the writer so that the
 /// WAL can start over: 256 MiB with 2 KiB pages, a few seconds of writes at full load. A pause
