@@ -43,7 +43,7 @@ use clap::{CommandFactory, Parser, Subcommand};
   keymaster serve --listen 127.0.0.1:8080
   keymaster admin tenant create acme --json
   keymaster device add --label laptop --ttl 1h
-  keymaster service fetch 4729-1047-5518-2036 --format openssh >> ~/.ssh/authorized_keys")]
+  keymaster service fetch 4729-1047-5518-2035 --format openssh >> ~/.ssh/authorized_keys")]
 struct Cli {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]

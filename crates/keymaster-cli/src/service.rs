@@ -23,7 +23,7 @@ use crate::remote::{credential, ServerArg};
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   export KEYMASTER_SERVICE_KEY=kms_…
-  keymaster service fetch 4729-1047-5518-2036 --format openssh >> ~/.ssh/authorized_keys")]
+  keymaster service fetch 4729-1047-5518-2035 --format openssh >> ~/.ssh/authorized_keys")]
 pub struct ServiceArgs {
     #[command(flatten)]
     server: ServerArg,
@@ -35,8 +35,8 @@ pub struct ServiceArgs {
 enum ServiceCommand {
     /// Retrieve the key behind a code and print it.
     #[command(after_help = "Examples:
-  keymaster service fetch 4729-1047-5518-2036 > device.pem
-  keymaster service fetch 4729-1047-5518-2036 --format openssh >> ~/.ssh/authorized_keys
+  keymaster service fetch 4729-1047-5518-2035 > device.pem
+  keymaster service fetch 4729-1047-5518-2035 --format openssh >> ~/.ssh/authorized_keys
   keymaster service fetch 4729104755182036 --password 'correct horse' --format json --confirm
   keymaster service fetch 'keymaster:4729104755182036?fp=…' --preview
 
