@@ -4,9 +4,18 @@
 //!   through the same handler as `POST /v1/keys`. The browser sends its public key (PEM) and
 //!   proof of possession and gets the deposit body back (code, holder token, fingerprint);
 //!   the holder token is the browser's own credential for its own key.
+//! - `POST /demo/api/preview` — the example app asks who deposited the key behind a code
+//!   before it claims it (the handler of `POST /v1/retrievals/preview`).
 //! - `POST /demo/api/enrol` — the example app's settings page: retrieves the key for a typed
-//!   code with the demo's service key (the handler of `POST /v1/retrievals`) and keeps it for a
-//!   demo account, in memory.
+//!   code or a code URI with the demo's service key (the handler of `POST /v1/retrievals`) and
+//!   keeps it for a demo account, in memory. An account whose key came with a SAS commitment
+//!   stays pending (no sign-in) until the SAS exchange is done and the person confirmed it.
+//! - `POST /demo/api/sas`, `POST /demo/api/sas/nonces`, `POST /demo/api/activate`,
+//!   `POST /demo/api/dispute` — the example app's side of the verified handoff, for the
+//!   account's retrieval: send the service's nonce, read both nonces, turn sign-in on once the
+//!   person says the six digits match, or dispute the retrieval (and forget the account). The
+//!   page checks the key against the code URI's commitment and computes the SAS itself, from
+//!   the key bytes it received, as an outside service's own code would.
 //! - `POST /demo/api/challenge`, `POST /demo/api/verify` — the example app's sign-in: a random
 //!   challenge, single-use and short-lived, and its signature checked with the stored key.
 //!
@@ -19,13 +28,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
+use keymaster_core::handoff::{commitment_matches, decode_32, Bytes32};
 use keymaster_core::key::PublicKey;
-use keymaster_core::wire::{DepositRequest, DepositResponse, PolicyInput, RetrievalRequest};
+use keymaster_core::wire::{
+    DepositRequest, DepositResponse, DisputeReason, DisputeRequest, PolicyInput, PreviewResponse,
+    RetrievalRequest, SasNonces, SasRequest,
+};
 use rand::rngs::OsRng;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -35,7 +48,7 @@ use crate::auth::{App, Service};
 use crate::crypto::new_id;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ClientIp};
-use crate::routes::{keys, retrievals};
+use crate::routes::{handoff, keys, retrievals};
 use crate::state::AppState;
 use crate::store::{AppKeyAuth, ServiceAuth};
 
@@ -68,11 +81,18 @@ pub struct Demo {
     deposits: Mutex<Option<(Instant, u32)>>,
 }
 
-/// An example-app account with two-factor sign-in enabled.
+/// An example-app account with two-factor sign-in enabled, or pending the SAS exchange.
 struct Account {
     key: PublicKey,
     fingerprint: String,
     expires: Instant,
+    /// The retrieval that brought the key (for the SAS exchange and a dispute).
+    retrieval_id: String,
+    /// The device's SAS commitment, when the deposit carried one.
+    sas_commitment: Option<Bytes32>,
+    /// Whether sign-in is on: at once for a key without a SAS commitment, else once the
+    /// device's nonce opens the commitment and the person confirmed the six digits.
+    active: bool,
 }
 
 /// A sign-in challenge waiting for its signature.
@@ -152,6 +172,19 @@ impl Demo {
         Ok(())
     }
 
+    /// The retrieval and SAS commitment of a live account; `404` for any other id.
+    fn account_retrieval(
+        &self,
+        account: &str,
+        now: Instant,
+    ) -> Result<(String, Option<Bytes32>), ApiError> {
+        lock(&self.accounts)
+            .get(account)
+            .filter(|a| a.expires > now)
+            .map(|a| (a.retrieval_id.clone(), a.sas_commitment))
+            .ok_or(ApiError::NotFound)
+    }
+
     /// Whether one more account fits (after dropping expired ones).
     fn account_room(&self, now: Instant) -> Result<(), ApiError> {
         let mut accounts = lock(&self.accounts);
@@ -176,6 +209,9 @@ pub struct DemoDeposit {
     /// The key's label.
     #[serde(default)]
     pub label: Option<String>,
+    /// Base64url of SHA-256 over the authenticator's 32-byte SAS nonce.
+    #[serde(default)]
+    pub sas_commitment: Option<String>,
 }
 
 /// `POST /demo/api/deposit`: deposits with the demo's app key; the key may be retrieved only
@@ -202,17 +238,34 @@ pub async fn deposit(
             services: Some(vec![service_id]),
             ..PolicyInput::default()
         }),
+        sas_commitment: body.sas_commitment,
         ..DepositRequest::default()
     };
     keys::deposit(State(state), App(app), ClientIp(ip), ApiJson(req)).await
 }
 
-/// The code typed into the example app's settings page.
+/// The code typed into the example app's settings page, or the code URI of the QR code.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DemoEnrol {
-    /// The code as typed.
+    /// The code as typed, or `keymaster:<code>?fp=…`.
     pub code: String,
+}
+
+/// `POST /demo/api/preview`: who deposited the key behind the code, as "example-web" may see
+/// it, without claiming the key.
+pub async fn preview(
+    State(state): State<AppState>,
+    Extension(demo): Extension<Arc<Demo>>,
+    ClientIp(ip): ClientIp,
+    ApiJson(body): ApiJson<DemoEnrol>,
+) -> Result<Json<PreviewResponse>, ApiError> {
+    let service = demo.service(&state).await?;
+    let req = RetrievalRequest {
+        code: body.code,
+        ..RetrievalRequest::default()
+    };
+    handoff::preview(State(state), Service(service), ClientIp(ip), ApiJson(req)).await
 }
 
 /// The example app's answer: two-factor sign-in is on for this account.
@@ -230,6 +283,15 @@ pub struct Enrolled {
     pub label: Option<String>,
     /// Whether the deposit carried a good proof of possession.
     pub proven: bool,
+    /// The retrieval, as the API names it.
+    pub retrieval_id: String,
+    /// The key as received (PEM SPKI), so that the page checks it against the code URI and
+    /// computes the SAS from its own bytes.
+    pub public_key_pem: String,
+    /// The device's SAS commitment as the retrieval carried it (`null` without one).
+    pub sas_commitment: Option<String>,
+    /// Whether sign-in is on already; `false` until the SAS is confirmed (`activate`).
+    pub active: bool,
 }
 
 /// `POST /demo/api/enrol`: retrieves the key for the code as "example-web" and keeps it for a
@@ -257,6 +319,8 @@ pub async fn enrol(
     let key = PublicKey::parse(&pem)
         .map_err(|e| ApiError::Internal(format!("retrieved key does not parse: {e}")))?;
     let fingerprint = key.fingerprint();
+    let commitment = got.sas_commitment.as_deref().and_then(decode_32);
+    let active = commitment.is_none();
     let account = new_id("acct_");
     lock(&demo.accounts).insert(
         account.clone(),
@@ -264,6 +328,9 @@ pub async fn enrol(
             key,
             fingerprint: fingerprint.clone(),
             expires: Instant::now() + ACCOUNT_TTL,
+            retrieval_id: got.retrieval_id.clone(),
+            sas_commitment: commitment,
+            active,
         },
     );
     Ok(Json(Enrolled {
@@ -273,6 +340,10 @@ pub async fn enrol(
         algorithm: got.algorithm,
         label: got.label,
         proven: got.proven,
+        retrieval_id: got.retrieval_id,
+        public_key_pem: pem,
+        sas_commitment: got.sas_commitment,
+        active,
     }))
 }
 
@@ -304,7 +375,9 @@ pub async fn challenge(
     {
         let accounts = lock(&demo.accounts);
         match accounts.get(&body.account) {
-            Some(a) if a.expires > now => {}
+            Some(a) if a.expires > now && a.active => {}
+            // Pending the SAS: the person has not yet confirmed that this is their key.
+            Some(a) if a.expires > now => return Err(ApiError::Forbidden),
             _ => return Err(ApiError::NotFound),
         }
     }
@@ -370,7 +443,7 @@ pub async fn verify(
     let accounts = lock(&demo.accounts);
     let account = accounts
         .get(&challenge.account)
-        .filter(|a| a.expires > now)
+        .filter(|a| a.expires > now && a.active)
         .ok_or(ApiError::NotFound)?;
     account
         .key
@@ -380,4 +453,125 @@ pub async fn verify(
         account: challenge.account,
         fingerprint: account.fingerprint.clone(),
     }))
+}
+
+/// One of the example app's accounts, named in the SAS and dispute calls.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoAccount {
+    /// The account from `enrol`.
+    pub account: String,
+}
+
+/// The example app's SAS nonce for an account's retrieval.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoSasRequest {
+    /// The account from `enrol`.
+    pub account: String,
+    /// 32 random bytes drawn by the page, unpadded base64url.
+    pub nonce: String,
+}
+
+/// `POST /demo/api/sas`: asks the authenticator for the SAS of the account's retrieval
+/// (the handler of `POST /v1/retrievals/{id}/sas`).
+pub async fn request_sas(
+    State(state): State<AppState>,
+    Extension(demo): Extension<Arc<Demo>>,
+    ClientIp(ip): ClientIp,
+    ApiJson(body): ApiJson<DemoSasRequest>,
+) -> Result<StatusCode, ApiError> {
+    let (retrieval_id, _) = demo.account_retrieval(&body.account, Instant::now())?;
+    let service = demo.service(&state).await?;
+    let req = SasRequest { nonce: body.nonce };
+    handoff::request_sas(
+        State(state),
+        Service(service),
+        ClientIp(ip),
+        Path(retrieval_id),
+        ApiJson(req),
+    )
+    .await
+}
+
+/// `POST /demo/api/sas/nonces`: both nonces of the account's retrieval (the handler of
+/// `GET /v1/retrievals/{id}/sas`).
+pub async fn sas_nonces(
+    State(state): State<AppState>,
+    Extension(demo): Extension<Arc<Demo>>,
+    ApiJson(body): ApiJson<DemoAccount>,
+) -> Result<Json<SasNonces>, ApiError> {
+    let (retrieval_id, _) = demo.account_retrieval(&body.account, Instant::now())?;
+    let service = demo.service(&state).await?;
+    handoff::get_sas(State(state), Service(service), Path(retrieval_id)).await
+}
+
+/// `POST /demo/api/activate`: the person says both pages show the same six digits; sign-in
+/// goes on. Refused (`400`) until the authenticator's nonce is revealed and opens its
+/// commitment, so that sign-in never goes on for a key whose exchange did not take place.
+pub async fn activate(
+    State(state): State<AppState>,
+    Extension(demo): Extension<Arc<Demo>>,
+    ApiJson(body): ApiJson<DemoAccount>,
+) -> Result<StatusCode, ApiError> {
+    let now = Instant::now();
+    let (retrieval_id, commitment) = demo.account_retrieval(&body.account, now)?;
+    if let Some(commitment) = commitment {
+        let service = demo.service(&state).await?;
+        let Json(nonces) =
+            handoff::get_sas(State(state), Service(service), Path(retrieval_id)).await?;
+        let opened = nonces
+            .device_nonce
+            .as_deref()
+            .and_then(decode_32)
+            .is_some_and(|nd| commitment_matches(&commitment, &nd));
+        if !opened {
+            return Err(ApiError::InvalidRequest(
+                "the authenticator has not revealed a nonce that opens its commitment".into(),
+            ));
+        }
+    }
+    let mut accounts = lock(&demo.accounts);
+    let account = accounts
+        .get_mut(&body.account)
+        .filter(|a| a.expires > now)
+        .ok_or(ApiError::NotFound)?;
+    account.active = true;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The example app refuses the key of an account.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoDispute {
+    /// The account from `enrol`.
+    pub account: String,
+    /// `key_mismatch`, `sas_mismatch` or `not_requested`.
+    pub reason: DisputeReason,
+}
+
+/// `POST /demo/api/dispute`: disputes the account's retrieval (the handler of
+/// `POST /v1/retrievals/{id}/dispute`, so that the holder gets `key.disputed`) and forgets the
+/// account and its key.
+pub async fn dispute(
+    State(state): State<AppState>,
+    Extension(demo): Extension<Arc<Demo>>,
+    ClientIp(ip): ClientIp,
+    ApiJson(body): ApiJson<DemoDispute>,
+) -> Result<StatusCode, ApiError> {
+    let (retrieval_id, _) = demo.account_retrieval(&body.account, Instant::now())?;
+    // Forgotten first: whatever the dispute's fate, this key signs nobody in.
+    lock(&demo.accounts).remove(&body.account);
+    let service = demo.service(&state).await?;
+    let req = DisputeRequest {
+        reason: body.reason,
+    };
+    handoff::dispute(
+        State(state),
+        Service(service),
+        ClientIp(ip),
+        Path(retrieval_id),
+        ApiJson(req),
+    )
+    .await
 }

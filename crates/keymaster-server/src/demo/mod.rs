@@ -1,10 +1,13 @@
 //! The browser demo under `/demo/`: two small web apps served by `keymaster serve` itself.
 //!
 //! - `/demo/authenticator.html` — the client application: makes a key pair with WebCrypto,
-//!   deposits the public half, shows the code, follows the key's event stream, signs sign-in
-//!   challenges.
-//! - `/demo/example-app.html` — an outside service ("example-web"): takes the typed code,
-//!   retrieves the key, and lets the user sign in with a challenge the authenticator signs.
+//!   deposits the public half with a commitment to its SAS nonce, shows the code and the QR code
+//!   of its code URI, follows the key's event stream, reveals its nonce and shows the six
+//!   digits when the service asks for the SAS, signs sign-in challenges.
+//! - `/demo/example-app.html` — an outside service ("example-web"): takes the typed code or
+//!   the code URI of the QR code, shows who deposited the key before claiming it, retrieves
+//!   it, checks it against the code URI's commitment, runs the SAS exchange with the
+//!   authenticator, and lets the user sign in with a challenge the authenticator signs.
 //!
 //! Every asset is embedded in the binary (`crates/keymaster-server/demo/`), and every response
 //! under `/demo/` carries a strict Content-Security-Policy ([`CSP`]): scripts and styles only
@@ -20,8 +23,9 @@
 //! transaction treats any other tenant's code as unknown. No request under `/demo/` reads,
 //! retrieves, consumes or changes another tenant's key.
 //!
-//! Not responsible for the API the demo calls: deposits and retrievals go through the same
-//! handlers as `POST /v1/keys` and `POST /v1/retrievals`, with their checks, events and audit.
+//! Not responsible for the API the demo calls: deposits, previews, retrievals, the SAS exchange
+//! and disputes go through the same handlers as `POST /v1/keys`, `POST /v1/retrievals` and
+//! the rest of the API, with their checks, events and audit.
 
 pub mod api;
 pub mod bootstrap;
@@ -57,7 +61,12 @@ pub fn router(settings: &Settings) -> Router<AppState> {
         .route("/demo/", get(|| asset(Path("index.html".to_owned()))))
         .route("/demo/{file}", get(asset))
         .route("/demo/api/deposit", post(api::deposit))
+        .route("/demo/api/preview", post(api::preview))
         .route("/demo/api/enrol", post(api::enrol))
+        .route("/demo/api/sas", post(api::request_sas))
+        .route("/demo/api/sas/nonces", post(api::sas_nonces))
+        .route("/demo/api/activate", post(api::activate))
+        .route("/demo/api/dispute", post(api::dispute))
         .route("/demo/api/challenge", post(api::challenge))
         .route("/demo/api/verify", post(api::verify))
         .layer(Extension(Arc::new(api::Demo::default())))
