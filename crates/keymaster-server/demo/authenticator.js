@@ -1,11 +1,14 @@
 // The demo authenticator: a key pair made with WebCrypto (Ed25519 where the browser has it,
 // else ECDSA P-256), the private key non-extractable in IndexedDB, a deposit with a proof of
-// possession, the code as text and QR code, the key's live event stream, and signing of
-// sign-in challenges.
+// possession and a commitment to a SAS nonce, the code as text and its code URI (with the key
+// commitment) as QR code, the key's live event stream, the device's side of the SAS exchange
+// (reveal the nonce when the service asks, show the six digits), and signing of sign-in
+// challenges.
 
 import qrcodegen from "./qrcodegen.js";
 import {
-  CHALLENGE_PATTERN, CHANNEL, fingerprintOf, p1363ToDer, postJson, show, spkiToPem, toBase64,
+  CHALLENGE_PATTERN, CHANNEL, fingerprintOf, formatSas, fromBase64Url, p1363ToDer, postJson,
+  randomNonce, sasOf, sha256, show, spkiToPem, toBase64, toBase64Url,
 } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
@@ -82,7 +85,7 @@ function renderQr(text) {
   const svg = document.createElementNS(ns, "svg");
   svg.setAttribute("viewBox", `0 0 ${size} ${size}`);
   svg.setAttribute("role", "img");
-  svg.setAttribute("aria-label", "QR code of the code");
+  svg.setAttribute("aria-label", "QR code of the code and its key commitment");
   const bg = document.createElementNS(ns, "rect");
   bg.setAttribute("width", "100%");
   bg.setAttribute("height", "100%");
@@ -96,12 +99,20 @@ function renderQr(text) {
 
 function showDeposit(rec) {
   $("code").textContent = rec.deposit.code_display;
-  renderQr(rec.deposit.code);
+  // The code URI carries the key's commitment, so that a service that scans it can check the
+  // key it receives from the key master.
+  const uri = rec.deposit.code_uri || rec.deposit.code;
+  renderQr(uri);
+  $("code-uri").textContent = uri;
+  $("sas-box").hidden = true;
   $("alg").textContent = rec.alg === "ed25519" ? "Ed25519" : "ECDSA P-256";
   $("fingerprint").textContent = rec.deposit.fingerprint;
   $("expires").textContent = new Date(rec.deposit.expires_at).toLocaleString();
   $("events").replaceChildren();
+  seen.clear();
+  revealed.clear();
   $("key-status").textContent = "Waiting for the code to be used…";
+  $("key-status").classList.remove("error");
   $("code-section").hidden = false;
 }
 
@@ -123,11 +134,55 @@ function describe(evt) {
     case "key.revoked": return "Revoked";
     case "key.locked": return "Locked after wrong passwords";
     case "code.reissued": return "A new code was issued";
+    case "key.previewed": return `${who} looked at who deposited the key, before taking it`;
+    case "sas.requested": return `${who} asks you to compare six digits`;
+    case "key.disputed": return `Disputed by ${who}: ${DISPUTES[d.reason] || d.reason || "refused"}`;
     default: return evt.type;
   }
 }
 
-function addEvent(evt) {
+const DISPUTES = {
+  key_mismatch: "the key it received is not the one your QR code commits to; it refused it",
+  sas_mismatch: "the six digits did not match; it refused the key",
+  not_requested: "the person there says nobody asked for this key",
+};
+
+// The device's side of the SAS exchange: reveal the nonce committed to at deposit for the
+// retrieval that asks, and show the six digits computed here from this key and both nonces.
+const revealed = new Set();
+
+async function answerSas(rec, d) {
+  if (!rec.nd || !rec.spki || !d.retrieval_id || revealed.has(d.retrieval_id)) return;
+  const ns = fromBase64Url(d.nonce || "");
+  if (!ns || ns.length !== 32) return;
+  revealed.add(d.retrieval_id);
+  try {
+    const resp = await fetch(`/v1/keys/${rec.deposit.id}/sas`, {
+      method: "POST",
+      headers: {
+        authorization: `Bearer ${rec.deposit.holder_token}`, "content-type": "application/json",
+      },
+      body: JSON.stringify({ retrieval_id: d.retrieval_id, nonce: toBase64Url(rec.nd) }),
+    });
+    if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
+  } catch (e) {
+    revealed.delete(d.retrieval_id);
+    $("key-status").textContent = `Could not answer the comparison request: ${e.message}`;
+    return;
+  }
+  const who = d.service ? d.service.name : "the service";
+  $("sas").textContent = formatSas(await sasOf(rec.spki, rec.nd, ns));
+  $("sas-who").textContent = who;
+  $("sas-box").hidden = false;
+}
+
+const seen = new Set(); // event ids shown, so that the history read after the stream adds only news
+
+function addEvent(evt, rec) {
+  if (evt.id) {
+    if (seen.has(evt.id)) return;
+    seen.add(evt.id);
+  }
   const li = document.createElement("li");
   const time = document.createElement("time");
   time.dateTime = evt.timestamp;
@@ -135,7 +190,15 @@ function addEvent(evt) {
   li.append(time, " ", describe(evt));
   li.dataset.type = evt.type;
   $("events").append(li);
-  if (evt.type !== "key.deposited") $("key-status").textContent = describe(evt);
+  // The SAS request shows in its own box; the status line keeps what happened to the key.
+  if (evt.type !== "key.deposited" && evt.type !== "sas.requested") {
+    $("key-status").textContent = describe(evt);
+  }
+  if (evt.type === "sas.requested") answerSas(rec, evt.data || {});
+  if (evt.type === "key.disputed") {
+    $("sas-box").hidden = true;
+    $("key-status").classList.add("error");
+  }
 }
 
 async function follow(rec) {
@@ -153,7 +216,7 @@ async function follow(rec) {
       let buf = "";
       for (;;) {
         const { value, done } = await reader.read();
-        if (done) return; // the key is gone and its last event was sent
+        if (done) return watchHistory(rec, ctl); // the key is gone and its last event was sent
         buf += value;
         let end;
         while ((end = buf.indexOf("\n\n")) >= 0) {
@@ -164,12 +227,31 @@ async function follow(rec) {
             if (line.startsWith("data:")) data += line.slice(5).trim();
             else if (line.startsWith("id:")) lastId = line.slice(3).trim();
           }
-          if (data) addEvent(JSON.parse(data));
+          if (data) addEvent(JSON.parse(data), rec);
         }
       }
     } catch (e) {
       if (ctl.signal.aborted) return;
       await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
+}
+
+// After the stream ends (the key is gone and, with a SAS, the nonce revealed), a dispute can
+// still come: the service disputes when the person says the six digits differ. Read the key's
+// history for a while to show it.
+async function watchHistory(rec, ctl) {
+  const until = Date.now() + 10 * 60 * 1000;
+  while (!ctl.signal.aborted && Date.now() < until) {
+    await new Promise((r) => setTimeout(r, 2000));
+    try {
+      const resp = await fetch(`/v1/keys/${rec.deposit.id}`, {
+        headers: { authorization: `Bearer ${rec.deposit.holder_token}` }, signal: ctl.signal,
+      });
+      if (!resp.ok) return;
+      for (const evt of (await resp.json()).history || []) addEvent(evt, rec);
+    } catch (e) {
+      if (ctl.signal.aborted) return;
     }
   }
 }
@@ -186,11 +268,16 @@ async function makeKey(ev) {
     const { pair, alg } = await makeKeyPair();
     const spki = await crypto.subtle.exportKey("spki", pair.publicKey);
     const fingerprint = await fingerprintOf(spki);
-    const rec = { privateKey: pair.privateKey, publicKey: pair.publicKey, alg };
+    // The SAS nonce: committed to now, revealed only when the service that took the key asks.
+    const nd = randomNonce();
+    const rec = {
+      privateKey: pair.privateKey, publicKey: pair.publicKey, alg, spki: new Uint8Array(spki), nd,
+    };
     const proof = await signText(rec, "keymaster-proof-of-possession:" + fingerprint);
     status.textContent = "Depositing the public key…";
     rec.deposit = await postJson("/demo/api/deposit", {
       public_key: spkiToPem(spki), proof, label: $("label").value.trim() || undefined,
+      sas_commitment: toBase64Url(await sha256(nd)),
     });
     await saveKey(rec);
     status.textContent = `Key made (${alg === "ed25519" ? "Ed25519" : "ECDSA P-256"}); the private key stays in this browser.`;

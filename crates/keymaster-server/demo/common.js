@@ -1,5 +1,7 @@
 // Shared by both demo pages: the code check (the same rules as keymaster-core's `code`
-// module), base64 and PEM helpers, and a JSON POST that turns problem+json into an Error.
+// module), the code URI and the SAS of the verified handoff (the same as keymaster-core's
+// `handoff` module), base64 and PEM helpers, and a JSON POST that turns problem+json into an
+// Error.
 
 const DAMM = [
   [0, 3, 1, 7, 5, 9, 8, 6, 4, 2],
@@ -70,6 +72,90 @@ export function checkCode(typed) {
     return { ok: true, code: out };
   }
   return { ok: false, message: "The code looks mistyped: it should have 16 digits (or 24 letters and digits)." };
+}
+
+const CODE_URI_SCHEME = "keymaster:";
+
+// Checks what was typed or scanned: a code, or a code URI `keymaster:<code>?fp=<commitment>`
+// (what the authenticator's QR code holds). Returns {ok: true, code, fp, send}: the normalised
+// code, the key commitment (32 bytes, or null when there was none) and the text to send to the
+// server (which takes the URI as it is and ignores fp); or {ok: false, message}.
+export function checkCodeInput(typed) {
+  const text = typed.trim();
+  if (text.slice(0, CODE_URI_SCHEME.length).toLowerCase() !== CODE_URI_SCHEME) {
+    const checked = checkCode(text);
+    return checked.ok ? { ...checked, fp: null, send: checked.code } : checked;
+  }
+  const rest = text.slice(CODE_URI_SCHEME.length);
+  if (rest.slice(0, 8).toLowerCase() === "request:") {
+    return { ok: false, message: "This is the QR code of an enrolment request, not of a key." };
+  }
+  const q = rest.indexOf("?");
+  const codePart = q < 0 ? rest : rest.slice(0, q);
+  let fp = null;
+  for (const pair of (q < 0 ? "" : rest.slice(q + 1)).split("&")) {
+    const eq = pair.indexOf("=");
+    if ((eq < 0 ? pair : pair.slice(0, eq)) !== "fp") continue;
+    const bytes = fp === null ? fromBase64Url(eq < 0 ? "" : pair.slice(eq + 1)) : null;
+    if (!bytes || bytes.length !== 32) {
+      return { ok: false, message: "The key commitment (fp) in this code URI is damaged; scan the QR code again." };
+    }
+    fp = bytes;
+  }
+  const checked = checkCode(codePart);
+  return checked.ok ? { ...checked, fp, send: text } : checked;
+}
+
+export function toBase64Url(bytes) {
+  return toBase64(bytes).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+// Base64url, padded or not, to bytes; null when it is not base64url.
+export function fromBase64Url(text) {
+  const t = text.replace(/=+$/, "");
+  if (!/^[A-Za-z0-9_-]*$/.test(t) || t.length % 4 === 1) return null;
+  return fromBase64(t.replace(/-/g, "+").replace(/_/g, "/") + "===".slice((t.length + 3) % 4));
+}
+
+export async function sha256(bytes) {
+  return new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+}
+
+export function equalBytes(a, b) {
+  const x = new Uint8Array(a);
+  const y = new Uint8Array(b);
+  return x.length === y.length && x.every((v, i) => v === y[i]);
+}
+
+// 32 random bytes: a SAS nonce.
+export function randomNonce() {
+  return crypto.getRandomValues(new Uint8Array(32));
+}
+
+// DER SubjectPublicKeyInfo from PEM "PUBLIC KEY".
+export function pemToDer(pem) {
+  const m = /-----BEGIN PUBLIC KEY-----([A-Za-z0-9+/=\s]+)-----END PUBLIC KEY-----/.exec(pem);
+  if (!m) throw new Error("the key received is not a PEM public key");
+  return fromBase64(m[1].replace(/\s+/g, ""));
+}
+
+const SAS_DOMAIN = new TextEncoder().encode("keymaster-sas-v1");
+
+// SAS = u32_be(SHA-256("keymaster-sas-v1" ‖ K ‖ nd ‖ ns)[0..4]) mod 10⁶, where K is the DER
+// SPKI, nd the authenticator's nonce and ns the service's. Returns the number.
+export async function sasOf(spki, nd, ns) {
+  const parts = [SAS_DOMAIN, new Uint8Array(spki), new Uint8Array(nd), new Uint8Array(ns)];
+  const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) { all.set(p, at); at += p.length; }
+  const d = await sha256(all);
+  return (((d[0] << 24) >>> 0) + (d[1] << 16) + (d[2] << 8) + d[3]) % 1000000;
+}
+
+// Six digits in two groups, with leading zeros: "004 271".
+export function formatSas(n) {
+  const s = String(n).padStart(6, "0");
+  return `${s.slice(0, 3)} ${s.slice(3)}`;
 }
 
 export function toBase64(bytes) {

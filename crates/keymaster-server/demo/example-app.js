@@ -1,58 +1,245 @@
-// The example outside service ("example-web"): a settings page that takes the code (checked
-// here first, so that a typo never reaches the server), and a sign-in with a challenge that
-// the authenticator signs. Its server side holds the demo's service key; this page never does.
+// The example outside service ("example-web"): a settings page that takes the code or the code
+// URI of the QR code (checked here first, so that a typo never reaches the server), shows who
+// deposited the key and asks before claiming it (declining is the default), checks the key it
+// received against the code URI's commitment, runs the SAS exchange and asks the person whether
+// both pages show the same six digits; and a sign-in with a challenge that the authenticator
+// signs. Its server side holds the demo's service key; this page never does. The checks of the
+// verified handoff are made here, from the key bytes received, never from a fingerprint the
+// key master sent.
 
-import { CHANNEL, checkCode, postJson, show } from "./common.js";
+import {
+  CHANNEL, checkCodeInput, equalBytes, fingerprintOf, formatSas, fromBase64Url, pemToDer, postJson,
+  randomNonce, sasOf, sha256, show, toBase64Url,
+} from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 const channel = "BroadcastChannel" in window ? new BroadcastChannel(CHANNEL) : null;
 let current = null; // the open challenge: {challenge_id, challenge}
+let pending = null; // the code waiting for "Add this key": {send, fp}
+let comparing = null; // the account waiting for "They match": {enrolled, sas, checks}
+
+// How long the page waits for the authenticator to reveal its nonce.
+const SAS_WAIT_MS = 120_000;
 
 function account() {
   return sessionStorage.getItem("example-web-account");
+}
+
+function resetSettings() {
+  for (const id of ["preview", "compare", "refused", "enabled"]) $(id).hidden = true;
+  $("progress").textContent = "";
+  $("code-error").hidden = true;
+  $("code").removeAttribute("aria-invalid");
+  pending = null;
+  comparing = null;
 }
 
 function showEnabled(e) {
   $("enrolled-fingerprint").textContent = e.fingerprint;
   $("enrolled-alg").textContent = e.algorithm;
   $("enrolled-proven").textContent = e.proven ? "yes, the depositor proved it holds the private key" : "no";
+  $("enrolled-checked").textContent = e.checked || "—";
   $("enabled").hidden = false;
   $("signin-needs").hidden = true;
   $("start-signin").disabled = false;
 }
 
+function showRefused(title, detail) {
+  $("progress").textContent = "";
+  $("compare").hidden = true;
+  $("refused-title").textContent = title;
+  $("refused-detail").textContent = detail;
+  $("refused").hidden = false;
+}
+
+function codeError(message) {
+  const input = $("code");
+  input.setAttribute("aria-invalid", "true");
+  show($("code-error"), message);
+  input.focus();
+}
+
+function ago(when) {
+  const s = Math.max(0, Math.round((Date.now() - new Date(when).getTime()) / 1000));
+  if (s < 60) return s < 10 ? "just now" : `${s} seconds ago`;
+  const m = Math.round(s / 60);
+  return m === 1 ? "a minute ago" : `${m} minutes ago`;
+}
+
+// Step 1: check the code on the page, then ask keymaster who deposited the key, without
+// claiming it, and ask the person.
 async function enrol(ev) {
   ev.preventDefault();
-  const input = $("code");
-  const err = $("code-error");
-  err.hidden = true;
-  input.removeAttribute("aria-invalid");
-  const checked = checkCode(input.value);
+  resetSettings();
+  const checked = checkCodeInput($("code").value);
   if (!checked.ok) {
     // Caught on the page: nothing is sent, and the key's owner is not bothered.
-    input.setAttribute("aria-invalid", "true");
-    show(err, checked.message);
-    input.focus();
+    codeError(checked.message);
     return;
   }
   $("enable").disabled = true;
   try {
-    const e = await postJson("/demo/api/enrol", { code: checked.code });
-    sessionStorage.setItem("example-web-account", e.account);
-    sessionStorage.setItem("example-web-enrolled", JSON.stringify(e));
-    input.value = "";
-    showEnabled(e);
-    $("start-signin").focus();
+    const p = await postJson("/demo/api/preview", { code: checked.send });
+    const label = p.label ? `“${p.label}”` : "a key without a name";
+    const from = p.origin && p.origin.network ? ` from ${p.origin.network}` : "";
+    $("preview-q").textContent =
+      `Add the key ${label} from ${p.tenant.name}, deposited ${ago(p.deposited_at)}${from}?`;
+    $("preview-fingerprint").textContent = p.fingerprint || "none (a secret)";
+    $("preview-proven").textContent = p.proven ? "yes" : "no";
+    pending = { send: checked.send, fp: checked.fp };
+    $("preview").hidden = false;
+    // Declining is the default: Enter on the focused button does not claim the key.
+    $("decline").focus();
   } catch (e) {
-    const msg = e.status === 404
+    codeError(e.status === 404
       ? "No key is waiting under that code: it may have expired or been used already."
-      : e.message;
-    input.setAttribute("aria-invalid", "true");
-    show(err, msg);
-    input.focus();
+      : e.message);
   } finally {
     $("enable").disabled = false;
   }
+}
+
+function decline() {
+  pending = null;
+  $("preview").hidden = true;
+  $("progress").textContent = "Not added. The key stays with keymaster until it expires.";
+  $("code").focus();
+}
+
+async function dispute(enrolled, reason) {
+  try {
+    await postJson("/demo/api/dispute", { account: enrolled.account, reason });
+    return "example-web refused it and reported it to keymaster; your authenticator is told.";
+  } catch (e) {
+    return `example-web refused it, but could not report it (${e.message}).`;
+  }
+}
+
+// Step 2: the person said yes. Claim the key, check it against the code URI's commitment, and
+// run the SAS exchange when the authenticator committed to a nonce.
+async function accept() {
+  if (!pending) return;
+  const { send, fp } = pending;
+  pending = null;
+  $("preview").hidden = true;
+  $("progress").textContent = "Fetching the key…";
+  let enrolled;
+  try {
+    enrolled = await postJson("/demo/api/enrol", { code: send });
+  } catch (e) {
+    $("progress").textContent = "";
+    codeError(e.status === 404
+      ? "No key is waiting under that code: it may have expired or been used already."
+      : e.message);
+    return;
+  }
+  $("code").value = "";
+  let spki;
+  try {
+    spki = pemToDer(enrolled.public_key_pem);
+  } catch (e) {
+    showRefused("The key received is unreadable", await dispute(enrolled, "key_mismatch"));
+    return;
+  }
+  // From here on, what is shown is computed from the key bytes received.
+  enrolled.fingerprint = await fingerprintOf(spki);
+  const checks = [];
+  if (fp) {
+    if (!equalBytes(await sha256(spki), fp)) {
+      showRefused(
+        "This is not the key your QR code stands for",
+        "The key keymaster handed over does not match the commitment in the QR code. "
+          + await dispute(enrolled, "key_mismatch"));
+      return;
+    }
+    checks.push("the key matches the QR code’s commitment");
+  }
+  if (!enrolled.sas_commitment) {
+    if (fp) {
+      finish(enrolled, checks);
+      return;
+    }
+    showRefused(
+      "This key cannot be checked",
+      "It came without your authenticator’s commitment, so nothing shows that it is yours. "
+        + await dispute(enrolled, "sas_mismatch"));
+    return;
+  }
+  await compare(enrolled, spki, checks);
+}
+
+async function compare(enrolled, spki, checks) {
+  const commitment = fromBase64Url(enrolled.sas_commitment);
+  const ns = randomNonce();
+  $("progress").textContent = "Asking your authenticator for the six digits…";
+  try {
+    await postJson("/demo/api/sas", { account: enrolled.account, nonce: toBase64Url(ns) });
+    let nd = null;
+    const until = Date.now() + SAS_WAIT_MS;
+    while (!nd) {
+      const nonces = await postJson("/demo/api/sas/nonces", { account: enrolled.account });
+      if (nonces.device_nonce) {
+        nd = fromBase64Url(nonces.device_nonce);
+        if (!nd) nd = new Uint8Array(0);
+        break;
+      }
+      if (Date.now() > until) {
+        showRefused("Your authenticator did not answer",
+          "Open the authenticator page and enable two-factor sign-in again with a new code.");
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    if (!commitment || commitment.length !== 32 || !equalBytes(await sha256(nd), commitment)) {
+      showRefused(
+        "This is not the exchange your authenticator started",
+        "Its nonce does not open the commitment it made when it deposited the key. "
+          + await dispute(enrolled, "sas_mismatch"));
+      return;
+    }
+    const sas = formatSas(await sasOf(spki, nd, ns));
+    comparing = { enrolled, sas, checks };
+    $("progress").textContent = "";
+    $("sas").textContent = sas;
+    $("compare").hidden = false;
+    $("sas").focus();
+  } catch (e) {
+    showRefused("The comparison failed", e.message);
+  }
+}
+
+async function sasMatch() {
+  if (!comparing) return;
+  const { enrolled, sas, checks } = comparing;
+  comparing = null;
+  $("compare").hidden = true;
+  try {
+    await postJson("/demo/api/activate", { account: enrolled.account });
+  } catch (e) {
+    showRefused("Two-factor sign-in could not be turned on", e.message);
+    return;
+  }
+  finish(enrolled, [...checks, `you confirmed the six digits ${sas}`]);
+}
+
+async function sasDiffer() {
+  if (!comparing) return;
+  const { enrolled } = comparing;
+  comparing = null;
+  showRefused(
+    "Refused: the six digits differ",
+    "The key example-web received is not the one your authenticator holds. "
+      + await dispute(enrolled, "sas_mismatch"));
+}
+
+function finish(enrolled, checks) {
+  const e = { ...enrolled, checked: checks.join("; ") };
+  delete e.public_key_pem;
+  sessionStorage.setItem("example-web-account", e.account);
+  sessionStorage.setItem("example-web-enrolled", JSON.stringify(e));
+  $("progress").textContent = "";
+  showEnabled(e);
+  $("start-signin").focus();
 }
 
 async function startSignin() {
@@ -110,6 +297,10 @@ async function copyChallenge() {
 
 window.addEventListener("DOMContentLoaded", () => {
   $("enrol-form").addEventListener("submit", enrol);
+  $("decline").addEventListener("click", decline);
+  $("accept").addEventListener("click", accept);
+  $("sas-match").addEventListener("click", sasMatch);
+  $("sas-differ").addEventListener("click", sasDiffer);
   $("start-signin").addEventListener("click", startSignin);
   $("verify-form").addEventListener("submit", verify);
   $("copy-challenge").addEventListener("click", copyChallenge);
