@@ -1,6 +1,7 @@
 //! The browser demo's server side: pages with their CSP, and the demo API (deposit with the
-//! demo's app key, enrol with its service key, sign in with a signed challenge); the demo off
-//! unless asked for, refused on a non-loopback listen, and confined to its own tenant.
+//! demo's app key, preview and enrol with its service key, the SAS exchange, activation and
+//! dispute, sign in with a signed challenge); the demo off unless asked for, refused on a
+//! non-loopback listen, and confined to its own tenant.
 
 use keymaster_client::wire::{DepositRequest, DepositResponse, KeyStatus};
 use keymaster_core::key::{generate, proof_message, sign, GenerateAlgorithm, PublicKey};
@@ -123,7 +124,18 @@ async fn the_demo_is_off_unless_asked_for() {
         .unwrap();
     for (path, body) in [
         ("/demo/api/deposit", deposit),
+        ("/demo/api/preview", json!({"code": dep.code})),
         ("/demo/api/enrol", json!({"code": dep.code})),
+        (
+            "/demo/api/sas",
+            json!({"account": "acct_x", "nonce": "AAAA"}),
+        ),
+        ("/demo/api/sas/nonces", json!({"account": "acct_x"})),
+        ("/demo/api/activate", json!({"account": "acct_x"})),
+        (
+            "/demo/api/dispute",
+            json!({"account": "acct_x", "reason": "sas_mismatch"}),
+        ),
         ("/demo/api/challenge", json!({"account": "acct_x"})),
         (
             "/demo/api/verify",
@@ -400,9 +412,14 @@ async fn enrol_of_another_tenants_code_is_404_and_leaves_the_key_alone() {
     ] {
         let dep = device.deposit(&req).await.unwrap();
         for code in [&dep.code, &dep.code_display] {
-            let (status, body) = post(&app, "/demo/api/enrol", json!({"code": code})).await;
-            assert_eq!(status, 404, "{kind}: {body}");
-            assert_eq!(body, unknown, "{kind}: not the body of an unknown code");
+            for path in ["/demo/api/preview", "/demo/api/enrol"] {
+                let (status, body) = post(&app, path, json!({"code": code})).await;
+                assert_eq!(status, 404, "{kind} {path}: {body}");
+                assert_eq!(
+                    body, unknown,
+                    "{kind} {path}: not the body of an unknown code"
+                );
+            }
         }
         assert_untouched(&app, &dep).await;
         if kind == "public, policy naming example-web" {
@@ -534,4 +551,162 @@ async fn challenge_and_verify_know_nothing_of_other_tenants_keys() {
         assert_eq!(status, 404);
     }
     assert_untouched(&app, &theirs).await;
+}
+
+/// The example app's verified handoff through the demo API: preview claims nothing; a key
+/// deposited with a SAS commitment gives a pending account that cannot sign in until the
+/// authenticator revealed the nonce that opens its commitment and the page activated it; a
+/// dispute reaches the holder and forgets the account; other ids are `404`.
+#[tokio::test]
+async fn preview_sas_activation_and_dispute_through_the_demo_api() {
+    use keymaster_core::handoff::{b64url, sas_commitment};
+
+    let app = spawn_demo().await;
+    let nd = [7u8; 32];
+    let ns = [9u8; 32];
+    let (public, private, mut body) = key_and_body(GenerateAlgorithm::Ed25519);
+    body["sas_commitment"] = sas_commitment(&nd).into();
+    let (status, dep) = post(&app, "/demo/api/deposit", body).await;
+    assert_eq!(status, 201, "{dep}");
+    let dep_typed: DepositResponse = serde_json::from_value(dep.clone()).unwrap();
+    let uri = dep["code_uri"].as_str().unwrap();
+    assert!(uri.starts_with(&format!("keymaster:{}?fp=", dep["code"].as_str().unwrap())));
+
+    // The preview answers who deposited it and claims nothing.
+    let (status, preview) = post(&app, "/demo/api/preview", json!({"code": uri})).await;
+    assert_eq!(status, 200, "{preview}");
+    assert_eq!(preview["label"], "phone");
+    assert_eq!(preview["tenant"]["name"], "keymaster demo");
+    assert_eq!(preview["fingerprint"], public.fingerprint());
+    assert_eq!(preview["origin"]["network"], "127.0.0.0/24");
+    let (status, types) = holder_view(&app, &dep_typed).await;
+    assert_eq!(status.status, "active");
+    assert_eq!(types, ["key.deposited", "key.previewed"]);
+
+    // Enrol by the code URI: pending, with what the page needs to check the key itself.
+    let (status, enrolled) = post(&app, "/demo/api/enrol", json!({"code": uri})).await;
+    assert_eq!(status, 200, "{enrolled}");
+    assert_eq!(enrolled["active"], false);
+    assert_eq!(enrolled["sas_commitment"], sas_commitment(&nd));
+    let pem = enrolled["public_key_pem"].as_str().unwrap();
+    assert_eq!(PublicKey::parse(pem).unwrap().spki_der(), public.spki_der());
+    let account = enrolled["account"].clone();
+    let (status, p) = post(&app, "/demo/api/challenge", json!({"account": account})).await;
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden"))
+    );
+    let (status, p) = post(&app, "/demo/api/activate", json!({"account": account})).await;
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_request"))
+    );
+
+    // The exchange: the page's nonce, the authenticator's reveal, both nonces read back.
+    let (status, p) = post(
+        &app,
+        "/demo/api/sas",
+        json!({"account": account, "nonce": "short"}),
+    )
+    .await;
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_request"))
+    );
+    let (status, _) = post(
+        &app,
+        "/demo/api/sas",
+        json!({"account": account, "nonce": b64url(&ns)}),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let (status, nonces) = post(&app, "/demo/api/sas/nonces", json!({"account": account})).await;
+    assert_eq!(status, 200, "{nonces}");
+    assert_eq!(
+        nonces,
+        json!({"service_nonce": b64url(&ns), "device_nonce": null})
+    );
+    let rid = enrolled["retrieval_id"].as_str().unwrap();
+    app.holder(&dep_typed).reveal_sas(rid, &nd).await.unwrap();
+    let (_, nonces) = post(&app, "/demo/api/sas/nonces", json!({"account": account})).await;
+    assert_eq!(nonces["device_nonce"], b64url(&nd));
+
+    // Activated, the account signs in with the key.
+    let (status, _) = post(&app, "/demo/api/activate", json!({"account": account})).await;
+    assert_eq!(status, 204);
+    let (status, ch) = post(&app, "/demo/api/challenge", json!({"account": account})).await;
+    assert_eq!(status, 200, "{ch}");
+    let sig = sign(&private, ch["challenge"].as_str().unwrap().as_bytes()).unwrap();
+    let (status, ok) = post(
+        &app,
+        "/demo/api/verify",
+        json!({"challenge_id": ch["challenge_id"], "signature": b64(&sig)}),
+    )
+    .await;
+    assert_eq!(status, 200, "{ok}");
+
+    // Unknown accounts are 404 on every call; a bad reason changes nothing.
+    for path in ["/demo/api/sas/nonces", "/demo/api/activate"] {
+        let (status, _) = post(&app, path, json!({"account": "acct_nobody"})).await;
+        assert_eq!(status, 404, "{path}");
+    }
+    let (status, _) = post(
+        &app,
+        "/demo/api/sas",
+        json!({"account": "acct_nobody", "nonce": b64url(&ns)}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _) = post(
+        &app,
+        "/demo/api/dispute",
+        json!({"account": "acct_nobody", "reason": "sas_mismatch"}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _) = post(
+        &app,
+        "/demo/api/dispute",
+        json!({"account": account, "reason": "because"}),
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    // A dispute reaches the holder, and the account is forgotten.
+    let (status, _) = post(
+        &app,
+        "/demo/api/dispute",
+        json!({"account": account, "reason": "sas_mismatch"}),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (_, types) = holder_view(&app, &dep_typed).await;
+    assert!(types.contains(&"key.disputed".to_owned()), "{types:?}");
+    let (status, _) = post(&app, "/demo/api/challenge", json!({"account": account})).await;
+    assert_eq!(status, 404);
+    let (status, _) = post(
+        &app,
+        "/demo/api/dispute",
+        json!({"account": account, "reason": "sas_mismatch"}),
+    )
+    .await;
+    assert_eq!(status, 404);
+}
+
+/// A key deposited without a SAS commitment (as the demo's first version did, and as the API
+/// allows) signs in at once: the new mechanisms are optional.
+#[tokio::test]
+async fn a_key_without_a_sas_commitment_is_active_at_once() {
+    let app = spawn_demo().await;
+    let (_, _, body) = key_and_body(GenerateAlgorithm::P256);
+    let (_, dep) = post(&app, "/demo/api/deposit", body).await;
+    let (status, enrolled) = post(&app, "/demo/api/enrol", json!({"code": dep["code"]})).await;
+    assert_eq!(status, 200, "{enrolled}");
+    assert_eq!(enrolled["active"], true);
+    assert_eq!(enrolled["sas_commitment"], Value::Null);
+    let account = enrolled["account"].clone();
+    let (status, _) = post(&app, "/demo/api/challenge", json!({"account": account})).await;
+    assert_eq!(status, 200);
+    let (status, _) = post(&app, "/demo/api/activate", json!({"account": account})).await;
+    assert_eq!(status, 204);
 }
