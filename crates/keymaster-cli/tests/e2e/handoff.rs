@@ -1,22 +1,40 @@
 //! The verified handoff from the command line: `service fetch` given the code URI of a QR code
 //! refuses a key that a party in the middle swapped (here a proxy between the command and the
-//! key master that rewrites every form and fingerprint of the key consistently), and
-//! `service fetch --preview` asks before claiming, and `--verify` on both ends shows the same
-//! SAS.
+//! key master that rewrites every form and fingerprint of the key consistently), and so does
+//! the Rust SDK; `service fetch --verify` refuses a retrieval whose SAS commitment a proxy
+//! swapped, and shows other digits than the device for a swapped key; `service fetch
+//! --preview` asks before claiming, and `--verify` on both ends shows the same SAS.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Lines, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::Stdio;
+use std::process::{Child, ChildStdout, Stdio};
 
+use keymaster_core::handoff::sas_commitment;
 use keymaster_core::key::{generate, GenerateAlgorithm, PublicKey};
 use serde_json::Value;
 
 use super::{read_request, Setup};
 
-/// A proxy in front of `upstream` (`http://host:port`) on a thread, answering one connection
-/// at a time. In a `200` answer to `POST /v1/retrievals` it puts `other` in place of the key,
-/// its forms and fingerprints all consistent with `other`. Returns the proxy's base URL.
+/// Puts `other` in place of the key of a retrieval body, its forms and fingerprints all
+/// consistent with `other`.
+fn swap_key(retrieval: &mut Value, other: &PublicKey) {
+    retrieval["public_key_pem"] = other.to_pem().into();
+    retrieval["openssh"] = other.to_openssh().into();
+    retrieval["jwk"] = other.to_jwk();
+    retrieval["fingerprint"] = other.fingerprint().into();
+    retrieval["ssh_fingerprint"] = other.ssh_fingerprint().into();
+    retrieval["jwk_thumbprint"] = other.jwk_thumbprint().into();
+}
+
+/// A proxy that swaps the key of every retrieval for `other` ([`tampering_proxy`]).
 fn swapping_proxy(upstream: &str, other: PublicKey) -> String {
+    tampering_proxy(upstream, move |retrieval| swap_key(retrieval, &other))
+}
+
+/// A proxy in front of `upstream` (`http://host:port`) on a thread, answering one connection
+/// at a time. It applies `change` to the body of every `200` answer to `POST /v1/retrievals`
+/// and passes everything else through. Returns the proxy's base URL.
+fn tampering_proxy(upstream: &str, change: impl Fn(&mut Value) + Send + 'static) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let upstream = upstream.trim_start_matches("http://").to_owned();
@@ -52,12 +70,7 @@ fn swapping_proxy(upstream: &str, other: PublicKey) -> String {
                 && answer_head.starts_with("HTTP/1.1 200");
             let answer = if swap {
                 let mut retrieval: Value = serde_json::from_str(answer_body).unwrap();
-                retrieval["public_key_pem"] = other.to_pem().into();
-                retrieval["openssh"] = other.to_openssh().into();
-                retrieval["jwk"] = other.to_jwk();
-                retrieval["fingerprint"] = other.fingerprint().into();
-                retrieval["ssh_fingerprint"] = other.ssh_fingerprint().into();
-                retrieval["jwk_thumbprint"] = other.jwk_thumbprint().into();
+                change(&mut retrieval);
                 let body = retrieval.to_string();
                 let mut head = String::new();
                 for line in answer_head.split("\r\n") {
@@ -109,14 +122,7 @@ fn a_key_swapped_in_the_middle_is_refused_and_disputed() {
     );
 
     // The holder learns of it.
-    let status = s.device(&["device", "status", "laptop", "--json"]);
-    let types: Vec<&str> = status["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|event| event["type"].as_str().unwrap())
-        .collect();
-    assert!(types.contains(&"key.disputed"), "{types:?}");
+    assert_eq!(disputes(&s, "laptop"), ["key_mismatch"]);
 }
 
 #[test]
@@ -154,13 +160,13 @@ fn compare_line(text: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-#[test]
-fn device_and_service_show_the_same_sas_with_verify() {
-    let s = Setup::new();
+/// Starts `device add --label LABEL --verify` and reads its code off its stdout, as a person
+/// would read it off the device's screen; returns the process and the rest of its stdout.
+fn device_add_verify(s: &Setup, label: &str) -> (Child, String, Lines<BufReader<ChildStdout>>) {
     let mut device = s
         .server
         .command(
-            &["device", "add", "--label", "typed", "--verify"],
+            &["device", "add", "--label", label, "--verify"],
             &[("KEYMASTER_APP_KEY", s.app_key.as_str())],
         )
         .stdin(Stdio::null())
@@ -168,7 +174,6 @@ fn device_and_service_show_the_same_sas_with_verify() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The code as a person would read it off the device's screen.
     let mut lines = BufReader::new(device.stdout.take().unwrap()).lines();
     let code = loop {
         let line = lines
@@ -179,6 +184,33 @@ fn device_and_service_show_the_same_sas_with_verify() {
             break code.to_owned();
         }
     };
+    (device, code, lines)
+}
+
+/// Waits for `device add --verify` and returns its `compare:` line.
+fn device_compare_line(mut device: Child, lines: Lines<BufReader<ChildStdout>>) -> String {
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    let status = device.wait().unwrap();
+    assert!(status.success(), "device add --verify failed: {rest:?}");
+    compare_line(&rest.join("\n")).expect("no compare line from the device")
+}
+
+/// The reasons of the `key.disputed` events in the holder's history of the key `label`.
+fn disputes(s: &Setup, label: &str) -> Vec<String> {
+    let status = s.device(&["device", "status", label, "--json"]);
+    status["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|event| event["type"] == "key.disputed")
+        .map(|event| event["data"]["reason"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn device_and_service_show_the_same_sas_with_verify() {
+    let s = Setup::new();
+    let (device, code, lines) = device_add_verify(&s, "typed");
 
     let out = s.server.run(
         &["service", "fetch", &code, "--verify", "--timeout", "30s"],
@@ -190,12 +222,108 @@ fn device_and_service_show_the_same_sas_with_verify() {
     let service_sas = compare_line(&stderr).expect("no compare line from the service");
     PublicKey::parse(&String::from_utf8(out.stdout).unwrap()).expect("no key on stdout");
 
-    let rest: Vec<String> = lines.map(Result::unwrap).collect();
-    let status = device.wait().unwrap();
-    assert!(status.success(), "device add --verify failed: {rest:?}");
-    let device_sas = compare_line(&rest.join("\n")).expect("no compare line from the device");
+    let device_sas = device_compare_line(device, lines);
     assert_eq!(device_sas, service_sas);
     assert_eq!(device_sas.len(), "compare: 123 456".len());
+    assert!(disputes(&s, "typed").is_empty());
+}
+
+/// A party in the middle replaces the retrieval's SAS commitment with one of its own, so that
+/// it could choose the nonce the service sees. The device's real nonce does not open it: the
+/// service refuses the key (non-zero exit, nothing on stdout) and disputes the retrieval, and
+/// the holder receives `key.disputed`.
+#[test]
+fn a_swapped_sas_commitment_is_refused_and_disputed_with_verify() {
+    let s = Setup::new();
+    let (device, code, lines) = device_add_verify(&s, "typed");
+    let forged = sas_commitment(&rand::random());
+    let proxy = tampering_proxy(&s.server.url, move |retrieval| {
+        assert!(retrieval["sas_commitment"].is_string(), "{retrieval}");
+        retrieval["sas_commitment"] = forged.clone().into();
+    });
+
+    let out = s.server.run(
+        &["service", "fetch", &code, "--verify", "--timeout", "30s"],
+        &[
+            ("KEYMASTER_SERVICE_KEY", s.service_key.as_str()),
+            ("KEYMASTER_URL", proxy.as_str()),
+        ],
+        b"",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a swapped commitment was accepted");
+    assert!(out.stdout.is_empty(), "the key reached stdout");
+    assert_eq!(stderr.lines().count(), 1, "not one line: {stderr}");
+    assert!(
+        stderr.contains("key_mismatch") && stderr.contains("does not open its commitment"),
+        "{stderr}"
+    );
+    assert!(compare_line(&stderr).is_none(), "digits shown: {stderr}");
+    // The device revealed its nonce (the key master holds the real commitment) and ended.
+    device_compare_line(device, lines);
+    assert_eq!(disputes(&s, "typed"), ["sas_mismatch"]);
+}
+
+/// A party in the middle swaps the key of a typed code's retrieval (no commitment to check it
+/// against): the service computes the SAS over the key it received, so it shows other digits
+/// than the device, which the person sees. (The chance that they agree is 10⁻⁶.)
+#[test]
+fn a_swapped_key_shows_other_digits_than_the_device_with_verify() {
+    let s = Setup::new();
+    let (device, code, lines) = device_add_verify(&s, "typed");
+    let (other, _private) = generate(GenerateAlgorithm::Ed25519, &mut rand::thread_rng()).unwrap();
+    let proxy = swapping_proxy(&s.server.url, other.clone());
+
+    let out = s.server.run(
+        &["service", "fetch", &code, "--verify", "--timeout", "30s"],
+        &[
+            ("KEYMASTER_SERVICE_KEY", s.service_key.as_str()),
+            ("KEYMASTER_URL", proxy.as_str()),
+        ],
+        b"",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let service_sas = compare_line(&stderr).expect("no compare line from the service");
+    let printed = PublicKey::parse(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    assert_eq!(printed.fingerprint(), other.fingerprint());
+    let device_sas = device_compare_line(device, lines);
+    assert_ne!(
+        device_sas, service_sas,
+        "the swapped key gave the device's digits"
+    );
+}
+
+/// The Rust SDK given the code URI refuses a key that a proxy swapped (`KeyMismatch`, the key
+/// never returned) and disputes the retrieval, so that the holder receives `key.disputed`.
+#[test]
+fn the_sdk_refuses_and_disputes_a_key_swapped_in_the_middle() {
+    let s = Setup::new();
+    let deposit = s.device(&["device", "add", "--label", "laptop", "--json"]);
+    let uri = deposit["code_uri"].as_str().unwrap().to_owned();
+    let (other, _private) = generate(GenerateAlgorithm::Ed25519, &mut rand::thread_rng()).unwrap();
+    let proxy = swapping_proxy(&s.server.url, other);
+
+    let service = keymaster_client::ServiceClient::new(&proxy, &s.service_key).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let err = runtime
+        .block_on(service.retrieve(&keymaster_client::wire::RetrievalRequest {
+            code: uri,
+            ..Default::default()
+        }))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            keymaster_client::Error::KeyMismatch { disputed: true, .. }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.code(), Some("key_mismatch"));
+    assert_eq!(disputes(&s, "laptop"), ["key_mismatch"]);
 }
 
 #[test]
