@@ -268,7 +268,7 @@ pub async fn preview(
     handoff::preview(State(state), Service(service), ClientIp(ip), ApiJson(req)).await
 }
 
-/// The example app's answer: two-factor sign-in is on for this account.
+/// The example app's answer: the account, with sign-in on or pending the SAS (`active`).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Enrolled {
     /// The demo account (the browser keeps it for the sign-in page).
