@@ -9,12 +9,9 @@
 use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::{bail, Context};
-use base64::Engine;
 use clap::{Args, Subcommand, ValueEnum};
-use keymaster_client::wire::{DisputeReason, PreviewResponse, RetrievalRequest, RetrievalResponse};
+use keymaster_client::wire::{PreviewResponse, RetrievalRequest, RetrievalResponse};
 use keymaster_client::ServiceClient;
-use keymaster_core::handoff::{commitment_matches, decode_32, sas, Bytes32, Sas};
-use keymaster_core::key::PublicKey;
 
 use crate::output::{line, Output};
 use crate::remote::{credential, ServerArg};
@@ -128,7 +125,14 @@ pub async fn run(args: ServiceArgs, out: &Output) -> anyhow::Result<()> {
         fetch.format
     };
     if fetch.verify {
-        let code = run_sas(&client, &retrieved, fetch.timeout).await?;
+        let code = client
+            .verify_sas(&retrieved, fetch.timeout)
+            .await
+            .map_err(|err| match err {
+                // Its text already says key_mismatch and what was refused: one line.
+                err @ keymaster_client::Error::SasMismatch { .. } => anyhow::anyhow!(err),
+                err => anyhow::Error::new(err).context("the SAS exchange failed"),
+            })?;
         eprintln!("compare: {code}");
         if format == Format::Json {
             let mut body = serde_json::to_value(&retrieved).context("cannot encode the key")?;
@@ -137,69 +141,6 @@ pub async fn run(args: ServiceArgs, out: &Output) -> anyhow::Result<()> {
         }
     }
     print_key(&retrieved, format, out)
-}
-
-/// The service's side of the SAS exchange: sends a fresh nonce, waits up to `timeout` for
-/// the device's, checks it against the retrieval's commitment and computes the SAS over the
-/// key received. A missing or unopened commitment is disputed (`sas_mismatch`) and refused.
-async fn run_sas(
-    client: &ServiceClient,
-    retrieved: &RetrievalResponse,
-    timeout: std::time::Duration,
-) -> anyhow::Result<Sas> {
-    let rid = retrieved.retrieval_id.as_str();
-    let refuse = |why: &str| {
-        let why = why.to_owned();
-        async move {
-            let disputed = client
-                .dispute(rid, DisputeReason::SasMismatch)
-                .await
-                .is_ok();
-            let note = if disputed {
-                "disputed"
-            } else {
-                "the dispute could not be sent"
-            };
-            anyhow::anyhow!("key_mismatch: {why}; the key was refused ({note})")
-        }
-    };
-    // A stripped commitment would let a key master search nonces offline.
-    let Some(commitment) = retrieved.sas_commitment.as_deref().and_then(decode_32) else {
-        return Err(refuse("the key was deposited without a SAS commitment").await);
-    };
-    let key = match (&retrieved.public_key_pem, &retrieved.secret) {
-        (Some(pem), _) => PublicKey::parse(pem)
-            .context("cannot read the key received")?
-            .spki_der()
-            .to_vec(),
-        (None, Some(secret)) => base64::engine::general_purpose::STANDARD
-            .decode(secret)
-            .context("cannot read the secret received")?,
-        (None, None) => bail!("the retrieval holds no key"),
-    };
-    let ns: Bytes32 = rand::random();
-    client
-        .request_sas(rid, &ns)
-        .await
-        .context("cannot start the SAS exchange")?;
-    let deadline = tokio::time::Instant::now() + timeout;
-    let nd = loop {
-        let nonces = client
-            .sas_nonces(rid)
-            .await
-            .context("cannot read the SAS exchange")?;
-        if let Some(nd) = nonces.device_nonce {
-            break nd;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            bail!("the device did not reveal its SAS nonce in time (retrieval {rid})");
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    };
-    match decode_32(&nd) {
-        Some(nd) if commitment_matches(&commitment, &nd) => Ok(sas(&key, &nd, &ns)),
-        _ => Err(refuse("the device's SAS nonce does not open its commitment").await),
-    }
 }
 
 /// Shows the preview on stderr and, unless `yes`, asks on the terminal whether to claim the

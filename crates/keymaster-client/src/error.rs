@@ -36,6 +36,25 @@ pub enum Error {
         /// Whether the key master accepted the dispute.
         disputed: bool,
     },
+    /// The SAS exchange of a retrieval failed its check ([`crate::ServiceClient::verify_sas`]):
+    /// the key was deposited without a commitment, or the device's nonce does not open it. The
+    /// key was refused and, if `disputed`, reported with reason `sas_mismatch`.
+    #[error("key_mismatch: {why} (retrieval {retrieval_id}); the key was refused ({})", if *.disputed { "disputed" } else { "the dispute could not be sent" })]
+    SasMismatch {
+        /// The retrieval whose key was refused.
+        retrieval_id: String,
+        /// What failed, in words.
+        why: &'static str,
+        /// Whether the key master accepted the dispute.
+        disputed: bool,
+    },
+    /// The device did not reveal its SAS nonce within the time given to
+    /// [`crate::ServiceClient::verify_sas`].
+    #[error("the device did not reveal its SAS nonce in time (retrieval {retrieval_id})")]
+    SasTimeout {
+        /// The retrieval whose exchange is still open.
+        retrieval_id: String,
+    },
     /// A key given to [`crate::verify_signature`] could not be read, or the signature does not
     /// verify ([`KeyError::InvalidProof`]).
     #[error("{0}")]
@@ -61,12 +80,13 @@ impl Error {
 
     /// The API's error code: the problem body's `code` for [`Error::Api`], and
     /// `invalid_code` for a code refused offline — the same code the server would answer with —
-    /// and `key_mismatch` for a key that is not the one its code URI commits to.
+    /// and `key_mismatch` for a key that is not the one its code URI or SAS commitment commits
+    /// to.
     pub fn code(&self) -> Option<&str> {
         match self {
             Error::Api { problem, .. } => Some(problem.code.as_str()),
             Error::InvalidCode(_) | Error::InvalidCodeUri(_) => Some("invalid_code"),
-            Error::KeyMismatch { .. } => Some("key_mismatch"),
+            Error::KeyMismatch { .. } | Error::SasMismatch { .. } => Some("key_mismatch"),
             _ => None,
         }
     }

@@ -2,7 +2,11 @@
 //! `kms_` service key, checking the key received against the code URI's commitment, confirming
 //! receipt and disputing a retrieval.
 
-use keymaster_core::handoff::{b64url, Bytes32, CodeUri, CodeUriError};
+use std::time::Duration;
+
+use keymaster_core::handoff::{
+    b64url, commitment_matches, decode_32, sas, Bytes32, CodeUri, CodeUriError, Sas,
+};
 use keymaster_core::key::PublicKey;
 use keymaster_core::wire::{
     DisputeReason, DisputeRequest, PreviewResponse, RetrievalRequest, RetrievalResponse, SasNonces,
@@ -125,6 +129,62 @@ impl ServiceClient {
         .await
     }
 
+    /// The service's whole side of the SAS exchange for a key just retrieved: sends a fresh
+    /// nonce, waits up to `timeout` for the device to reveal its own, checks it against the
+    /// retrieval's `sas_commitment` and returns the six digits computed over the key bytes
+    /// received (the DER SPKI, or a `secret`'s bytes). Show them and have the person compare
+    /// them with the device's before using the key.
+    ///
+    /// A retrieval without a commitment is refused like a nonce that does not open it (a
+    /// stripped commitment would let a key master search nonces offline): the retrieval is
+    /// disputed (`sas_mismatch`) and the answer is [`Error::SasMismatch`]. No reveal in time is
+    /// [`Error::SasTimeout`].
+    pub async fn verify_sas(
+        &self,
+        retrieved: &RetrievalResponse,
+        timeout: Duration,
+    ) -> Result<Sas, Error> {
+        let rid = retrieved.retrieval_id.as_str();
+        let Some(commitment) = retrieved.sas_commitment.as_deref().and_then(decode_32) else {
+            return Err(self
+                .refuse_sas(rid, "the key was deposited without a SAS commitment")
+                .await);
+        };
+        let key = key_bytes(retrieved)?;
+        let ns: Bytes32 = rand::random();
+        self.request_sas(rid, &ns).await?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let nd = loop {
+            if let Some(nd) = self.sas_nonces(rid).await?.device_nonce {
+                break nd;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::SasTimeout {
+                    retrieval_id: rid.to_owned(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        match decode_32(&nd) {
+            Some(nd) if commitment_matches(&commitment, &nd) => Ok(sas(&key, &nd, &ns)),
+            _ => Err(self
+                .refuse_sas(rid, "the device's SAS nonce does not open its commitment")
+                .await),
+        }
+    }
+
+    async fn refuse_sas(&self, retrieval_id: &str, why: &'static str) -> Error {
+        let disputed = self
+            .dispute(retrieval_id, DisputeReason::SasMismatch)
+            .await
+            .is_ok();
+        Error::SasMismatch {
+            retrieval_id: retrieval_id.to_owned(),
+            why,
+            disputed,
+        }
+    }
+
     /// `POST /v1/retrievals/{retrieval_id}/dispute`: reports a retrieval this service made
     /// whose key is not the one the device deposited (or that nobody asked for); the holder
     /// is told with `key.disputed`.
@@ -171,4 +231,22 @@ fn key_matches(uri: &CodeUri, retrieved: &RetrievalResponse) -> bool {
         PublicKey::from_jwk(jwk).is_ok_and(|key| uri.matches_key(key.spki_der()))
     });
     pem_ok && openssh_ok && jwk_ok
+}
+
+/// The bytes the SAS is computed over: the DER SPKI of the public key received, or the
+/// secret's bytes.
+fn key_bytes(retrieved: &RetrievalResponse) -> Result<Vec<u8>, Error> {
+    match (&retrieved.public_key_pem, &retrieved.secret) {
+        (Some(pem), _) => Ok(PublicKey::parse(pem)
+            .map_err(Error::Key)?
+            .spki_der()
+            .to_vec()),
+        (None, Some(secret)) => {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD
+                .decode(secret)
+                .map_err(|_| Error::Decode("the secret received is not base64".into()))
+        }
+        (None, None) => Err(Error::Decode("the retrieval holds no key".into())),
+    }
 }

@@ -326,6 +326,48 @@ fn the_sdk_refuses_and_disputes_a_key_swapped_in_the_middle() {
     assert_eq!(disputes(&s, "laptop"), ["key_mismatch"]);
 }
 
+/// The Rust SDK's `verify_sas` refuses a retrieval whose SAS commitment a proxy replaced: the
+/// device's real nonce does not open it, so the answer is `SasMismatch` (no digits) and the
+/// holder receives `key.disputed` with `sas_mismatch`.
+#[test]
+fn the_sdk_refuses_and_disputes_a_swapped_sas_commitment() {
+    let s = Setup::new();
+    let (device, code, lines) = device_add_verify(&s, "typed");
+    let forged = sas_commitment(&rand::random());
+    let proxy = tampering_proxy(&s.server.url, move |retrieval| {
+        retrieval["sas_commitment"] = forged.clone().into();
+    });
+
+    let service = keymaster_client::ServiceClient::new(&proxy, &s.service_key).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let err = runtime
+        .block_on(async {
+            let retrieved = service
+                .retrieve(&keymaster_client::wire::RetrievalRequest {
+                    code,
+                    ..Default::default()
+                })
+                .await?;
+            service
+                .verify_sas(&retrieved, std::time::Duration::from_secs(30))
+                .await
+        })
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            keymaster_client::Error::SasMismatch { disputed: true, .. }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.code(), Some("key_mismatch"));
+    device_compare_line(device, lines);
+    assert_eq!(disputes(&s, "typed"), ["sas_mismatch"]);
+}
+
 #[test]
 fn verify_refuses_a_key_deposited_without_a_commitment() {
     let s = Setup::new();
