@@ -26,6 +26,11 @@ pub struct Settings {
     /// The server secret (code HMAC, encryption at rest). Generated beside a SQLite file when
     /// absent; required with PostgreSQL.
     pub secret: Option<Redacted>,
+    /// Secrets that `secret` replaced, newest first (`KEYMASTER_PREVIOUS_SECRETS`,
+    /// comma-separated): codes and sealed data made under them keep working, nothing new uses
+    /// them, and sealed rows are re-sealed under `secret` in the background.
+    #[serde(deserialize_with = "secret_list")]
+    pub previous_secrets: Vec<Redacted>,
     /// The operator's token; generated and printed once at first start when absent.
     pub admin_token: Option<Redacted>,
     /// Shortest lifetime a key may be given.
@@ -137,6 +142,7 @@ impl Default for Settings {
             listen: "127.0.0.1:8080".to_owned(),
             database_url: "keymaster.db".to_owned(),
             secret: None,
+            previous_secrets: Vec::new(),
             admin_token: None,
             min_ttl: Duration::from_secs(60),
             max_ttl: Duration::from_secs(30 * 86_400),
@@ -181,6 +187,7 @@ const ENV_KEYS: &[&str] = &[
     "listen",
     "database_url",
     "secret",
+    "previous_secrets",
     "admin_token",
     "min_ttl",
     "max_ttl",
@@ -317,6 +324,13 @@ impl Settings {
                 ));
             }
         }
+        if let Some(short) = self.previous_secrets.iter().position(|s| s.0.len() < 32) {
+            return Err(ConfigError(format!(
+                "previous_secrets (KEYMASTER_PREVIOUS_SECRETS): entry {} is shorter than 32 \
+                 characters",
+                short + 1
+            )));
+        }
         if let Some(token) = &self.admin_token {
             if token.0.len() < 16 {
                 return Err(ConfigError(
@@ -381,6 +395,27 @@ impl fmt::Debug for Redacted {
     }
 }
 
+/// A list of secrets: a TOML array, or one string of comma-separated secrets (the form an
+/// environment variable takes); blanks around each are dropped, and so are empty entries.
+fn secret_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Redacted>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        List(Vec<String>),
+        Text(String),
+    }
+    let items = match Raw::deserialize(d)? {
+        Raw::List(l) => l,
+        Raw::Text(t) => t.split(',').map(str::to_owned).collect(),
+    };
+    Ok(items
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(|s| Redacted(s.to_owned()))
+        .collect())
+}
+
 /// Durations written `250ms`, `5s`, `1h`, `30d` (humantime), or a bare number of seconds.
 mod duration {
     use super::*;
@@ -422,6 +457,40 @@ mod tests {
         assert_eq!(s.min_ttl, Duration::from_secs(1));
         assert_eq!(s.sweep_interval, Duration::from_millis(250));
         assert_eq!(s.max_ttl, Duration::from_secs(30 * 86_400));
+    }
+
+    #[test]
+    fn previous_secrets_are_a_list_or_comma_separated() {
+        let (a, b) = ("a".repeat(32), "b".repeat(40));
+        // The environment's form: one string (a variable of this test's own prefix, so that
+        // no other test sees it).
+        std::env::set_var("KMTEST_ROTATION_PREVIOUS_SECRETS", format!(" {a} ,{b},"));
+        let from_env: Settings = Figment::from(Serialized::defaults(Settings::default()))
+            .merge(Env::prefixed("KMTEST_ROTATION_").only(&["previous_secrets"]))
+            .extract()
+            .unwrap();
+        std::env::remove_var("KMTEST_ROTATION_PREVIOUS_SECRETS");
+        assert_eq!(
+            from_env.previous_secrets,
+            vec![Redacted(a.clone()), Redacted(b.clone())]
+        );
+        assert!(from_env.validate().is_ok());
+        let from_toml: Settings = Figment::from(Serialized::defaults(Settings::default()))
+            .merge(Toml::string(&format!("previous_secrets = [\"{b}\"]")))
+            .extract()
+            .unwrap();
+        assert_eq!(from_toml.previous_secrets, vec![Redacted(b)]);
+        assert!(Settings::default().previous_secrets.is_empty());
+        let short = Settings {
+            previous_secrets: vec![Redacted(a), Redacted("short".into())],
+            ..Settings::default()
+        };
+        let err = short.validate().unwrap_err().0;
+        assert!(
+            err.contains("previous_secrets") && err.contains("entry 2"),
+            "{err}"
+        );
+        assert!(!format!("{short:?}").contains("aaaa"));
     }
 
     #[test]

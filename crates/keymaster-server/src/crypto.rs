@@ -20,17 +20,28 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 /// Length of the encryption key id prefix of every sealed blob.
-const KEY_ID_LEN: usize = 4;
+pub const KEY_ID_LEN: usize = 4;
 /// XChaCha20-Poly1305 nonce length: random nonces are safe at this size.
 const NONCE_LEN: usize = 24;
 
-/// The keys derived from the server secret.
+/// The keys derived from the server secret (`secret`), and those of the secrets it replaced
+/// (`previous_secrets`), which are only ever used to read.
 pub struct Keys {
+    /// Everything new is hashed and sealed with these.
+    current: SecretKeys,
+    /// Newest first. Empty unless a rotation is under way, and then only looked at when the
+    /// current keys did not fit.
+    previous: Vec<SecretKeys>,
+}
+
+/// The purpose keys of one server secret.
+struct SecretKeys {
     /// HMAC-SHA-256 key for codes.
     code_hmac: Zeroizing<[u8; 32]>,
     /// AEAD key for secrets stored at rest.
     aead: XChaCha20Poly1305,
-    /// Names the AEAD key in every blob, so that a later rotation can keep old keys for reading.
+    /// Names the AEAD key in every blob (the first bytes of SHA-256 over the key), so that a
+    /// blob is opened with the key that sealed it after a rotation.
     aead_id: [u8; KEY_ID_LEN],
 }
 
@@ -86,9 +97,8 @@ pub fn load_or_create_secret_file(path: &Path) -> Result<Zeroizing<String>, Secr
     }
 }
 
-impl Keys {
-    /// Derives every purpose key from the server secret.
-    pub fn derive(secret: &[u8]) -> Keys {
+impl SecretKeys {
+    fn derive(secret: &[u8]) -> SecretKeys {
         let hk = Hkdf::<Sha256>::new(Some(b"keymaster v1"), secret);
         let mut code_hmac = Zeroizing::new([0u8; 32]);
         let mut aead_key = Zeroizing::new([0u8; 32]);
@@ -98,15 +108,14 @@ impl Keys {
         let digest = Sha256::digest(aead_key.as_ref());
         let mut aead_id = [0u8; KEY_ID_LEN];
         aead_id.copy_from_slice(&digest[..KEY_ID_LEN]);
-        Keys {
+        SecretKeys {
             code_hmac,
             aead: XChaCha20Poly1305::new(aead_key.as_ref().into()),
             aead_id,
         }
     }
 
-    /// HMAC-SHA-256 of a normalised code: what the database stores instead of the code.
-    pub fn code_hash(&self, normalised_code: &str) -> Vec<u8> {
+    fn code_hash(&self, normalised_code: &str) -> Vec<u8> {
         // HMAC accepts keys of any length; this cannot fail.
         let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(self.code_hmac.as_ref()) {
             Ok(m) => m,
@@ -116,32 +125,7 @@ impl Keys {
         mac.finalize().into_bytes().to_vec()
     }
 
-    /// Encrypts `plain`, binding it to `context` (for example the key id) so that a blob
-    /// cannot be moved to another row.
-    pub fn seal(&self, plain: &[u8], context: &[u8]) -> Vec<u8> {
-        let mut nonce = [0u8; NONCE_LEN];
-        OsRng.fill_bytes(&mut nonce);
-        let ct = self
-            .aead
-            .encrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: plain,
-                    aad: context,
-                },
-            )
-            // Encryption fails only for messages past 2^38 bytes; ours are at most 64 KiB.
-            .unwrap_or_default();
-        let mut out = Vec::with_capacity(KEY_ID_LEN + NONCE_LEN + ct.len());
-        out.extend_from_slice(&self.aead_id);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&ct);
-        out
-    }
-
-    /// Decrypts a blob made by [`Keys::seal`] with the same `context`; `None` when it was made
-    /// under another key or was altered.
-    pub fn open(&self, blob: &[u8], context: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    fn open(&self, blob: &[u8], context: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
         if blob.len() < KEY_ID_LEN + NONCE_LEN || blob[..KEY_ID_LEN] != self.aead_id {
             return None;
         }
@@ -156,6 +140,94 @@ impl Keys {
             )
             .ok()
             .map(Zeroizing::new)
+    }
+}
+
+impl Keys {
+    /// Derives every purpose key from the server secret.
+    pub fn derive(secret: &[u8]) -> Keys {
+        Keys::derive_rotating(secret, &[])
+    }
+
+    /// Derives the keys of `secret` and, for reading what was made before a rotation, those of
+    /// `previous` (newest first).
+    pub fn derive_rotating(secret: &[u8], previous: &[&[u8]]) -> Keys {
+        Keys {
+            current: SecretKeys::derive(secret),
+            previous: previous.iter().map(|s| SecretKeys::derive(s)).collect(),
+        }
+    }
+
+    /// Whether previous secrets are configured (a rotation is under way).
+    pub fn rotating(&self) -> bool {
+        !self.previous.is_empty()
+    }
+
+    /// The key id that [`Keys::seal`] writes at the start of every blob.
+    pub fn current_key_id(&self) -> [u8; KEY_ID_LEN] {
+        self.current.aead_id
+    }
+
+    /// HMAC-SHA-256 of a normalised code: what the database stores instead of the code.
+    pub fn code_hash(&self, normalised_code: &str) -> Vec<u8> {
+        self.current.code_hash(normalised_code)
+    }
+
+    /// The code's HMACs under each previous secret, newest first: where a code made before the
+    /// rotation is found. Empty (and no allocation) without previous secrets.
+    pub fn previous_code_hashes(&self, normalised_code: &str) -> Vec<Vec<u8>> {
+        self.previous
+            .iter()
+            .map(|k| k.code_hash(normalised_code))
+            .collect()
+    }
+
+    /// Encrypts `plain`, binding it to `context` (for example the key id) so that a blob
+    /// cannot be moved to another row.
+    pub fn seal(&self, plain: &[u8], context: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_LEN];
+        OsRng.fill_bytes(&mut nonce);
+        let ct = self
+            .current
+            .aead
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: plain,
+                    aad: context,
+                },
+            )
+            // Encryption fails only for messages past 2^38 bytes; ours are at most 64 KiB.
+            .unwrap_or_default();
+        let mut out = Vec::with_capacity(KEY_ID_LEN + NONCE_LEN + ct.len());
+        out.extend_from_slice(&self.current.aead_id);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        out
+    }
+
+    /// Decrypts a blob made by [`Keys::seal`] with the same `context`, under the current secret
+    /// or a previous one, chosen by the blob's key id; `None` when no configured secret made
+    /// it or it was altered.
+    pub fn open(&self, blob: &[u8], context: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+        if let Some(plain) = self.current.open(blob, context) {
+            return Some(plain);
+        }
+        // Each `open` compares the key id before decrypting: only a key whose id matches is
+        // tried (two secrets with the same 32-bit id are both tried; the tag tells them apart).
+        self.previous.iter().find_map(|k| k.open(blob, context))
+    }
+
+    /// Whether the blob was sealed under the current secret (by its key id).
+    pub fn sealed_under_current(&self, blob: &[u8]) -> bool {
+        blob.get(..KEY_ID_LEN) == Some(&self.current.aead_id[..])
+    }
+
+    /// The blob opened under a previous secret and sealed again under the current one; `None`
+    /// when no configured secret opens it.
+    pub fn reseal(&self, blob: &[u8], context: &[u8]) -> Option<Vec<u8>> {
+        let plain = self.open(blob, context)?;
+        Some(self.seal(&plain, context))
     }
 }
 
@@ -235,6 +307,42 @@ mod tests {
         assert!(keys.open(&blob, b"key_2").is_none());
         let other = Keys::derive(b"another secret another secret 123");
         assert!(other.open(&blob, b"key_1").is_none());
+    }
+
+    #[test]
+    fn a_rotation_opens_old_blobs_by_key_id_and_finds_old_codes() {
+        let old = Keys::derive(b"0123456789abcdef0123456789abcdef");
+        let blob = old.seal(b"hello", b"key_1");
+        let new = Keys::derive_rotating(
+            b"another secret another secret 123",
+            &[
+                b"yet another secret, never used 1",
+                b"0123456789abcdef0123456789abcdef",
+            ],
+        );
+        assert!(new.rotating());
+        assert!(!new.sealed_under_current(&blob));
+        assert_eq!(new.open(&blob, b"key_1").unwrap().as_slice(), b"hello");
+        assert!(new.open(&blob, b"key_2").is_none());
+        let resealed = new.reseal(&blob, b"key_1").unwrap();
+        assert!(new.sealed_under_current(&resealed));
+        assert_eq!(resealed[..KEY_ID_LEN], new.current_key_id());
+        assert!(old.open(&resealed, b"key_1").is_none());
+        let after = Keys::derive(b"another secret another secret 123");
+        assert_eq!(
+            after.open(&resealed, b"key_1").unwrap().as_slice(),
+            b"hello"
+        );
+        // A blob of a secret that is no longer configured opens nowhere.
+        assert!(after.open(&blob, b"key_1").is_none());
+        assert!(after.reseal(&blob, b"key_1").is_none());
+
+        assert_eq!(new.code_hash("1234"), after.code_hash("1234"));
+        let previous = new.previous_code_hashes("1234");
+        assert_eq!(previous.len(), 2);
+        assert_eq!(previous[1], old.code_hash("1234"));
+        assert!(!after.rotating());
+        assert!(after.previous_code_hashes("1234").is_empty());
     }
 
     #[test]
