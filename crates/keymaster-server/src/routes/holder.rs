@@ -175,6 +175,9 @@ pub async fn recode(
     for _ in 0..8 {
         let now = Timestamp::now();
         let code = Code::generate(rec.code_format, &mut rand::thread_rng());
+        if crate::routes::keys::answered_under_previous_secret(&state, &code).await? {
+            continue;
+        }
         let hash = state.keys.code_hash(code.as_str());
         let audit = audit_record(
             now,

@@ -273,6 +273,9 @@ async fn deposit_inner(
     let format = req.code_format.unwrap_or(CodeFormat::Digits);
     for _ in 0..CODE_ATTEMPTS {
         let code = Code::generate(format, &mut rand::thread_rng());
+        if answered_under_previous_secret(state, &code).await? {
+            continue;
+        }
         let key = NewKey {
             id: id.clone(),
             tenant_id: tenant_id.to_owned(),
@@ -320,6 +323,21 @@ async fn deposit_inner(
     Err(ApiError::Internal(
         "no free code after several attempts".into(),
     ))
+}
+
+/// During a rotation, whether a key made under a previous secret still answers to `code`: the
+/// store's uniqueness covers only the hashes of one secret, so such a code is drawn again.
+/// Checked outside the deposit's transaction, which is safe: nothing new is hashed under a
+/// previous secret, so the set of such codes only shrinks. Without previous secrets, no query.
+pub(crate) async fn answered_under_previous_secret(
+    state: &AppState,
+    code: &Code,
+) -> Result<bool, ApiError> {
+    if !state.keys.rotating() {
+        return Ok(false);
+    }
+    let hashes = state.keys.previous_code_hashes(code.as_str());
+    Ok(state.store.code_hash_in_use(hashes).await?)
 }
 
 async fn check_notify(

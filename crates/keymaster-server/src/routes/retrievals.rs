@@ -104,6 +104,7 @@ pub(crate) async fn attempt(
 
     let mut cmd = RetrieveCommand {
         code_hash,
+        previous_code_hashes: state.keys.previous_code_hashes(code.as_str()),
         service: service.clone(),
         source_ip: ip,
         context: req.context.clone(),

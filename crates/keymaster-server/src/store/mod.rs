@@ -15,6 +15,7 @@ pub mod handoff;
 pub mod limits;
 pub mod outbox;
 pub mod postgres;
+pub mod rotation;
 pub mod sqlite;
 
 use std::net::IpAddr;
@@ -29,6 +30,7 @@ use self::handoff::{DisputeOutcome, RevealOutcome, SasNonceBytes, SasRequestOutc
 use self::outbox::{
     AttemptResult, ClaimRequest, ClaimedDelivery, DeliveryInfo, EndpointBacklog, OutboxStats,
 };
+use self::rotation::{Resealed, SealedBlob, SealedPlace};
 
 /// A failure of the store itself (never "not found": that is `Ok(None)` or an outcome).
 #[derive(Debug, thiserror::Error)]
@@ -224,6 +226,10 @@ impl KeyRecord {
 #[derive(Debug, Clone)]
 pub struct RetrieveCommand {
     pub code_hash: Vec<u8>,
+    /// The code's hashes under the previous server secrets, newest first (empty unless a
+    /// rotation is under way): looked up only when `code_hash` finds nothing, and a live key
+    /// found so is given `code_hash` in the same transaction.
+    pub previous_code_hashes: Vec<Vec<u8>>,
     pub service: ServiceAuth,
     pub source_ip: IpAddr,
     pub context: Option<RetrievalContext>,
@@ -552,4 +558,29 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<DeliveryInfo>, StoreError>;
     /// Depth and age of the undelivered queue.
     async fn outbox_stats(&self, now: Timestamp) -> Result<OutboxStats, StoreError>;
+
+    /// Whether a key (live or ended) has one of these code hashes: a code drawn during a
+    /// rotation must not be one that a key made under a previous secret still answers to.
+    async fn code_hash_in_use(&self, hashes: Vec<Vec<u8>>) -> Result<bool, StoreError>;
+    /// Up to `limit` blobs of `place` whose key id is not `current_key_id`, in id order after
+    /// `after` (paging).
+    async fn sealed_not_under(
+        &self,
+        place: SealedPlace,
+        current_key_id: [u8; crate::crypto::KEY_ID_LEN],
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<SealedBlob>, StoreError>;
+    /// Replaces each blob whose row still holds the old one, in one transaction; how many were
+    /// replaced.
+    async fn replace_sealed(
+        &self,
+        place: SealedPlace,
+        changes: Vec<Resealed>,
+    ) -> Result<u64, StoreError>;
+    /// How many blobs, over every place, are not sealed under `current_key_id`.
+    async fn count_sealed_not_under(
+        &self,
+        current_key_id: [u8; crate::crypto::KEY_ID_LEN],
+    ) -> Result<u64, StoreError>;
 }

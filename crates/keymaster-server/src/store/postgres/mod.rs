@@ -18,6 +18,7 @@ mod keys;
 mod notify;
 mod outbox;
 mod retrieve;
+mod rotation;
 mod rows;
 mod sweep;
 
@@ -35,11 +36,13 @@ use super::handoff::{DisputeOutcome, RevealOutcome, SasNonceBytes, SasRequestOut
 use super::outbox::{
     AttemptResult, ClaimRequest, ClaimedDelivery, DeliveryInfo, EndpointBacklog, OutboxStats,
 };
+use super::rotation::{Resealed, SealedBlob, SealedPlace};
 use super::{
     AppKeyAuth, AuditRecord, CommitSignal, KeyRecord, NewAppKey, NewKey, NewService, NewTenant,
     RecodeOutcome, RetrieveCommand, RetrieveOutcome, ServiceAuth, Store, StoreError, StoredEvent,
     SweepReport,
 };
+use crate::crypto::KEY_ID_LEN;
 
 /// The migrations, in order; `schema_migrations` records which versions were applied.
 const MIGRATIONS: &[&str] = &[
@@ -593,5 +596,46 @@ impl Store for PostgresStore {
     async fn outbox_stats(&self, now: Timestamp) -> Result<OutboxStats, StoreError> {
         self.read(move |c| Box::pin(async move { outbox::stats(c, now).await }))
             .await
+    }
+
+    async fn code_hash_in_use(&self, hashes: Vec<Vec<u8>>) -> Result<bool, StoreError> {
+        self.read(move |c| Box::pin(async move { rotation::code_hash_in_use(c, &hashes).await }))
+            .await
+    }
+
+    async fn sealed_not_under(
+        &self,
+        place: SealedPlace,
+        current_key_id: [u8; KEY_ID_LEN],
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<SealedBlob>, StoreError> {
+        self.read(move |c| {
+            Box::pin(async move {
+                rotation::sealed_not_under(c, place, current_key_id, after.as_deref(), limit).await
+            })
+        })
+        .await
+    }
+
+    async fn replace_sealed(
+        &self,
+        place: SealedPlace,
+        changes: Vec<Resealed>,
+    ) -> Result<u64, StoreError> {
+        self.write(move |c| {
+            Box::pin(async move { rotation::replace_sealed(c, place, &changes).await })
+        })
+        .await
+    }
+
+    async fn count_sealed_not_under(
+        &self,
+        current_key_id: [u8; KEY_ID_LEN],
+    ) -> Result<u64, StoreError> {
+        self.read(move |c| {
+            Box::pin(async move { rotation::count_sealed_not_under(c, current_key_id).await })
+        })
+        .await
     }
 }

@@ -112,6 +112,27 @@ async fn load(
     }))
 }
 
+/// [`load`] by the code's hash under the current secret and, only when that finds nothing during
+/// a rotation, under each previous one; a key found so is rehashed to the current secret in
+/// this transaction (`rotation::rehash_code`).
+async fn load_any_secret(
+    c: &mut PgConnection,
+    cmd: &RetrieveCommand,
+    tenant: Option<&str>,
+) -> Result<Option<KeyRow>, StoreError> {
+    let found = load(c, &cmd.code_hash, tenant).await?;
+    if found.is_some() || cmd.previous_code_hashes.is_empty() {
+        return Ok(found);
+    }
+    for old in &cmd.previous_code_hashes {
+        if let Some(row) = load(c, old, tenant).await? {
+            super::rotation::rehash_code(c, &row.id, old, &cmd.code_hash).await?;
+            return Ok(Some(row));
+        }
+    }
+    Ok(None)
+}
+
 fn audit(cmd: &RetrieveCommand, outcome: &str, key_id: Option<&str>) -> AuditRecord {
     AuditRecord {
         at: cmd.now,
@@ -147,7 +168,7 @@ pub async fn retrieve(
     }
     let service = Some((cmd.service.id.as_str(), cmd.service.name.as_str()));
     let confined = cmd.service.confined_tenant_id.as_deref();
-    let Some(row) = load(c, &cmd.code_hash, confined).await? else {
+    let Some(row) = load_any_secret(c, cmd, confined).await? else {
         report_stale_use(c, cmd).await?;
         return not_found(c, cmd, &subject, None).await;
     };
@@ -368,15 +389,13 @@ async fn take_slot(
 /// that this event takes its place in the key's stream in commit order with the key's other
 /// events.
 async fn report_stale_use(c: &mut PgConnection, cmd: &RetrieveCommand) -> Result<(), StoreError> {
-    let hit: Option<(String, String, Option<String>)> = sqlx::query_as(
-        "SELECT k.id, k.tenant_id, k.label FROM tombstones t JOIN keys k ON k.id = t.key_id
-         WHERE t.code_hash = $1 AND ($2::text IS NULL OR k.tenant_id = $2) FOR UPDATE OF k",
+    let hit = super::rotation::tombstone(
+        c,
+        &cmd.code_hash,
+        &cmd.previous_code_hashes,
+        cmd.service.confined_tenant_id.as_deref(),
     )
-    .bind(&cmd.code_hash)
-    .bind(cmd.service.confined_tenant_id.as_deref())
-    .fetch_optional(&mut *c)
-    .await
-    .map_err(db)?;
+    .await?;
     if let Some((key_id, tenant_id, label)) = hit {
         let key = KeyRef {
             key_id: &key_id,

@@ -13,6 +13,7 @@ mod job;
 mod keys;
 mod outbox;
 mod retrieve;
+mod rotation;
 mod rows;
 mod sweep;
 mod writer;
@@ -31,11 +32,13 @@ use super::handoff::{DisputeOutcome, RevealOutcome, SasNonceBytes, SasRequestOut
 use super::outbox::{
     AttemptResult, ClaimRequest, ClaimedDelivery, DeliveryInfo, EndpointBacklog, OutboxStats,
 };
+use super::rotation::{Resealed, SealedBlob, SealedPlace};
 use super::{
     AppKeyAuth, AuditRecord, CommitSignal, KeyRecord, NewAppKey, NewKey, NewService, NewTenant,
     RecodeOutcome, RetrieveCommand, RetrieveOutcome, ServiceAuth, Store, StoreError, StoredEvent,
     SweepReport,
 };
+use crate::crypto::KEY_ID_LEN;
 
 /// The migrations, in order; `PRAGMA user_version` records how many were applied.
 const MIGRATIONS: &[&str] = &[
@@ -635,6 +638,41 @@ impl Store for SqliteStore {
 
     async fn outbox_stats(&self, now: Timestamp) -> Result<OutboxStats, StoreError> {
         self.read(move |c| outbox::stats(c, now)).await
+    }
+
+    async fn code_hash_in_use(&self, hashes: Vec<Vec<u8>>) -> Result<bool, StoreError> {
+        self.read_point(|c| rotation::code_hash_in_use(c, &hashes))
+    }
+
+    async fn sealed_not_under(
+        &self,
+        place: SealedPlace,
+        current_key_id: [u8; KEY_ID_LEN],
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<SealedBlob>, StoreError> {
+        self.read(move |c| {
+            rotation::sealed_not_under(c, place, current_key_id, after.as_deref(), limit)
+        })
+        .await
+    }
+
+    async fn replace_sealed(
+        &self,
+        place: SealedPlace,
+        changes: Vec<Resealed>,
+    ) -> Result<u64, StoreError> {
+        self.writer
+            .write(move |c| rotation::replace_sealed(c, place, &changes))
+            .await
+    }
+
+    async fn count_sealed_not_under(
+        &self,
+        current_key_id: [u8; KEY_ID_LEN],
+    ) -> Result<u64, StoreError> {
+        self.read(move |c| rotation::count_sealed_not_under(c, current_key_id))
+            .await
     }
 }
 

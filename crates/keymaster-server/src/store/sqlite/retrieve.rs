@@ -101,6 +101,29 @@ fn load(c: &Connection, code_hash: &[u8], tenant: Option<&str>) -> Result<Option
     .map_err(db)
 }
 
+/// [`load`] by the code's hash under the current secret and, only when that finds nothing during
+/// a rotation, under each previous one; a live key found so is rehashed to the current secret
+/// in this transaction (`rotation::rehash_code`).
+fn load_any_secret(
+    c: &Connection,
+    cmd: &RetrieveCommand,
+    tenant: Option<&str>,
+) -> Result<Option<Row>, StoreError> {
+    let found = load(c, &cmd.code_hash, tenant)?;
+    if found.is_some() || cmd.previous_code_hashes.is_empty() {
+        return Ok(found);
+    }
+    for old in &cmd.previous_code_hashes {
+        if let Some(row) = load(c, old, tenant)? {
+            if row.ended_at.is_none() {
+                super::rotation::rehash_code(c, &row.id, old, &cmd.code_hash)?;
+            }
+            return Ok(Some(row));
+        }
+    }
+    Ok(None)
+}
+
 fn audit(cmd: &RetrieveCommand, outcome: &str, key_id: Option<&str>) -> AuditRecord {
     AuditRecord {
         at: cmd.now,
@@ -133,7 +156,7 @@ pub fn retrieve(c: &Connection, cmd: &RetrieveCommand) -> Result<RetrieveOutcome
     }
     let service = Some((cmd.service.id.as_str(), cmd.service.name.as_str()));
     let confined = cmd.service.confined_tenant_id.as_deref();
-    let row = match load(c, &cmd.code_hash, confined)? {
+    let row = match load_any_secret(c, cmd, confined)? {
         Some(row) if row.ended_at.is_none() => row,
         found => {
             report_stale_use(c, cmd, found.map(|r| (r.id, r.tenant_id, r.label)))?;
@@ -350,19 +373,12 @@ fn report_stale_use(
 ) -> Result<(), StoreError> {
     let hit = match ended {
         Some(key) => Some(key),
-        None => c
-            .prepare_cached(
-                "SELECT k.id, k.tenant_id, k.label FROM tombstones t JOIN keys k ON k.id = t.key_id
-                 WHERE t.code_hash = ?1 AND (?2 IS NULL OR k.tenant_id = ?2)",
-            )
-            .and_then(|mut s| {
-                let confined = cmd.service.confined_tenant_id.as_deref();
-                s.query_row(params![cmd.code_hash, confined], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })
-                .optional()
-            })
-            .map_err(db)?,
+        None => super::rotation::tombstone(
+            c,
+            &cmd.code_hash,
+            &cmd.previous_code_hashes,
+            cmd.service.confined_tenant_id.as_deref(),
+        )?,
     };
     if let Some((key_id, tenant_id, label)) = hit {
         let key = KeyRef {
@@ -481,6 +497,7 @@ mod tests {
     fn cmd(code_hash: &[u8]) -> RetrieveCommand {
         RetrieveCommand {
             code_hash: code_hash.to_vec(),
+            previous_code_hashes: Vec::new(),
             service: ServiceAuth {
                 id: "svc_1".into(),
                 name: "s".into(),
