@@ -34,6 +34,7 @@ pub mod extract;
 pub mod logs;
 pub mod netguard;
 pub mod private_files;
+pub mod reseal;
 pub mod routes;
 pub mod startup;
 pub mod state;

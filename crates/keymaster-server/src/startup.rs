@@ -111,7 +111,24 @@ impl App {
                 (Arc::new(store), secret)
             }
         };
-        let keys = Keys::derive(secret.as_bytes());
+        if settings
+            .previous_secrets
+            .iter()
+            .any(|p| p.0.as_bytes() == secret.as_bytes())
+        {
+            return Err(crate::config::ConfigError(
+                "previous_secrets (KEYMASTER_PREVIOUS_SECRETS) must not contain the current \
+                 secret"
+                    .into(),
+            )
+            .into());
+        }
+        let previous: Vec<&[u8]> = settings
+            .previous_secrets
+            .iter()
+            .map(|p| p.0.as_bytes())
+            .collect();
+        let keys = Keys::derive_rotating(secret.as_bytes(), &previous);
         let mailer = match &settings.smtp_url {
             Some(url) => Some(
                 crate::dispatch::email::Mailer::new(&url.0, &settings.smtp_from)
@@ -222,6 +239,11 @@ impl App {
             settings.retention,
             state.shutdown.clone(),
         ));
+        let resealer = tokio::spawn(crate::reseal::run(
+            state.store.clone(),
+            state.keys.clone(),
+            state.shutdown.clone(),
+        ));
         let dispatcher = tokio::spawn(
             crate::dispatch::Dispatcher {
                 store: state.store.clone(),
@@ -318,6 +340,7 @@ impl App {
             );
         }
         let _ = sweeper.await;
+        let _ = resealer.await;
         let _ = dispatcher.await;
         Ok(())
     }
