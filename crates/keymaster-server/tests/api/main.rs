@@ -20,4 +20,5 @@ mod policy;
 mod refusals;
 mod resource_limits;
 mod retrieve;
+mod rotation;
 mod service_endpoints;
