@@ -1,5 +1,5 @@
 //! Several `keymaster serve` processes on one PostgreSQL database (PostgreSQL only: built with
-//! `--features postgres-tests`, needs `KEYMASTER_TEST_DATABASE_URL`; `.ci/run` runs it in its
+//! `--features postgres-tests`, needs `KEYMASTER_TEST_DATABASE_URL`; `scripts/test` runs it in its
 //! PostgreSQL step and it fails, never skips, without the database).
 //!
 //! - exactly one `200` among 80 concurrent retrievals of a single-use code split between two

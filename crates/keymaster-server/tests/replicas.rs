@@ -4,7 +4,7 @@
 //! handed out once, the failure budget is shared and exact, an expiry is reported once.
 //!
 //! Built only with the `postgres-tests` feature and run only by the PostgreSQL step of
-//! `.ci/run`; without `KEYMASTER_TEST_DATABASE_URL` it fails rather than pass silently.
+//! `scripts/test`; without `KEYMASTER_TEST_DATABASE_URL` it fails rather than pass silently.
 
 #[allow(dead_code)]
 #[path = "api/helpers.rs"]
