@@ -117,3 +117,118 @@ pub fn count_sealed_not_under(
     }
     Ok(total)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OLD: [u8; KEY_ID_LEN] = *b"old1";
+    const NEW: [u8; KEY_ID_LEN] = *b"new1";
+
+    fn blob(id: [u8; KEY_ID_LEN], rest: &str) -> Vec<u8> {
+        [&id[..], rest.as_bytes()].concat()
+    }
+
+    fn db(dir: &std::path::Path) -> Connection {
+        let c = Connection::open(dir.join("r.db")).unwrap();
+        super::super::migrate(&c).unwrap();
+        c
+    }
+
+    fn key(c: &Connection, id: &str, code_hash: &[u8], sealed: Option<Vec<u8>>) {
+        c.execute(
+            "INSERT INTO keys (id, tenant_id, holder_hash, code_hash, code_format, kind, algorithm,
+                 secret_sealed, proven, policy, state, created_at, expires_at, max_retrievals)
+             VALUES (?1, 'ten_1', ?4, ?2, 'digits', 'secret', 'secret', ?3, 0,
+                 '{\"max_retrievals\":1}', 'active', 0, 9999999999999, 1)",
+            params![id, code_hash, sealed, id.as_bytes()],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn pages_hold_only_blobs_of_other_keys_and_replacing_is_compare_and_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = db(dir.path());
+        for (id, sealed) in [
+            ("key_a", Some(blob(OLD, "a"))),
+            ("key_b", Some(blob(NEW, "b"))),
+            ("key_c", Some(blob(OLD, "c"))),
+            ("key_d", None),
+            ("key_e", Some(blob(OLD, "e"))),
+        ] {
+            key(&c, id, id.as_bytes(), sealed);
+        }
+        c.execute(
+            "INSERT INTO tenants (id, name, webhook_secret_sealed, previous_secret_sealed,
+                 created_at) VALUES ('ten_1', 't', ?1, ?2, 0)",
+            params![blob(NEW, "w"), blob(OLD, "p")],
+        )
+        .unwrap();
+        assert_eq!(count_sealed_not_under(&c, NEW).unwrap(), 4);
+        assert_eq!(count_sealed_not_under(&c, OLD).unwrap(), 2);
+
+        let ids = |page: Vec<SealedBlob>| page.into_iter().map(|b| b.id).collect::<Vec<_>>();
+        let first = sealed_not_under(&c, SealedPlace::KeySecret, NEW, None, 2).unwrap();
+        assert_eq!(first[0].blob, blob(OLD, "a"));
+        assert_eq!(ids(first), ["key_a", "key_c"]);
+        let rest = sealed_not_under(&c, SealedPlace::KeySecret, NEW, Some("key_c"), 2).unwrap();
+        assert_eq!(ids(rest), ["key_e"]);
+        let tenants =
+            sealed_not_under(&c, SealedPlace::TenantPreviousWebhook, NEW, None, 10).unwrap();
+        assert_eq!(ids(tenants), ["ten_1"]);
+        assert!(
+            sealed_not_under(&c, SealedPlace::TenantWebhook, NEW, None, 10)
+                .unwrap()
+                .is_empty()
+        );
+
+        // key_c changed since its page was read: it keeps what it holds now.
+        c.execute(
+            "UPDATE keys SET secret_sealed = NULL WHERE id = 'key_c'",
+            [],
+        )
+        .unwrap();
+        let changes = ["key_a", "key_c"].map(|id| Resealed {
+            id: id.into(),
+            old: blob(OLD, &id[4..]),
+            new: blob(NEW, &id[4..]),
+        });
+        assert_eq!(
+            replace_sealed(&c, SealedPlace::KeySecret, &changes).unwrap(),
+            1
+        );
+        let held: Option<Vec<u8>> = c
+            .query_row(
+                "SELECT secret_sealed FROM keys WHERE id = 'key_c'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(held, None);
+        assert_eq!(count_sealed_not_under(&c, NEW).unwrap(), 2);
+    }
+
+    #[test]
+    fn a_live_code_is_rehashed_unless_its_new_hash_is_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = db(dir.path());
+        key(&c, "key_a", b"old-a", None);
+        key(&c, "key_b", b"old-b", None);
+        key(&c, "key_c", b"new-b", None);
+        assert!(code_hash_in_use(&c, &[b"x".to_vec(), b"old-a".to_vec()]).unwrap());
+        assert!(!code_hash_in_use(&c, &[b"new-a".to_vec()]).unwrap());
+
+        rehash_code(&c, "key_a", b"old-a", b"new-a").unwrap();
+        rehash_code(&c, "key_b", b"old-b", b"new-b").unwrap();
+        let hash = |id: &str| -> Vec<u8> {
+            c.query_row("SELECT code_hash FROM keys WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .unwrap()
+        };
+        assert_eq!(hash("key_a"), b"new-a");
+        assert_eq!(hash("key_b"), b"old-b", "new-b belongs to key_c");
+        assert_eq!(hash("key_c"), b"new-b");
+    }
+}
