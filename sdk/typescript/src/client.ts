@@ -4,6 +4,7 @@
 // bodies are returned as the API's JSON objects, with the API's field names.
 
 import { matchesKey, parseCodeUri, type CodeUri } from "./code.js";
+import { toBase64Url } from "./bytes.js";
 import { errorFromResponse, KeymasterError, KeyMismatch } from "./errors.js";
 import { spkiFromJwk, spkiFromOpenssh, spkiFromPem } from "./spki.js";
 import { SseParser } from "./sse.js";
@@ -214,6 +215,18 @@ export class DeviceClient {
   /** `POST /v1/keys/{id}/code`: a fresh code (and `code_uri`); the old one dies at once. */
   recode(keyId: string, holderToken: string): Promise<RecodeResponse> {
     return this.#conn.call("POST", ["v1", "keys", keyId, "code"], { token: holderToken });
+  }
+
+  /**
+   * `POST /v1/keys/{id}/sas`: reveals the device nonce `nd` (the one whose commitment went with
+   * the deposit) for the retrieval a `sas.requested` event named. Before the service asked, the
+   * answer is `409 sas_not_requested`.
+   */
+  async revealSas(keyId: string, holderToken: string, retrievalId: string, nd: Uint8Array): Promise<void> {
+    await this.#conn.call("POST", ["v1", "keys", keyId, "sas"], {
+      token: holderToken,
+      body: { retrieval_id: retrievalId, nonce: toBase64Url(nd) },
+    });
   }
 
   /** `DELETE /v1/keys/{id}`: the key is gone at once. */

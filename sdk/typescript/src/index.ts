@@ -9,6 +9,8 @@ export { verifyWebhook, WEBHOOK_TOLERANCE_SECONDS } from "./webhook.js";
 export type { HeadersLike } from "./webhook.js";
 export { generateDeviceKey, exportSpki, signProof, signMessage, p1363ToDer, PROOF_PREFIX } from "./device.js";
 export type { DeviceKey, DeviceKeyAlgorithm } from "./device.js";
+export { sas, formatSas, sasNonce, sasCommitment, commitmentMatches, decodeNonce } from "./sas.js";
+export { toBase64, toBase64Url, fromBase64 } from "./bytes.js";
 export { spkiFromPem, spkiFromOpenssh, spkiFromJwk, spkiToPem } from "./spki.js";
 export {
   KeymasterError,

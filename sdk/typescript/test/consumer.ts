@@ -10,6 +10,10 @@ import {
   generateDeviceKey,
   signProof,
   verifyWebhook,
+  sas,
+  formatSas,
+  sasNonce,
+  sasCommitment,
   type DepositResponse,
   type Event,
   type RetrievalResponse,
@@ -22,12 +26,14 @@ export async function walkthrough(url: string): Promise<void> {
   const service = await admin.createService("web", ["example.com"], []);
   const device = new DeviceClient(url, (await admin.createAppKey(tenant.id)).token);
   const key = await generateDeviceKey("p256");
+  const nd = sasNonce();
   const deposit: DepositResponse = await device.deposit({
     publicKey: key.publicKeyPem,
     label: "laptop",
     codeFormat: "base32",
     policy: { ttl_seconds: 600 },
     proof: await signProof(key.privateKey, key.fingerprint),
+    sasCommitment: await sasCommitment(nd),
   });
   const services = new ServiceClient(url, service.token);
   const preview: PreviewResponse = await services.preview(deposit.code_uri ?? deposit.code);
@@ -36,6 +42,9 @@ export async function walkthrough(url: string): Promise<void> {
   await services.retrieve(deposit.code, { pasword: "p" });
   // @ts-expect-error: a dispute reason is one of the API's
   await services.dispute(retrieved.retrieval_id, "because");
+  await device.revealSas(deposit.id, deposit.holder_token, retrieved.retrieval_id, nd);
+  const digits: string = formatSas(await sas(key.spki, nd, sasNonce()));
+  void digits;
   for await (const event of device.events(deposit.id, deposit.holder_token, { lastEventId: "evt_1" })) {
     const e: Event = event;
     void e.data.key_id;

@@ -24,6 +24,11 @@ import {
   generateDeviceKey,
   signProof,
   verifyWebhook,
+  sasNonce,
+  sasCommitment,
+  commitmentMatches,
+  decodeNonce,
+  toBase64Url,
 } from "keymaster-client";
 import { startServer, startReceiver, randomDigitsCode, FAILED_PER_MINUTE } from "./helpers.mjs";
 
@@ -170,6 +175,35 @@ test("JWK, secret and SAS-commitment deposits", async () => {
   assert.equal(deposit.code_uri ?? null, null);
   key = await service.retrieve(deposit.code_display);
   assert.equal(key.secret, secret);
+});
+
+test("revealSas: 409 before the service asks, then the service reads the nonce that opens the commitment", async () => {
+  const [created, service] = await newService();
+  const { publicKey } = generateKeyPairSync("ed25519");
+  const nd = sasNonce();
+  const deposit = await device.deposit({
+    publicKey: publicKey.export({ format: "pem", type: "spki" }),
+    sasCommitment: await sasCommitment(nd),
+  });
+  const key = await service.retrieve(deposit.code_uri);
+  const rid = key.retrieval_id;
+  await rejectsWith(device.revealSas(deposit.id, deposit.holder_token, rid, nd), KeymasterError, "sas_not_requested");
+  // The service's side (not part of this package's clients): ask with its nonce.
+  const ns = sasNonce();
+  const asked = await fetch(`${server.url}/v1/retrievals/${rid}/sas`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${created.token}`, "content-type": "application/json" },
+    body: JSON.stringify({ nonce: toBase64Url(ns) }),
+  });
+  assert.equal(asked.status, 202);
+  await device.revealSas(deposit.id, deposit.holder_token, rid, nd);
+  const nonces = await (
+    await fetch(`${server.url}/v1/retrievals/${rid}/sas`, { headers: { authorization: `Bearer ${created.token}` } })
+  ).json();
+  const revealed = decodeNonce(nonces.device_nonce);
+  assert.ok(await commitmentMatches(key.sas_commitment, revealed));
+  assert.deepEqual(revealed, nd);
+  assert.equal(nonces.service_nonce, toBase64Url(ns));
 });
 
 test("other refusals are KeymasterErrors with status and code", async () => {

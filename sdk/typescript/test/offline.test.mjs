@@ -19,6 +19,13 @@ import {
   spkiFromJwk,
   spkiFromOpenssh,
   spkiFromPem,
+  sas,
+  formatSas,
+  sasNonce,
+  sasCommitment,
+  commitmentMatches,
+  decodeNonce,
+  toBase64Url,
 } from "keymaster-client";
 import { randomDigitsCode, randomBase32Code, CROCKFORD, CHECK } from "./helpers.mjs";
 
@@ -96,6 +103,50 @@ test("the published vector", async () => {
   tampered[20] ^= 1;
   assert.ok(!(await matchesKey(uri, tampered)));
   assert.equal(await fingerprint(VECTOR_SPKI), "SHA256:" + Buffer.from(VECTOR_FP, "base64url").toString("base64").replace(/=+$/, ""));
+});
+
+// docs/security.md, "Test vector": nd = 00..1f, ns = 20..3f.
+const VECTOR_ND = Uint8Array.from({ length: 32 }, (_, i) => i);
+const VECTOR_NS = Uint8Array.from({ length: 32 }, (_, i) => 0x20 + i);
+
+test("the SAS and its commitment: the published vector", async () => {
+  assert.equal(await sasCommitment(VECTOR_ND), "Yw3NKWbEM2aRElRIu7JbT_QSpJxzLbLIq8G4WBvXEN0");
+  assert.ok(await commitmentMatches("Yw3NKWbEM2aRElRIu7JbT_QSpJxzLbLIq8G4WBvXEN0", VECTOR_ND));
+  assert.equal(await sas(VECTOR_SPKI, VECTOR_ND, VECTOR_NS), 119503);
+  assert.equal(formatSas(119503), "119 503");
+  assert.equal(formatSas(4271), "004 271");
+  assert.equal(formatSas(0), "000 000");
+});
+
+test("the SAS changes with any byte of the key or a nonce; commitments open only with their nonce", async () => {
+  const base = await sas(VECTOR_SPKI, VECTOR_ND, VECTOR_NS);
+  for (const [which, bytes] of [["key", VECTOR_SPKI], ["nd", VECTOR_ND], ["ns", VECTOR_NS]]) {
+    const changed = Uint8Array.from(bytes);
+    changed[changed.length - 1] ^= 1;
+    const args = [VECTOR_SPKI, VECTOR_ND, VECTOR_NS].map((b) => (b === bytes ? changed : b));
+    assert.notEqual(await sas(...args), base, which);
+  }
+  // Both ends agree on random inputs, as node:crypto computes it.
+  const nd = sasNonce();
+  const ns = sasNonce();
+  assert.equal(nd.length, 32);
+  assert.notDeepEqual(nd, ns);
+  const digest = createHash("sha256").update("keymaster-sas-v1").update(VECTOR_SPKI).update(nd).update(ns).digest();
+  assert.equal(await sas(VECTOR_SPKI, nd, ns), digest.readUInt32BE(0) % 1_000_000);
+
+  const commitment = await sasCommitment(nd);
+  assert.equal(commitment, createHash("sha256").update(nd).digest("base64url"));
+  assert.ok(await commitmentMatches(commitment, nd));
+  assert.ok(!(await commitmentMatches(commitment, ns)));
+  assert.ok(!(await commitmentMatches("not base64!", nd)));
+  assert.ok(!(await commitmentMatches(commitment.slice(0, 40), nd)));
+
+  assert.deepEqual(decodeNonce(toBase64Url(nd)), nd);
+  assert.deepEqual(decodeNonce(toBase64Url(nd) + "="), nd);
+  for (const bad of ["", "AAAA", toBase64Url(new Uint8Array(33)), "!".repeat(43)]) {
+    assert.throws(() => decodeNonce(bad), TypeError, JSON.stringify(bad));
+  }
+  await assert.rejects(sas(VECTOR_SPKI, nd.subarray(1), ns), TypeError);
 });
 
 test("code URIs: lenient where harmless, strict where not", () => {
