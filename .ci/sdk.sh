@@ -3,8 +3,9 @@
 # environment — `pip install ./sdk/python` into a new venv, the `npm pack` tarball of
 # sdk/typescript into a new directory — and runs its tests there against a real
 # `keymaster serve` that the tests start. Also checks that sdk/typescript/src/api.ts matches the
-# server's /openapi.json. Installs python3-venv, nodejs and npm with apt when missing; fails
-# loudly on anything missing or failing.
+# server's /openapi.json, and that the browser demo's checked-in copy of the built package
+# (crates/keymaster-server/demo/sdk/) is what this build produces. Installs python3-venv, nodejs
+# and npm with apt when missing; fails loudly on anything missing or failing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -48,6 +49,9 @@ echo "sdk: TypeScript — npm ci, build"
 cd "$root/sdk/typescript"
 npm ci --prefer-offline --no-audit --no-fund --loglevel=error
 npm run --silent build
+echo "sdk: TypeScript — the demo's copy (crates/keymaster-server/demo/sdk/) is this build"
+# The server's build has no tsc, so the demo embeds a checked-in copy of dist/; it must not drift.
+node scripts/demo-assets.mjs --check
 echo "sdk: TypeScript — unit tests of internal modules (source tree)"
 node --test test/sse.test.mjs
 echo "sdk: TypeScript — src/api.ts is what /openapi.json generates"
