@@ -313,14 +313,16 @@ test("verified handoff: QR code with the key commitment, preview first, six digi
 
   // The pages' SAS is the published test vector's (docs/security.md, "Verified handoff").
   const vector = await auth.evaluate(async () => {
-    const m = await import("/demo/common.js");
+    const m = await import("/demo/sdk/index.js");
     const hex = (h) => Uint8Array.from(h.match(/../g), (x) => parseInt(x, 16));
     const spki = hex("302a300506032b6570032100d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a");
     const nd = Uint8Array.from({ length: 32 }, (_, i) => i);
     const ns = Uint8Array.from({ length: 32 }, (_, i) => 0x20 + i);
-    return [m.formatSas(await m.sasOf(spki, nd, ns)), m.toBase64Url(await m.sha256(spki))];
+    return [m.formatSas(await m.sas(spki, nd, ns)), await m.keyCommitment(spki), await m.sasCommitment(nd)];
   });
-  assert.deepEqual(vector, ["119 503", "BuP9j9opu2CrWVV95h7bCuzbIxE0vjDnW0Vfjht5L6k"]);
+  assert.deepEqual(vector, [
+    "119 503", "BuP9j9opu2CrWVV95h7bCuzbIxE0vjDnW0Vfjht5L6k", "Yw3NKWbEM2aRElRIu7JbT_QSpJxzLbLIq8G4WBvXEN0",
+  ]);
 
   // Scanned into the example app: it shows who deposited the key, and declining is the
   // default (the focused button); declining claims nothing.

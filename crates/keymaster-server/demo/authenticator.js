@@ -3,16 +3,22 @@
 // possession and a commitment to a SAS nonce, the code as text and its code URI (with the key
 // commitment) as QR code, the key's live event stream, the device's side of the SAS exchange
 // (reveal the nonce when the service asks, show the six digits), and signing of sign-in
-// challenges.
+// challenges. The key, the proof, the SAS and the holder's calls under /v1 are the
+// keymaster-client package's (./sdk/); the deposit goes through the demo's server side, which
+// holds the app key.
 
 import qrcodegen from "./qrcodegen.js";
 import {
-  CHALLENGE_PATTERN, CHANNEL, fingerprintOf, formatSas, fromBase64Url, p1363ToDer, postJson,
-  randomNonce, sasOf, sha256, show, spkiToPem, toBase64, toBase64Url,
-} from "./common.js";
+  DeviceClient, decodeNonce, formatSas, generateDeviceKey, sas, sasCommitment, sasNonce,
+  signMessage, signProof, toBase64,
+} from "./sdk/index.js";
+import { CHALLENGE_PATTERN, CHANNEL, postJson, show } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 const channel = "BroadcastChannel" in window ? new BroadcastChannel(CHANNEL) : null;
+// Only the holder's calls (with the holder token of the deposit) are made from this page: it has
+// no app key, so the client's own token is empty and never sent.
+const holder = new DeviceClient(location.origin, "");
 
 // ---- IndexedDB: one record, the current key ----
 
@@ -44,29 +50,22 @@ function forcedAlgorithm() {
   return new URLSearchParams(location.search).get("alg");
 }
 
+// A non-extractable key pair: Ed25519 where the browser has it, else ECDSA P-256.
 async function makeKeyPair() {
   if (forcedAlgorithm() !== "p256") {
     try {
-      const pair = await crypto.subtle.generateKey({ name: "Ed25519" }, false, ["sign", "verify"]);
-      return { pair, alg: "ed25519" };
+      return await generateDeviceKey("ed25519");
     } catch (e) {
       // No Ed25519 in this browser: fall back to P-256.
     }
   }
-  const pair = await crypto.subtle.generateKey(
-    { name: "ECDSA", namedCurve: "P-256" }, false, ["sign", "verify"]);
-  return { pair, alg: "p256" };
+  return generateDeviceKey("p256");
 }
 
 // Signs text with the stored private key, in the format keymaster expects (Ed25519 raw,
 // ECDSA in DER); returns base64.
 async function signText(rec, text) {
-  const data = new TextEncoder().encode(text);
-  if (rec.alg === "ed25519") {
-    return toBase64(await crypto.subtle.sign({ name: "Ed25519" }, rec.privateKey, data));
-  }
-  const raw = await crypto.subtle.sign({ name: "ECDSA", hash: "SHA-256" }, rec.privateKey, data);
-  return toBase64(p1363ToDer(raw));
+  return toBase64(await signMessage(rec.privateKey, new TextEncoder().encode(text)));
 }
 
 // ---- The code and its QR code ----
@@ -116,7 +115,7 @@ function showDeposit(rec) {
   $("code-section").hidden = false;
 }
 
-// ---- The key's event stream (fetch, because EventSource cannot send the holder token) ----
+// ---- The key's event stream (the client reads it with fetch: EventSource cannot send the holder token) ----
 
 let following = null;
 
@@ -153,25 +152,22 @@ const revealed = new Set();
 
 async function answerSas(rec, d) {
   if (!rec.nd || !rec.spki || !d.retrieval_id || revealed.has(d.retrieval_id)) return;
-  const ns = fromBase64Url(d.nonce || "");
-  if (!ns || ns.length !== 32) return;
+  let ns;
+  try {
+    ns = decodeNonce(d.nonce || "");
+  } catch (e) {
+    return;
+  }
   revealed.add(d.retrieval_id);
   try {
-    const resp = await fetch(`/v1/keys/${rec.deposit.id}/sas`, {
-      method: "POST",
-      headers: {
-        authorization: `Bearer ${rec.deposit.holder_token}`, "content-type": "application/json",
-      },
-      body: JSON.stringify({ retrieval_id: d.retrieval_id, nonce: toBase64Url(rec.nd) }),
-    });
-    if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
+    await holder.revealSas(rec.deposit.id, rec.deposit.holder_token, d.retrieval_id, rec.nd);
   } catch (e) {
     revealed.delete(d.retrieval_id);
-    $("key-status").textContent = `Could not answer the comparison request: ${e.message}`;
+    $("key-status").textContent = `Could not answer the comparison request: ${e.detail || e.message}`;
     return;
   }
   const who = d.service ? d.service.name : "the service";
-  $("sas").textContent = formatSas(await sasOf(rec.spki, rec.nd, ns));
+  $("sas").textContent = formatSas(await sas(rec.spki, rec.nd, ns));
   $("sas-who").textContent = who;
   $("sas-box").hidden = false;
 }
@@ -201,40 +197,21 @@ function addEvent(evt, rec) {
   }
 }
 
+// The client resumes a dropped stream by itself (Last-Event-ID) and ends when the key is gone
+// and its last event was sent; a refusal (the key is unknown, the token wrong) ends it too.
 async function follow(rec) {
   if (following) following.abort();
   const ctl = new AbortController();
   following = ctl;
-  let lastId = null;
-  for (let attempt = 0; attempt < 20 && !ctl.signal.aborted; attempt++) {
-    try {
-      const headers = { authorization: `Bearer ${rec.deposit.holder_token}` };
-      if (lastId) headers["last-event-id"] = lastId;
-      const resp = await fetch(`/v1/keys/${rec.deposit.id}/events`, { headers, signal: ctl.signal });
-      if (!resp.ok) return;
-      const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
-      let buf = "";
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) return watchHistory(rec, ctl); // the key is gone and its last event was sent
-        buf += value;
-        let end;
-        while ((end = buf.indexOf("\n\n")) >= 0) {
-          const block = buf.slice(0, end);
-          buf = buf.slice(end + 2);
-          let data = "";
-          for (const line of block.split("\n")) {
-            if (line.startsWith("data:")) data += line.slice(5).trim();
-            else if (line.startsWith("id:")) lastId = line.slice(3).trim();
-          }
-          if (data) addEvent(JSON.parse(data), rec);
-        }
-      }
-    } catch (e) {
-      if (ctl.signal.aborted) return;
-      await new Promise((r) => setTimeout(r, 1000));
-    }
+  try {
+    const events = holder.events(rec.deposit.id, rec.deposit.holder_token, {
+      signal: ctl.signal, maxReconnects: 20,
+    });
+    for await (const evt of events) addEvent(evt, rec);
+  } catch (e) {
+    return;
   }
+  if (!ctl.signal.aborted) watchHistory(rec, ctl);
 }
 
 // After the stream ends (the key is gone and, with a SAS, the nonce revealed), a dispute can
@@ -244,14 +221,13 @@ async function watchHistory(rec, ctl) {
   const until = Date.now() + 10 * 60 * 1000;
   while (!ctl.signal.aborted && Date.now() < until) {
     await new Promise((r) => setTimeout(r, 2000));
+    if (ctl.signal.aborted) return;
     try {
-      const resp = await fetch(`/v1/keys/${rec.deposit.id}`, {
-        headers: { authorization: `Bearer ${rec.deposit.holder_token}` }, signal: ctl.signal,
-      });
-      if (!resp.ok) return;
-      for (const evt of (await resp.json()).history || []) addEvent(evt, rec);
+      const status = await holder.status(rec.deposit.id, rec.deposit.holder_token);
+      for (const evt of status.history || []) addEvent(evt, rec);
     } catch (e) {
-      if (ctl.signal.aborted) return;
+      // A refusal (the key's record is gone) ends the watch; a network error is tried again.
+      if (e.status !== undefined) return;
     }
   }
 }
@@ -265,19 +241,16 @@ async function makeKey(ev) {
   const status = $("make-status");
   status.textContent = "Making a key pair…";
   try {
-    const { pair, alg } = await makeKeyPair();
-    const spki = await crypto.subtle.exportKey("spki", pair.publicKey);
-    const fingerprint = await fingerprintOf(spki);
+    const key = await makeKeyPair();
+    const alg = key.algorithm;
     // The SAS nonce: committed to now, revealed only when the service that took the key asks.
-    const nd = randomNonce();
-    const rec = {
-      privateKey: pair.privateKey, publicKey: pair.publicKey, alg, spki: new Uint8Array(spki), nd,
-    };
-    const proof = await signText(rec, "keymaster-proof-of-possession:" + fingerprint);
+    const nd = sasNonce();
+    const rec = { privateKey: key.privateKey, publicKey: key.publicKey, alg, spki: key.spki, nd };
+    const proof = await signProof(key.privateKey, key.fingerprint);
     status.textContent = "Depositing the public key…";
     rec.deposit = await postJson("/demo/api/deposit", {
-      public_key: spkiToPem(spki), proof, label: $("label").value.trim() || undefined,
-      sas_commitment: toBase64Url(await sha256(nd)),
+      public_key: key.publicKeyPem, proof, label: $("label").value.trim() || undefined,
+      sas_commitment: await sasCommitment(nd),
     });
     await saveKey(rec);
     status.textContent = `Key made (${alg === "ed25519" ? "Ed25519" : "ECDSA P-256"}); the private key stays in this browser.`;

@@ -5,17 +5,20 @@
 // both pages show the same six digits; and a sign-in with a challenge that the authenticator
 // signs. Its server side holds the demo's service key; this page never does. The checks of the
 // verified handoff are made here, from the key bytes received, never from a fingerprint the
-// key master sent.
+// key master sent. The code check, the key's fingerprint and commitment, and the SAS are the
+// keymaster-client package's (./sdk/); the calls with the service key go through the demo's
+// server side.
 
 import {
-  CHANNEL, checkCodeInput, equalBytes, fingerprintOf, formatSas, fromBase64Url, pemToDer, postJson,
-  randomNonce, sasOf, sha256, show, toBase64Url,
-} from "./common.js";
+  commitmentMatches, decodeNonce, fingerprint, formatSas, matchesKey, sas, sasNonce, spkiFromPem,
+  toBase64Url,
+} from "./sdk/index.js";
+import { CHANNEL, checkCodeInput, postJson, show } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 const channel = "BroadcastChannel" in window ? new BroadcastChannel(CHANNEL) : null;
 let current = null; // the open challenge: {challenge_id, challenge}
-let pending = null; // the code waiting for "Add this key": {send, fp}
+let pending = null; // the code waiting for "Add this key": {send, uri}
 let comparing = null; // the account waiting for "They match": {enrolled, sas, checks}
 
 // How long the page waits for the authenticator to reveal its nonce.
@@ -86,7 +89,7 @@ async function enrol(ev) {
       `Add the key ${label} from ${p.tenant.name}, deposited ${ago(p.deposited_at)}${from}?`;
     $("preview-fingerprint").textContent = p.fingerprint || "none (a secret)";
     $("preview-proven").textContent = p.proven ? "yes" : "no";
-    pending = { send: checked.send, fp: checked.fp };
+    pending = { send: checked.send, uri: checked.uri };
     $("preview").hidden = false;
     // Declining is the default: Enter on the focused button does not claim the key.
     $("decline").focus();
@@ -119,7 +122,7 @@ async function dispute(enrolled, reason) {
 // run the SAS exchange when the authenticator committed to a nonce.
 async function accept() {
   if (!pending) return;
-  const { send, fp } = pending;
+  const { send, uri } = pending;
   pending = null;
   $("preview").hidden = true;
   $("progress").textContent = "Fetching the key…";
@@ -136,16 +139,16 @@ async function accept() {
   $("code").value = "";
   let spki;
   try {
-    spki = pemToDer(enrolled.public_key_pem);
+    spki = spkiFromPem(enrolled.public_key_pem);
   } catch (e) {
     showRefused("The key received is unreadable", await dispute(enrolled, "key_mismatch"));
     return;
   }
   // From here on, what is shown is computed from the key bytes received.
-  enrolled.fingerprint = await fingerprintOf(spki);
+  enrolled.fingerprint = await fingerprint(spki);
   const checks = [];
-  if (fp) {
-    if (!equalBytes(await sha256(spki), fp)) {
+  if (uri.fp) {
+    if (!(await matchesKey(uri, spki))) {
       showRefused(
         "This is not the key your QR code stands for",
         "The key keymaster handed over does not match the commitment in the QR code. "
@@ -155,7 +158,7 @@ async function accept() {
     checks.push("the key matches the QR code’s commitment");
   }
   if (!enrolled.sas_commitment) {
-    if (fp) {
+    if (uri.fp) {
       finish(enrolled, checks);
       return;
     }
@@ -169,8 +172,7 @@ async function accept() {
 }
 
 async function compare(enrolled, spki, checks) {
-  const commitment = fromBase64Url(enrolled.sas_commitment);
-  const ns = randomNonce();
+  const ns = sasNonce();
   $("progress").textContent = "Asking your authenticator for the six digits…";
   try {
     await postJson("/demo/api/sas", { account: enrolled.account, nonce: toBase64Url(ns) });
@@ -179,8 +181,11 @@ async function compare(enrolled, spki, checks) {
     while (!nd) {
       const nonces = await postJson("/demo/api/sas/nonces", { account: enrolled.account });
       if (nonces.device_nonce) {
-        nd = fromBase64Url(nonces.device_nonce);
-        if (!nd) nd = new Uint8Array(0);
+        try {
+          nd = decodeNonce(nonces.device_nonce);
+        } catch (e) {
+          nd = new Uint8Array(0); // opens no commitment: refused below
+        }
         break;
       }
       if (Date.now() > until) {
@@ -190,17 +195,17 @@ async function compare(enrolled, spki, checks) {
       }
       await new Promise((r) => setTimeout(r, 500));
     }
-    if (!commitment || commitment.length !== 32 || !equalBytes(await sha256(nd), commitment)) {
+    if (!(await commitmentMatches(enrolled.sas_commitment, nd))) {
       showRefused(
         "This is not the exchange your authenticator started",
         "Its nonce does not open the commitment it made when it deposited the key. "
           + await dispute(enrolled, "sas_mismatch"));
       return;
     }
-    const sas = formatSas(await sasOf(spki, nd, ns));
-    comparing = { enrolled, sas, checks };
+    const digits = formatSas(await sas(spki, nd, ns));
+    comparing = { enrolled, sas: digits, checks };
     $("progress").textContent = "";
-    $("sas").textContent = sas;
+    $("sas").textContent = digits;
     $("compare").hidden = false;
     $("sas").focus();
   } catch (e) {

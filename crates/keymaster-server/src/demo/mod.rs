@@ -9,6 +9,11 @@
 //!   it, checks it against the code URI's commitment, runs the SAS exchange with the
 //!   authenticator, and lets the user sign in with a challenge the authenticator signs.
 //!
+//! The pages use the TypeScript client package (`sdk/typescript`) for the code check, the key,
+//! the proof of possession, the SAS and the holder's calls under `/v1`: its compiled modules are
+//! checked in under `demo/sdk/` (written by `npm run demo-assets` in `sdk/typescript`; `.ci/sdk.sh`
+//! fails when they differ from a fresh build) and served under `/demo/sdk/`.
+//!
 //! Every asset is embedded in the binary (`crates/keymaster-server/demo/`), and every response
 //! under `/demo/` carries a strict Content-Security-Policy ([`CSP`]): scripts and styles only
 //! from the same origin, no inline script, no framing.
@@ -60,6 +65,7 @@ pub fn router(settings: &Settings) -> Router<AppState> {
         .route("/demo", get(|| async { Redirect::permanent("/demo/") }))
         .route("/demo/", get(|| asset(Path("index.html".to_owned()))))
         .route("/demo/{file}", get(asset))
+        .route("/demo/sdk/{file}", get(sdk_asset))
         .route("/demo/api/deposit", post(api::deposit))
         .route("/demo/api/preview", post(api::preview))
         .route("/demo/api/enrol", post(api::enrol))
@@ -72,6 +78,17 @@ pub fn router(settings: &Settings) -> Router<AppState> {
         .layer(Extension(Arc::new(api::Demo::default())))
         .layer(DefaultBodyLimit::max(DEMO_BODY_LIMIT))
         .layer(axum::middleware::map_response(security_headers))
+}
+
+/// An entry of [`SDK_ASSETS`]: a JavaScript module of `demo/sdk/`.
+macro_rules! sdk_module {
+    ($name:literal) => {
+        (
+            $name,
+            "text/javascript; charset=utf-8",
+            include_bytes!(concat!("../../demo/sdk/", $name)),
+        )
+    };
 }
 
 /// The embedded files: name, content type, bytes.
@@ -118,9 +135,33 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ),
 ];
 
+/// The TypeScript package's modules as the pages import them (`./sdk/index.js`), generated from
+/// `sdk/typescript` by its `demo-assets` script: one entry per file it writes.
+const SDK_ASSETS: &[(&str, &str, &[u8])] = &[
+    sdk_module!("index.js"),
+    sdk_module!("bytes.js"),
+    sdk_module!("client.js"),
+    sdk_module!("code.js"),
+    sdk_module!("device.js"),
+    sdk_module!("errors.js"),
+    sdk_module!("sas.js"),
+    sdk_module!("spki.js"),
+    sdk_module!("sse.js"),
+    sdk_module!("webhook.js"),
+];
+
 /// One embedded file, or `404 not_found`.
 async fn asset(Path(file): Path<String>) -> Result<Response, ApiError> {
-    let (_, content_type, body) = ASSETS
+    serve(ASSETS, &file)
+}
+
+/// One module of the TypeScript package under `/demo/sdk/`, or `404 not_found`.
+async fn sdk_asset(Path(file): Path<String>) -> Result<Response, ApiError> {
+    serve(SDK_ASSETS, &file)
+}
+
+fn serve(assets: &[(&str, &str, &'static [u8])], file: &str) -> Result<Response, ApiError> {
+    let (_, content_type, body) = assets
         .iter()
         .find(|(name, _, _)| *name == file)
         .ok_or(ApiError::NotFound)?;
@@ -163,8 +204,66 @@ mod tests {
 
     #[test]
     fn every_asset_has_a_distinct_name() {
-        for (i, (a, _, _)) in ASSETS.iter().enumerate() {
-            assert!(ASSETS[i + 1..].iter().all(|(b, _, _)| a != b), "{a}");
+        for assets in [ASSETS, SDK_ASSETS] {
+            for (i, (a, _, _)) in assets.iter().enumerate() {
+                assert!(assets[i + 1..].iter().all(|(b, _, _)| a != b), "{a}");
+            }
         }
+    }
+
+    /// Every module the package's script wrote is embedded, and nothing else: a module the
+    /// script adds later and this list misses would break the pages' imports at run time.
+    #[test]
+    fn every_sdk_module_on_disk_is_embedded() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("demo/sdk");
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .expect("demo/sdk")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        on_disk.sort();
+        let mut embedded: Vec<String> = SDK_ASSETS.iter().map(|(n, _, _)| n.to_string()).collect();
+        embedded.sort();
+        assert_eq!(on_disk, embedded);
+    }
+
+    /// Each relative import of an embedded module names an embedded module, and the pages'
+    /// scripts import the package from `./sdk/index.js`.
+    #[test]
+    fn the_modules_imports_resolve_to_embedded_files() {
+        let js = |assets: &[(&str, &str, &[u8])]| -> Vec<(String, String)> {
+            assets
+                .iter()
+                .filter(|(n, _, _)| n.ends_with(".js"))
+                .map(|(n, _, b)| (n.to_string(), String::from_utf8_lossy(b).into_owned()))
+                .collect()
+        };
+        // `… from "./x.js";` (both tsc's output and the pages use double quotes).
+        let imports = |source: &str| -> Vec<String> {
+            source
+                .lines()
+                .filter_map(|line| line.split_once(" from \"./")?.1.split_once('"'))
+                .map(|(path, _)| path.to_owned())
+                .collect()
+        };
+        let has =
+            |assets: &[(&str, &str, &[u8])], name: &str| assets.iter().any(|(n, _, _)| *n == name);
+        for (name, source) in js(SDK_ASSETS) {
+            for dep in imports(&source) {
+                assert!(has(SDK_ASSETS, &dep), "sdk/{name} imports ./{dep}");
+            }
+        }
+        let mut uses_sdk = 0;
+        for (name, source) in js(ASSETS) {
+            for dep in imports(&source) {
+                match dep.strip_prefix("sdk/") {
+                    Some(module) => {
+                        assert!(has(SDK_ASSETS, module), "{name} imports ./{dep}");
+                        uses_sdk += 1;
+                    }
+                    None => assert!(has(ASSETS, &dep), "{name} imports ./{dep}"),
+                }
+            }
+        }
+        assert!(uses_sdk > 0, "no page script imports ./sdk/");
     }
 }

@@ -71,6 +71,8 @@ async fn pages_are_served_with_a_strict_csp() {
         ("/demo/example-app.html", "text/html"),
         ("/demo/authenticator.js", "text/javascript"),
         ("/demo/qrcodegen.js", "text/javascript"),
+        ("/demo/sdk/index.js", "text/javascript"),
+        ("/demo/sdk/sas.js", "text/javascript"),
         ("/demo/demo.css", "text/css"),
     ] {
         let resp = app
@@ -93,14 +95,22 @@ async fn pages_are_served_with_a_strict_csp() {
             assert!(!has_inline_handler(&body), "{path}: inline event handler");
         }
     }
-    let resp = app
-        .http
-        .get(format!("{}/demo/nothing-here.js", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 404);
-    assert_eq!(resp.headers()["content-security-policy"], CSP);
+    // The package's modules live only under sdk/, and the pages only at the top.
+    for path in [
+        "/demo/nothing-here.js",
+        "/demo/sdk/nothing-here.js",
+        "/demo/sdk/common.js",
+        "/demo/index.js",
+    ] {
+        let resp = app
+            .http
+            .get(format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 404, "{path}");
+        assert_eq!(resp.headers()["content-security-policy"], CSP, "{path}");
+    }
 }
 
 #[tokio::test]
