@@ -6,6 +6,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use keymaster_core::policy::Denial;
 use keymaster_core::wire::Problem;
 
 use crate::store::StoreError;
@@ -37,9 +38,11 @@ pub enum ApiError {
     /// A valid credential of the wrong kind for this endpoint.
     #[error("forbidden")]
     Forbidden,
-    /// A retrieval refused by the key's policy; the string is the rule's error code.
-    #[error("policy denied: {0}")]
-    Denied(&'static str),
+    /// A retrieval refused by a rule (the key's policy, or the service's `allowed_cidrs`);
+    /// the rule names the error code and the detail. [`Denial::Gone`] is answered as
+    /// [`ApiError::NotFound`].
+    #[error("policy denied: {}", .0.code())]
+    Denied(Denial),
     /// Nothing here, or nothing this caller may know about.
     #[error("not found")]
     NotFound,
@@ -80,8 +83,10 @@ impl ApiError {
             ApiError::EmailNotConfigured => (StatusCode::BAD_REQUEST, "email_not_configured"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
-            ApiError::Denied(code) => (StatusCode::FORBIDDEN, code),
-            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::NotFound | ApiError::Denied(Denial::Gone) => {
+                (StatusCode::NOT_FOUND, "not_found")
+            }
+            ApiError::Denied(denial) => (StatusCode::FORBIDDEN, denial.code()),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::SasNotRequested => (StatusCode::CONFLICT, "sas_not_requested"),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
@@ -123,8 +128,11 @@ impl ApiError {
                 Some("send Authorization: Bearer <token>".into()),
             ),
             ApiError::Forbidden => ("This credential may not do that", None),
-            ApiError::Denied(code) => ("The key's policy refuses this retrieval", Some(denial_detail(code).into())),
-            ApiError::NotFound => ("Not found", None),
+            ApiError::NotFound | ApiError::Denied(Denial::Gone) => ("Not found", None),
+            ApiError::Denied(denial) => (
+                "The key's policy refuses this retrieval",
+                denial_detail(*denial).map(str::to_owned),
+            ),
             ApiError::MethodNotAllowed => (
                 "This path does not serve that method",
                 Some("the Allow header lists the methods it serves".into()),
@@ -148,25 +156,30 @@ impl ApiError {
     }
 }
 
-fn denial_detail(code: &str) -> &'static str {
-    match code {
-        "password_required" => "this key needs a password",
-        "password_incorrect" => "the password is wrong",
-        "key_locked" => "too many wrong passwords; the key is locked",
-        "service_not_allowed" => "this service may not retrieve the key",
-        "domain_not_allowed" => "this service's domain may not retrieve the key",
-        "ip_not_allowed" => "requests from this address may not retrieve the key",
-        "outside_time_window" => "the key may not be retrieved at this time",
-        "geo_denied" => "the key may not be retrieved from this place",
-        "geo_context_required" => "the key's policy needs the retrieval's location in context",
-        "proximity_denied" => {
+/// The detail of a refusal by a rule. Matched on the rule itself, with no catch-all, so that a
+/// new rule does not compile until it has its detail. `None` for [`Denial::Gone`], which is
+/// answered as `404 not_found` with no detail.
+fn denial_detail(denial: Denial) -> Option<&'static str> {
+    Some(match denial {
+        Denial::Gone => return None,
+        Denial::PasswordRequired => "this key needs a password",
+        Denial::PasswordIncorrect { now_locked: false } => "the password is wrong",
+        Denial::Locked | Denial::PasswordIncorrect { now_locked: true } => {
+            "too many wrong passwords; the key is locked"
+        }
+        Denial::ServiceNotAllowed => "this service may not retrieve the key",
+        Denial::DomainNotAllowed => "this service's domain may not retrieve the key",
+        Denial::IpNotAllowed => "requests from this address may not retrieve the key",
+        Denial::OutsideTimeWindow => "the key may not be retrieved at this time",
+        Denial::GeoDenied => "the key may not be retrieved from this place",
+        Denial::GeoContextRequired => "the key's policy needs the retrieval's location in context",
+        Denial::ProximityDenied => {
             "the key may be retrieved only from the network it was deposited from"
         }
-        "proximity_context_required" => {
+        Denial::ProximityContextRequired => {
             "the key's policy needs the end user's address in context.ip"
         }
-        _ => "refused by policy",
-    }
+    })
 }
 
 impl From<StoreError> for ApiError {
@@ -217,4 +230,98 @@ fn problem_response(
             .insert(header::RETRY_AFTER, HeaderValue::from(*secs));
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every rule, one value each; the match below stops compiling when a rule is added and
+    /// not listed here.
+    const DENIALS: [Denial; 13] = [
+        Denial::Gone,
+        Denial::Locked,
+        Denial::ServiceNotAllowed,
+        Denial::DomainNotAllowed,
+        Denial::IpNotAllowed,
+        Denial::OutsideTimeWindow,
+        Denial::GeoDenied,
+        Denial::GeoContextRequired,
+        Denial::ProximityDenied,
+        Denial::ProximityContextRequired,
+        Denial::PasswordRequired,
+        Denial::PasswordIncorrect { now_locked: false },
+        Denial::PasswordIncorrect { now_locked: true },
+    ];
+
+    #[allow(dead_code)]
+    fn listed(d: Denial) {
+        match d {
+            Denial::Gone
+            | Denial::Locked
+            | Denial::ServiceNotAllowed
+            | Denial::DomainNotAllowed
+            | Denial::IpNotAllowed
+            | Denial::OutsideTimeWindow
+            | Denial::GeoDenied
+            | Denial::GeoContextRequired
+            | Denial::ProximityDenied
+            | Denial::ProximityContextRequired
+            | Denial::PasswordRequired
+            | Denial::PasswordIncorrect { .. } => {}
+        }
+    }
+
+    #[test]
+    fn every_refusing_rule_is_403_with_its_code_and_own_detail() {
+        let mut details = std::collections::HashMap::new();
+        for denial in DENIALS.into_iter().filter(|d| *d != Denial::Gone) {
+            let e = ApiError::Denied(denial);
+            assert_eq!(
+                e.status_and_code(),
+                (StatusCode::FORBIDDEN, denial.code()),
+                "{denial:?}"
+            );
+            let (title, detail) = e.title_and_detail();
+            assert_eq!(title, "The key's policy refuses this retrieval");
+            let detail = detail.unwrap_or_else(|| panic!("{denial:?} has no detail"));
+            // One detail per error code: two rules with one code (a lock) share it.
+            if let Some(other) = details.insert(denial.code(), detail.clone()) {
+                assert_eq!(other, detail, "{denial:?}");
+            }
+        }
+        let mut distinct: Vec<&String> = details.values().collect();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), details.len(), "two codes share a detail");
+    }
+
+    #[test]
+    fn a_gone_key_is_answered_as_not_found() {
+        let e = ApiError::Denied(Denial::Gone);
+        assert_eq!(e.status_and_code(), ApiError::NotFound.status_and_code());
+        assert_eq!(e.title_and_detail(), ApiError::NotFound.title_and_detail());
+    }
+
+    #[test]
+    fn the_details_are_the_ones_the_api_gave_by_code() {
+        for (denial, detail) in [
+            (Denial::PasswordRequired, "this key needs a password"),
+            (
+                Denial::PasswordIncorrect { now_locked: false },
+                "the password is wrong",
+            ),
+            (
+                Denial::PasswordIncorrect { now_locked: true },
+                "too many wrong passwords; the key is locked",
+            ),
+            (
+                Denial::IpNotAllowed,
+                "requests from this address may not retrieve the key",
+            ),
+        ] {
+            let (_, got) = ApiError::Denied(denial).title_and_detail();
+            assert_eq!(got.as_deref(), Some(detail), "{denial:?}");
+        }
+    }
 }

@@ -24,7 +24,7 @@ use base64::Engine;
 use jiff::Timestamp;
 use keymaster_core::handoff::{b64url, CodeUri};
 use keymaster_core::key::PublicKey;
-use keymaster_core::policy::PasswordCheck;
+use keymaster_core::policy::{Denial, PasswordCheck};
 use keymaster_core::wire::{Problem, RetrievalRequest, RetrievalResponse};
 
 use crate::auth::Service;
@@ -92,7 +92,7 @@ pub(crate) async fn attempt(
         if let Some(retry) = state.store.refuse_retrieval(service, budget, audit).await? {
             return Err(count(ApiError::RateLimited(retry)));
         }
-        return Err(count(ApiError::Denied("ip_not_allowed")));
+        return Err(count(ApiError::Denied(Denial::IpNotAllowed)));
     }
 
     let Ok(CodeUri { code, .. }) = CodeUri::parse(&req.code) else {

@@ -23,7 +23,7 @@ use std::net::IpAddr;
 use async_trait::async_trait;
 use ipnet::IpNet;
 use jiff::Timestamp;
-use keymaster_core::policy::{PasswordCheck, Policy};
+use keymaster_core::policy::{Denial, PasswordCheck, Policy};
 use keymaster_core::wire::{AuditEntry, CodeFormat, Event, Notify, RetrievalContext};
 
 use self::handoff::{DisputeOutcome, RevealOutcome, SasNonceBytes, SasRequestOutcome};
@@ -299,8 +299,8 @@ pub enum RetrieveOutcome {
     RateLimited(u64),
     /// No live key has this code (unknown, expired, consumed, revoked, replaced).
     NotFound,
-    /// The key's policy refused; the rule's error code.
-    Denied(&'static str),
+    /// The key's policy refused, by this rule (never [`Denial::Gone`], which is `NotFound`).
+    Denied(Denial),
     /// The key, to be returned.
     Allowed(Box<RetrievedKey>),
     /// Every rule but the password allows the retrieval and a slot of the failure budget is

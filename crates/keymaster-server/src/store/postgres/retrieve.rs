@@ -229,7 +229,7 @@ pub async fn retrieve(
             charge(c, cmd, &subject).await?;
             emit(c, EventType::Denied, &key, service, Some(code), cmd.now).await?;
             insert_audit(c, &audit(cmd, code, Some(&row.id))).await?;
-            Ok(RetrieveOutcome::Denied(code))
+            Ok(RetrieveOutcome::Denied(denial))
         }
         Decision::VerifyPassword => take_slot(c, cmd, &subject, row.password_hash).await,
         Decision::AllowAgain { retrieval_id } => {

@@ -223,7 +223,7 @@ pub fn retrieve(c: &Connection, cmd: &RetrieveCommand) -> Result<RetrieveOutcome
             charge(c, cmd, &subject)?;
             event(EventType::Denied, Some(code))?;
             insert_audit(c, &audit(cmd, code, Some(&row.id)))?;
-            Ok(RetrieveOutcome::Denied(code))
+            Ok(RetrieveOutcome::Denied(denial))
         }
         Decision::VerifyPassword => take_slot(c, cmd, &subject, row.password_hash),
         Decision::AllowAgain { retrieval_id } => {
