@@ -9,8 +9,9 @@
 //!   row in the same transaction.
 //! - [`capacity`]: bounds on event streams and key generation, outside the request slots.
 //! - [`sweeper`]: reports expiries and purges what is past retention.
-//! - [`netguard`]: where keymaster may connect on a tenant's behalf (webhook targets, SSRF),
-//!   used by the routes when a URL is given and by [`dispatch`] at every delivery.
+//! - [`netguard`]: where keymaster may send on a tenant's behalf (webhook targets, SSRF, and
+//!   e-mail addresses), used by the routes when a target is given and by [`dispatch`] at every
+//!   delivery.
 //! - [`demo`]: the browser demo under `/demo/` (pages embedded in the binary).
 //! - [`crypto`]: keys derived from the server secret, code HMACs, token hashes, sealing.
 //! - [`private_files`]: the server's files on disk are `0600` whatever the umask.

@@ -1,14 +1,17 @@
-//! Where keymaster may connect on a tenant's behalf: the webhook target rules (SSRF).
+//! Where keymaster may send on a tenant's behalf: the webhook target rules (SSRF) and the
+//! check of an e-mail target, in one place for the routes and the dispatcher.
 //!
 //! Responsible for:
 //! - which IP addresses a webhook may reach ([`refusal`], from the table in [`registry`]);
 //! - the checks of a webhook URL when it is given ([`check_url`], [`check_url_resolved`]),
-//!   used by the routes at deposit and tenant creation;
+//!   used at deposit and tenant creation;
 //! - at every delivery, the addresses the host resolves to, all checked ([`resolve`]), and an
 //!   HTTP client that connects to exactly those addresses, never through a proxy
-//!   ([`Target::client`]), used by the dispatcher.
+//!   ([`Target::client`]), used by the dispatcher;
+//! - the check of an e-mail address when it is given ([`check_email`]).
 //!
-//! Not responsible for what is sent, signatures or retries (`dispatch`), nor for e-mail.
+//! Not responsible for what is sent, signatures or retries (`dispatch`), nor for the SMTP
+//! relay.
 //!
 //! The rules. Unless `allow_private_webhooks` is set, an address is refused when it lies in a
 //! block of the IANA IPv4 or IPv6 Special-Purpose Address Registry, in multicast, in the
@@ -25,6 +28,7 @@
 //! address at a place the operator chooses, and the IPv4-translated (`::ffff:0:0:0/96`) and
 //! IPv4-compatible (`::/96`) forms are deprecated.
 
+mod email;
 pub mod registry;
 
 use std::fmt;
@@ -33,6 +37,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+pub use email::check_email;
 use registry::Rule;
 
 /// Why an address may not be a webhook target: the block it is in.

@@ -28,7 +28,7 @@ use crate::crypto::{new_holder_token, new_id, token_hash};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ClientIp};
 use crate::netguard;
-use crate::routes::{audit_record, notify_check};
+use crate::routes::audit_record;
 use crate::state::AppState;
 use crate::store::NewKey;
 
@@ -351,7 +351,7 @@ async fn check_notify(
             .map_err(|m| ApiError::InvalidRequest(format!("notify.webhook_url: {m}")))?;
     }
     if let Some(email) = &n.email {
-        notify_check::email(email)
+        netguard::check_email(email)
             .map_err(|m| ApiError::InvalidRequest(format!("notify.email: {m}")))?;
         if state.settings.smtp_url.is_none() {
             return Err(ApiError::EmailNotConfigured);

@@ -10,7 +10,6 @@ pub mod handoff;
 pub mod health;
 pub mod holder;
 pub mod keys;
-pub mod notify_check;
 pub mod retrievals;
 
 use std::net::IpAddr;
