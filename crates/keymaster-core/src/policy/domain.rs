@@ -1,4 +1,5 @@
-//! Domain names in a policy: normalising them at deposit and matching a service's domains.
+//! Domain names in a policy and in a service's enrolment: normalising them (the one parser of
+//! both) and matching a service's domains against a policy's.
 //!
 //! Only ASCII host names are accepted (an internationalised name must be given in its
 //! `xn--` form), so that matching is a plain, case-insensitive, label-wise comparison with no
@@ -11,8 +12,9 @@ const MAX_LABEL_LEN: usize = 63;
 
 /// Normalises a domain: lower case, one trailing dot removed; then every label must be 1 to 63
 /// letters, digits or `-` (not at either end) and the whole at most 253 characters. The last
-/// label must not be all digits, so an IP address is not taken for a domain.
-pub(crate) fn normalise(input: &str) -> Result<String, String> {
+/// label must not be all digits, so an IP address is not taken for a domain. Nothing is
+/// trimmed: a space is refused like any other character outside a host name.
+pub fn normalise(input: &str) -> Result<String, String> {
     if !input.is_ascii() {
         return Err(
             "must be an ASCII host name (write an internationalised name in its xn-- form)"

@@ -30,9 +30,14 @@ mod tests;
 use serde::{Deserialize, Serialize};
 
 pub use decide::decide;
+/// The one parser of domain names, for a policy's `domains` and a service's enrolment.
+pub use domain::normalise as parse_domain;
 pub use geo::{Geo, GeoCircle};
 pub use proximity::{origin_network, ORIGIN_PREFIX_V4, ORIGIN_PREFIX_V6};
 pub use time_window::TimeWindow;
+/// The one parser of networks, for a policy's `fetcher_cidrs` and a service's
+/// `allowed_cidrs`.
+pub use validate::cidr as parse_cidr;
 pub use validate::resolve_expiry;
 
 /// After this many wrong passwords in a row the key is locked (`403 key_locked`, `key.locked`).

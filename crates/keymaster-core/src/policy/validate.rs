@@ -206,8 +206,9 @@ fn service_id(id: &str) -> Result<String, String> {
     Ok(id.to_owned())
 }
 
-/// An IPv4 or IPv6 network, or a bare address (a /32 or /128). Host bits are cleared.
-fn cidr(text: &str) -> Result<IpNet, String> {
+/// An IPv4 or IPv6 network, or a bare address (a /32 or /128). Host bits are cleared; nothing
+/// is trimmed.
+pub fn cidr(text: &str) -> Result<IpNet, String> {
     let net = if text.contains('/') {
         text.parse::<IpNet>().ok()
     } else {

@@ -7,8 +7,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use ipnet::IpNet;
 use jiff::Timestamp;
+use keymaster_core::policy::{parse_cidr, parse_domain};
 use keymaster_core::wire::{
     AppKeyCreated, AuditPage, CreateServiceRequest, CreateTenantRequest, Problem, ServiceCreated,
     TenantCreated,
@@ -191,34 +191,6 @@ pub async fn delete_app_key(
     }
 }
 
-/// Parses a domain name an outside service is enrolled with.
-pub fn parse_domain(raw: &str) -> Result<String, String> {
-    let d = raw.trim().trim_end_matches('.').to_ascii_lowercase();
-    let valid = !d.is_empty()
-        && d.len() <= 253
-        && d.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        });
-    if valid {
-        Ok(d)
-    } else {
-        Err(format!("{raw:?} is not a domain name"))
-    }
-}
-
-/// Parses a CIDR, or a bare address as a single-host network.
-pub fn parse_cidr(raw: &str) -> Result<IpNet, String> {
-    let raw = raw.trim();
-    raw.parse::<IpNet>()
-        .or_else(|_| raw.parse::<std::net::IpAddr>().map(IpNet::from))
-        .map(|n| n.trunc())
-        .map_err(|_| format!("{raw:?} is not a CIDR"))
-}
-
 #[utoipa::path(
     post, path = "/v1/admin/services", tag = "admin",
     request_body = CreateServiceRequest,
@@ -240,18 +212,10 @@ pub async fn create_service(
 ) -> Result<(StatusCode, Json<ServiceCreated>), ApiError> {
     let checked = (|| {
         let name = check_name(&req.name)?;
-        let domains = req
-            .domains
-            .iter()
-            .map(|d| parse_domain(d))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|m| ApiError::InvalidRequest(format!("domains: {m}")))?;
-        let cidrs = req
-            .allowed_cidrs
-            .iter()
-            .map(|c| parse_cidr(c))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|m| ApiError::InvalidRequest(format!("allowed_cidrs: {m}")))?;
+        // The parsers of a key's `domains` and `fetcher_cidrs`, so that an enrolment and a
+        // policy agree on what a domain and a network are.
+        let domains = each("domains", &req.domains, parse_domain)?;
+        let cidrs = each("allowed_cidrs", &req.allowed_cidrs, parse_cidr)?;
         if domains.len() > 100 || cidrs.len() > 100 {
             return Err(ApiError::InvalidRequest(
                 "domains, allowed_cidrs: at most 100 each".into(),
@@ -296,6 +260,20 @@ pub async fn create_service(
             token: token.to_string(),
         }),
     ))
+}
+
+/// Parses every element of the list `name`; a refusal names the element (`domains[1]: …`).
+fn each<T>(
+    name: &str,
+    list: &[String],
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Vec<T>, ApiError> {
+    list.iter()
+        .enumerate()
+        .map(|(i, item)| {
+            parse(item).map_err(|m| ApiError::InvalidRequest(format!("{name}[{i}]: {m}")))
+        })
+        .collect()
 }
 
 #[utoipa::path(

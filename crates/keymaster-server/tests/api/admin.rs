@@ -1,6 +1,6 @@
 //! The operator's endpoints and the audit log.
 
-use keymaster_client::wire::{CreateServiceRequest, CreateTenantRequest};
+use keymaster_client::wire::{CreateServiceRequest, CreateTenantRequest, PolicyInput};
 use keymaster_client::AdminClient;
 
 use crate::helpers::*;
@@ -175,4 +175,78 @@ async fn bad_tokens_from_one_address_are_budgeted() {
         .unwrap();
     assert!(resp.headers().contains_key("retry-after"));
     assert_raw_problem(resp, 429, "rate_limited").await;
+}
+
+/// A service's `domains` and `allowed_cidrs` are parsed as a key's `domains` and
+/// `fetcher_cidrs` are: the inputs that the enrolment used to accept and a policy refused (a
+/// space around the value, more than one trailing dot, an address given as a domain) are
+/// refused at both, with the element named; what both accept is normalised alike.
+#[tokio::test]
+async fn enrolment_parses_domains_and_networks_as_a_policy_does() {
+    let app = spawn_app().await;
+    let (_, device, _) = app.device().await;
+    let refused_domains = [
+        " example.com",
+        "example.com ",
+        "example.com..",
+        "10.0.0.1",
+        "example.123",
+    ];
+    let refused_cidrs = [" 10.0.0.0/8", "10.0.0.0/8 ", "\t127.0.0.1"];
+    for (domains, cidrs, field) in refused_domains
+        .iter()
+        .map(|d| (vec![d.to_string()], vec![], "domains[0]"))
+        .chain(
+            refused_cidrs
+                .iter()
+                .map(|c| (vec![], vec![c.to_string()], "allowed_cidrs[0]")),
+        )
+    {
+        let body = serde_json::json!({"name": "x", "domains": domains, "allowed_cidrs": cidrs});
+        let resp = app
+            .post_raw("/v1/admin/services", ADMIN_TOKEN, body.to_string())
+            .await;
+        let problem = assert_raw_problem(resp, 400, "invalid_request").await;
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.starts_with(field), "{body}: {detail}");
+
+        // The same value in a key's policy is refused too.
+        let policy = PolicyInput {
+            domains: (!domains.is_empty()).then(|| domains.clone()),
+            fetcher_cidrs: (!cidrs.is_empty()).then(|| cidrs.clone()),
+            ..PolicyInput::default()
+        };
+        let r = device
+            .deposit(&with_policy(deposit_request(ssh_ed25519()), policy))
+            .await;
+        assert_problem(r, 400, "invalid_request");
+    }
+    let audit = app.admin.audit(None, None).await.unwrap().entries;
+    let refusals = audit
+        .iter()
+        .filter(|e| e.action == "service.create" && e.outcome == "invalid_request")
+        .count();
+    assert_eq!(refusals, refused_domains.len() + refused_cidrs.len());
+    assert!(!audit
+        .iter()
+        .any(|e| e.action == "service.create" && e.outcome == "success"));
+
+    // Accepted by both and normalised alike: case and one trailing dot of a domain, the host
+    // bits of a network (the test client comes from 127.0.0.1).
+    let (_, service, _) = app
+        .service("normalised", &["Shop.Example.COM."], &["127.0.0.77/8"])
+        .await;
+    let dep = device
+        .deposit(&with_policy(
+            deposit_request(ssh_ed25519()),
+            PolicyInput {
+                domains: Some(vec!["EXAMPLE.com.".into()]),
+                fetcher_cidrs: Some(vec!["127.1.2.3/8".into()]),
+                ..PolicyInput::default()
+            },
+        ))
+        .await
+        .unwrap();
+    let got = service.retrieve(&retrieval(&dep.code)).await.unwrap();
+    assert_eq!(got.key_id, dep.id);
 }
