@@ -17,7 +17,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
-use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use crate::store::outbox::{ClaimRequest, EndpointBacklog};
@@ -105,22 +104,19 @@ pub struct Endpoints {
     pause: Duration,
 }
 
-/// One endpoint as the operator sees it (`GET /v1/admin/endpoints`).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct EndpointInfo {
+/// One endpoint's state, for the operator (`GET /v1/admin/endpoints`, whose answer type is the
+/// API's, `routes::admin::EndpointInfo`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointReport {
     /// A webhook URL's scheme and authority, or `smtp`.
     pub endpoint: String,
     /// `closed` (delivering), `open` (paused after repeated failures) or `half_open` (probing).
     pub state: String,
     /// End of the pause, while `open`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>, format = DateTime)]
     pub paused_until: Option<Timestamp>,
     /// Deliveries waiting in the store (due or not), across all replicas.
     pub pending: u64,
     /// Creation time of the oldest pending delivery.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>, format = DateTime)]
     pub oldest_pending: Option<Timestamp>,
     /// Claimed by this process and not yet finished.
     pub claimed: u64,
@@ -132,7 +128,6 @@ pub struct EndpointInfo {
     pub delivered: u64,
     /// Failed attempts by this process, likewise.
     pub failed_attempts: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
 }
 
@@ -320,13 +315,13 @@ impl Endpoints {
 
     /// Endpoints for the operator: those this process knows, and those with pending
     /// deliveries in the store.
-    pub fn report(&self, backlog: Vec<EndpointBacklog>) -> Vec<EndpointInfo> {
+    pub fn report(&self, backlog: Vec<EndpointBacklog>) -> Vec<EndpointReport> {
         let map = self.lock();
-        let mut out: HashMap<String, EndpointInfo> = HashMap::new();
+        let mut out: HashMap<String, EndpointReport> = HashMap::new();
         for (name, e) in map.iter() {
             out.insert(
                 name.clone(),
-                EndpointInfo {
+                EndpointReport {
                     endpoint: name.clone(),
                     state: e.breaker.as_str().to_owned(),
                     paused_until: match e.breaker {
@@ -347,7 +342,7 @@ impl Endpoints {
         for b in backlog {
             let info = out
                 .entry(b.endpoint.clone())
-                .or_insert_with(|| EndpointInfo {
+                .or_insert_with(|| EndpointReport {
                     endpoint: b.endpoint.clone(),
                     state: Breaker::Closed.as_str().to_owned(),
                     paused_until: None,
@@ -363,7 +358,7 @@ impl Endpoints {
             info.pending = b.pending;
             info.oldest_pending = Some(b.oldest);
         }
-        let mut v: Vec<EndpointInfo> = out.into_values().collect();
+        let mut v: Vec<EndpointReport> = out.into_values().collect();
         v.sort_by(|a, b| {
             b.pending
                 .cmp(&a.pending)

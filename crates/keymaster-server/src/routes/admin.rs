@@ -20,11 +20,13 @@ use utoipa::IntoParams;
 
 use crate::auth::Admin;
 use crate::crypto::{new_id, new_token, token_hash};
+use crate::dispatch::endpoints::EndpointReport;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ClientIp};
 use crate::netguard;
 use crate::routes::audit_record;
 use crate::state::AppState;
+use crate::store::outbox::DeliveryRecord;
 use crate::store::{NewAppKey, NewService, NewTenant};
 
 const ACTOR: &str = "admin";
@@ -438,7 +440,45 @@ pub struct DeliveriesQuery {
 #[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct DeliveriesPage {
     /// Newest first.
-    pub deliveries: Vec<crate::store::outbox::DeliveryInfo>,
+    pub deliveries: Vec<DeliveryInfo>,
+}
+
+/// A delivery as the operator sees it (`GET /v1/admin/deliveries`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct DeliveryInfo {
+    pub id: i64,
+    pub event_id: String,
+    pub event_type: String,
+    pub key_id: String,
+    pub tenant_id: String,
+    /// `webhook` or `email`.
+    pub channel: String,
+    pub target: String,
+    /// `pending`, `delivered` or `failed`.
+    pub status: String,
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+}
+
+impl From<DeliveryRecord> for DeliveryInfo {
+    fn from(d: DeliveryRecord) -> Self {
+        DeliveryInfo {
+            id: d.id,
+            event_id: d.event_id,
+            event_type: d.event_type,
+            key_id: d.key_id,
+            tenant_id: d.tenant_id,
+            channel: d.channel,
+            target: d.target,
+            status: d.status,
+            attempts: d.attempts,
+            last_error: d.last_error,
+            created_at: d.created_at,
+        }
+    }
 }
 
 #[utoipa::path(
@@ -470,7 +510,9 @@ pub async fn deliveries(
         return Err(ApiError::InvalidRequest("limit: 1 to 1000".into()));
     }
     let deliveries = state.store.list_deliveries(status, limit).await?;
-    Ok(Json(DeliveriesPage { deliveries }))
+    Ok(Json(DeliveriesPage {
+        deliveries: deliveries.into_iter().map(DeliveryInfo::from).collect(),
+    }))
 }
 
 /// `GET /v1/admin/endpoints` (an extension of the API contract): where deliveries go, and how
@@ -479,7 +521,56 @@ pub async fn deliveries(
 pub struct EndpointsPage {
     /// Most pending deliveries first. The breaker and the counts are this server process's
     /// (each replica has its own); `pending` is the store's, across replicas.
-    pub endpoints: Vec<crate::dispatch::endpoints::EndpointInfo>,
+    pub endpoints: Vec<EndpointInfo>,
+}
+
+/// One endpoint as the operator sees it (`GET /v1/admin/endpoints`).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct EndpointInfo {
+    /// A webhook URL's scheme and authority, or `smtp`.
+    pub endpoint: String,
+    /// `closed` (delivering), `open` (paused after repeated failures) or `half_open` (probing).
+    pub state: String,
+    /// End of the pause, while `open`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub paused_until: Option<Timestamp>,
+    /// Deliveries waiting in the store (due or not), across all replicas.
+    pub pending: u64,
+    /// Creation time of the oldest pending delivery.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub oldest_pending: Option<Timestamp>,
+    /// Claimed by this process and not yet finished.
+    pub claimed: u64,
+    /// Being attempted by this process now.
+    pub in_flight: u64,
+    /// Failed attempts in a row.
+    pub consecutive_failures: u32,
+    /// Delivered by this process since it started (or since the endpoint was last idle).
+    pub delivered: u64,
+    /// Failed attempts by this process, likewise.
+    pub failed_attempts: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+impl From<EndpointReport> for EndpointInfo {
+    fn from(e: EndpointReport) -> Self {
+        EndpointInfo {
+            endpoint: e.endpoint,
+            state: e.state,
+            paused_until: e.paused_until,
+            pending: e.pending,
+            oldest_pending: e.oldest_pending,
+            claimed: e.claimed,
+            in_flight: e.in_flight,
+            consecutive_failures: e.consecutive_failures,
+            delivered: e.delivered,
+            failed_attempts: e.failed_attempts,
+            last_error: e.last_error,
+        }
+    }
 }
 
 #[utoipa::path(
@@ -500,6 +591,11 @@ pub async fn endpoints(
 ) -> Result<Json<EndpointsPage>, ApiError> {
     let backlog = state.store.endpoint_backlog(1000).await?;
     Ok(Json(EndpointsPage {
-        endpoints: state.endpoints.report(backlog),
+        endpoints: state
+            .endpoints
+            .report(backlog)
+            .into_iter()
+            .map(EndpointInfo::from)
+            .collect(),
     }))
 }

@@ -28,7 +28,7 @@ use keymaster_core::wire::{AuditEntry, CodeFormat, Event, Notify, RetrievalConte
 
 use self::handoff::{DisputeOutcome, RevealOutcome, SasNonceBytes, SasRequestOutcome};
 use self::outbox::{
-    AttemptResult, ClaimRequest, ClaimedDelivery, DeliveryInfo, EndpointBacklog, OutboxStats,
+    AttemptResult, ClaimRequest, ClaimedDelivery, DeliveryRecord, EndpointBacklog, OutboxStats,
 };
 use self::rotation::{Resealed, SealedBlob, SealedPlace};
 
@@ -555,7 +555,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         status: &str,
         limit: u32,
-    ) -> Result<Vec<DeliveryInfo>, StoreError>;
+    ) -> Result<Vec<DeliveryRecord>, StoreError>;
     /// Depth and age of the undelivered queue.
     async fn outbox_stats(&self, now: Timestamp) -> Result<OutboxStats, StoreError>;
 

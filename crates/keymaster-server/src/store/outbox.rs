@@ -1,12 +1,12 @@
 //! Types of the delivery outbox: what the dispatcher claims, how an attempt ended, and what
-//! the operator sees. Every backend stores deliveries in the transaction of their event.
+//! the operator is shown (as stored; the API's types are the routes'). Every backend stores
+//! deliveries in the transaction of their event.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use jiff::Timestamp;
 use keymaster_core::wire::Event;
-use serde::{Deserialize, Serialize};
 
 /// Where a delivery goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,9 +117,10 @@ pub struct EndpointBacklog {
     pub oldest: Timestamp,
 }
 
-/// A delivery as the operator sees it (`GET /v1/admin/deliveries`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
-pub struct DeliveryInfo {
+/// A delivery as the store keeps it, for the operator's list (`GET /v1/admin/deliveries`,
+/// whose answer type is the API's, `routes::admin::DeliveryInfo`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryRecord {
     pub id: i64,
     pub event_id: String,
     pub event_type: String,
@@ -131,9 +132,7 @@ pub struct DeliveryInfo {
     /// `pending`, `delivered` or `failed`.
     pub status: String,
     pub attempts: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
-    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
 }
 

@@ -34,7 +34,7 @@ use sqlx::{Connection, PgConnection};
 
 use super::handoff::{DisputeOutcome, RevealOutcome, SasNonceBytes, SasRequestOutcome};
 use super::outbox::{
-    AttemptResult, ClaimRequest, ClaimedDelivery, DeliveryInfo, EndpointBacklog, OutboxStats,
+    AttemptResult, ClaimRequest, ClaimedDelivery, DeliveryRecord, EndpointBacklog, OutboxStats,
 };
 use super::rotation::{Resealed, SealedBlob, SealedPlace};
 use super::{
@@ -587,7 +587,7 @@ impl Store for PostgresStore {
         &self,
         status: &str,
         limit: u32,
-    ) -> Result<Vec<DeliveryInfo>, StoreError> {
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
         let status = status.to_owned();
         self.read(move |c| Box::pin(async move { outbox::list(c, &status, limit).await }))
             .await

@@ -10,7 +10,7 @@ use sqlx::{PgConnection, Row};
 use super::rows::insert_audit;
 use super::{count, db, ms, ts};
 use crate::store::outbox::{
-    AttemptResult, Channel, ClaimRequest, ClaimedDelivery, DeliveryInfo, EndpointBacklog,
+    AttemptResult, Channel, ClaimRequest, ClaimedDelivery, DeliveryRecord, EndpointBacklog,
     OutboxStats,
 };
 use crate::store::{AuditRecord, StoreError};
@@ -279,7 +279,7 @@ pub async fn list(
     c: &mut PgConnection,
     status: &str,
     limit: u32,
-) -> Result<Vec<DeliveryInfo>, StoreError> {
+) -> Result<Vec<DeliveryRecord>, StoreError> {
     let rows = sqlx::query(
         "SELECT d.id, d.event_id, e.type, e.key_id, d.tenant_id, d.channel, d.target,
                 d.status, d.attempts, d.last_error, d.created_at
@@ -293,7 +293,7 @@ pub async fn list(
     .map_err(db)?;
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
-        out.push(DeliveryInfo {
+        out.push(DeliveryRecord {
             id: row.try_get(0).map_err(db)?,
             event_id: row.try_get(1).map_err(db)?,
             event_type: row.try_get(2).map_err(db)?,

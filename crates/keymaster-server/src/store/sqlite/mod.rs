@@ -30,7 +30,7 @@ use self::auth_cache::AuthCache;
 use self::writer::{db, Durability, Writer};
 use super::handoff::{DisputeOutcome, RevealOutcome, SasNonceBytes, SasRequestOutcome};
 use super::outbox::{
-    AttemptResult, ClaimRequest, ClaimedDelivery, DeliveryInfo, EndpointBacklog, OutboxStats,
+    AttemptResult, ClaimRequest, ClaimedDelivery, DeliveryRecord, EndpointBacklog, OutboxStats,
 };
 use super::rotation::{Resealed, SealedBlob, SealedPlace};
 use super::{
@@ -631,7 +631,7 @@ impl Store for SqliteStore {
         &self,
         status: &str,
         limit: u32,
-    ) -> Result<Vec<DeliveryInfo>, StoreError> {
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
         let status = status.to_owned();
         self.read(move |c| outbox::list(c, &status, limit)).await
     }

@@ -10,7 +10,7 @@ use super::rows::{event_from_row, event_row_error, insert_audit};
 use super::writer::db;
 use super::{ms, ts};
 use crate::store::outbox::{
-    AttemptResult, Channel, ClaimRequest, ClaimedDelivery, DeliveryInfo, EndpointBacklog,
+    AttemptResult, Channel, ClaimRequest, ClaimedDelivery, DeliveryRecord, EndpointBacklog,
     OutboxStats,
 };
 use crate::store::{AuditRecord, StoreError};
@@ -313,7 +313,7 @@ pub fn rotate(
     Ok(n == 1)
 }
 
-pub fn list(c: &Connection, status: &str, limit: u32) -> Result<Vec<DeliveryInfo>, StoreError> {
+pub fn list(c: &Connection, status: &str, limit: u32) -> Result<Vec<DeliveryRecord>, StoreError> {
     let mut stmt = c
         .prepare_cached(
             "SELECT d.id, d.event_id, e.type, e.key_id, d.tenant_id, d.channel, d.target,
@@ -325,7 +325,7 @@ pub fn list(c: &Connection, status: &str, limit: u32) -> Result<Vec<DeliveryInfo
     let rows = stmt
         .query_map(params![status, limit], |r| {
             Ok((
-                DeliveryInfo {
+                DeliveryRecord {
                     id: r.get(0)?,
                     event_id: r.get(1)?,
                     event_type: r.get(2)?,
