@@ -3,8 +3,11 @@
 //! Layout:
 //! - [`config`]: the typed settings (TOML file, then `KEYMASTER_*`).
 //! - [`startup`]: `App::build(settings)` and `run_until_stopped(shutdown)`.
-//! - [`routes`]: one module per resource; [`auth`] and [`extract`] turn requests into
-//!   principals and domain values; [`error`] is the one place that picks status codes.
+//! - [`routes`]: one module per resource, thin: extract, call, respond; [`auth`] and
+//!   [`extract`] turn requests into principals and domain values; [`error`] is the one place
+//!   that picks status codes.
+//! - [`usecase`]: what the handlers and the demo both call (deposit, retrieve, preview,
+//!   confirm), typed inputs and results, with their audit and metrics.
 //! - [`store`]: the `Store` trait and its backends; every change writes its event and audit
 //!   row in the same transaction.
 //! - [`capacity`]: bounds on event streams and key generation, outside the request slots.
@@ -42,6 +45,7 @@ pub mod state;
 pub mod store;
 pub mod sweeper;
 pub mod tls;
+pub mod usecase;
 
 use std::path::PathBuf;
 

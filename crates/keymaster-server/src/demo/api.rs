@@ -1,13 +1,13 @@
 //! The server side of the demo: what the two demo pages call under `/demo/api/`.
 //!
 //! - `POST /demo/api/deposit` — the authenticator's deposit, made with the demo's app key
-//!   through the same handler as `POST /v1/keys`. The browser sends its public key (PEM) and
+//!   through the same use case as `POST /v1/keys`. The browser sends its public key (PEM) and
 //!   proof of possession and gets the deposit body back (code, holder token, fingerprint);
 //!   the holder token is the browser's own credential for its own key.
 //! - `POST /demo/api/preview` — the example app asks who deposited the key behind a code
-//!   before it claims it (the handler of `POST /v1/retrievals/preview`).
+//!   before it claims it (the use case of `POST /v1/retrievals/preview`).
 //! - `POST /demo/api/enrol` — the example app's settings page: retrieves the key for a typed
-//!   code or a code URI with the demo's service key (the handler of `POST /v1/retrievals`) and
+//!   code or a code URI with the demo's service key (the use case of `POST /v1/retrievals`) and
 //!   keeps it for a demo account, in memory. An account whose key came with a SAS commitment
 //!   stays pending (no sign-in) until the SAS exchange is done and the person confirmed it.
 //! - `POST /demo/api/sas`, `POST /demo/api/sas/nonces`, `POST /demo/api/activate`,
@@ -28,7 +28,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -44,13 +44,12 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 use super::bootstrap::{bootstrap, Credentials, SERVICE_NAME};
-use crate::auth::{App, Service};
 use crate::crypto::new_id;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ClientIp};
-use crate::routes::{handoff, keys, retrievals};
 use crate::state::AppState;
 use crate::store::{AppKeyAuth, ServiceAuth};
+use crate::usecase;
 
 /// Demo accounts of the example app held at once.
 pub const MAX_ACCOUNTS: usize = 1000;
@@ -241,7 +240,8 @@ pub async fn deposit(
         sas_commitment: body.sas_commitment,
         ..DepositRequest::default()
     };
-    keys::deposit(State(state), App(app), ClientIp(ip), ApiJson(req)).await
+    let resp = usecase::deposit::deposit(&state, &app, ip, req).await?;
+    Ok((StatusCode::CREATED, Json(resp)))
 }
 
 /// The code typed into the example app's settings page, or the code URI of the QR code.
@@ -265,7 +265,9 @@ pub async fn preview(
         code: body.code,
         ..RetrievalRequest::default()
     };
-    handoff::preview(State(state), Service(service), ClientIp(ip), ApiJson(req)).await
+    usecase::retrieve::preview(&state, &service, ip, &req)
+        .await
+        .map(Json)
 }
 
 /// The example app's answer: the account, with sign-in on or pending the SAS (`active`).
@@ -309,8 +311,7 @@ pub async fn enrol(
         code: body.code,
         ..RetrievalRequest::default()
     };
-    let Json(got) =
-        retrievals::retrieve(State(state), Service(service), ClientIp(ip), ApiJson(req)).await?;
+    let got = usecase::retrieve::retrieve(&state, &service, ip, &req).await?;
     let Some(pem) = got.public_key_pem else {
         return Err(ApiError::InvalidRequest(
             "example-web signs people in with a public key; this code was for a secret".into(),
@@ -474,7 +475,7 @@ pub struct DemoSasRequest {
 }
 
 /// `POST /demo/api/sas`: asks the authenticator for the SAS of the account's retrieval
-/// (the handler of `POST /v1/retrievals/{id}/sas`).
+/// (the use case of `POST /v1/retrievals/{id}/sas`).
 pub async fn request_sas(
     State(state): State<AppState>,
     Extension(demo): Extension<Arc<Demo>>,
@@ -484,17 +485,11 @@ pub async fn request_sas(
     let (retrieval_id, _) = demo.account_retrieval(&body.account, Instant::now())?;
     let service = demo.service(&state).await?;
     let req = SasRequest { nonce: body.nonce };
-    handoff::request_sas(
-        State(state),
-        Service(service),
-        ClientIp(ip),
-        Path(retrieval_id),
-        ApiJson(req),
-    )
-    .await
+    usecase::handoff::request_sas(&state, &service, ip, &retrieval_id, &req).await?;
+    Ok(StatusCode::ACCEPTED)
 }
 
-/// `POST /demo/api/sas/nonces`: both nonces of the account's retrieval (the handler of
+/// `POST /demo/api/sas/nonces`: both nonces of the account's retrieval (the use case of
 /// `GET /v1/retrievals/{id}/sas`).
 pub async fn sas_nonces(
     State(state): State<AppState>,
@@ -503,7 +498,9 @@ pub async fn sas_nonces(
 ) -> Result<Json<SasNonces>, ApiError> {
     let (retrieval_id, _) = demo.account_retrieval(&body.account, Instant::now())?;
     let service = demo.service(&state).await?;
-    handoff::get_sas(State(state), Service(service), Path(retrieval_id)).await
+    usecase::handoff::sas_nonces(&state, &service, &retrieval_id)
+        .await
+        .map(Json)
 }
 
 /// `POST /demo/api/activate`: the person says both pages show the same six digits; sign-in
@@ -518,8 +515,7 @@ pub async fn activate(
     let (retrieval_id, commitment) = demo.account_retrieval(&body.account, now)?;
     if let Some(commitment) = commitment {
         let service = demo.service(&state).await?;
-        let Json(nonces) =
-            handoff::get_sas(State(state), Service(service), Path(retrieval_id)).await?;
+        let nonces = usecase::handoff::sas_nonces(&state, &service, &retrieval_id).await?;
         let opened = nonces
             .device_nonce
             .as_deref()
@@ -550,7 +546,7 @@ pub struct DemoDispute {
     pub reason: DisputeReason,
 }
 
-/// `POST /demo/api/dispute`: disputes the account's retrieval (the handler of
+/// `POST /demo/api/dispute`: disputes the account's retrieval (the use case of
 /// `POST /v1/retrievals/{id}/dispute`, so that the holder gets `key.disputed`) and forgets the
 /// account and its key.
 pub async fn dispute(
@@ -566,12 +562,6 @@ pub async fn dispute(
     let req = DisputeRequest {
         reason: body.reason,
     };
-    handoff::dispute(
-        State(state),
-        Service(service),
-        ClientIp(ip),
-        Path(retrieval_id),
-        ApiJson(req),
-    )
-    .await
+    usecase::handoff::dispute(&state, &service, ip, &retrieval_id, &req).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

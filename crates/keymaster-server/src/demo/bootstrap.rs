@@ -18,9 +18,9 @@ use zeroize::Zeroizing;
 
 use crate::crypto::{new_id, new_token, token_hash};
 use crate::error::ApiError;
-use crate::routes::audit_record;
 use crate::state::AppState;
 use crate::store::{AppKeyAuth, NewAppKey, NewService, NewTenant, ServiceAuth};
+use crate::usecase::audit_record;
 
 /// The demo tenant's id: fixed, so that every start of the demo uses the same tenant.
 pub const TENANT_ID: &str = "ten_demo";

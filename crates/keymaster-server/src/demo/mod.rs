@@ -29,8 +29,8 @@
 //! retrieves, consumes or changes another tenant's key.
 //!
 //! Not responsible for the API the demo calls: deposits, previews, retrievals, the SAS exchange
-//! and disputes go through the same handlers as `POST /v1/keys`, `POST /v1/retrievals` and
-//! the rest of the API, with their checks, events and audit.
+//! and disputes go through the same use cases (`usecase`) as `POST /v1/keys`,
+//! `POST /v1/retrievals` and the rest of the API, with their checks, events and audit.
 
 pub mod api;
 pub mod bootstrap;

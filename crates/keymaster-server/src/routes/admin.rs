@@ -24,10 +24,10 @@ use crate::dispatch::endpoints::EndpointReport;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ClientIp};
 use crate::netguard;
-use crate::routes::audit_record;
 use crate::state::AppState;
 use crate::store::outbox::DeliveryRecord;
 use crate::store::{NewAppKey, NewService, NewTenant};
+use crate::usecase::audit_record;
 
 const ACTOR: &str = "admin";
 

@@ -2,7 +2,8 @@
 //! (request, reveal, read), and disputes.
 //!
 //! - `POST /v1/retrievals/preview` (service key): the retrieval's own checks and transaction
-//!   (`retrievals::attempt`), answering provenance instead of the key and consuming nothing.
+//!   (`usecase::retrieve::preview`), answering provenance instead of the key and consuming
+//!   nothing.
 //! - `POST /v1/retrievals/{id}/sas` (service key): the service's nonce; `sas.requested` on the
 //!   holder's event stream. `GET` of the same path: both nonces.
 //! - `POST /v1/keys/{id}/sas` (holder token): the device reveals its nonce.
@@ -12,32 +13,22 @@
 //! `404`, the same answer as for an id that does not exist. The server computes no SAS and
 //! checks no key commitment for anyone: the two ends do that from what they hold
 //! (`keymaster_core::handoff`), so that a key master that lies is caught. Not responsible for
-//! the event stream staying open for the reveal (`events`).
+//! the event stream staying open for the reveal (`events`). The handlers extract and answer;
+//! what they do is `usecase::retrieve::preview` and `usecase::handoff`, which the demo calls
+//! too.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use jiff::Timestamp;
-use keymaster_core::handoff::{b64url, decode_32, Bytes32};
 use keymaster_core::wire::{
-    DisputeRequest, Origin, PreviewResponse, Problem, RetrievalRequest, SasNonces, SasRequest,
-    SasReveal, TenantRef,
+    DisputeRequest, PreviewResponse, Problem, RetrievalRequest, SasNonces, SasRequest, SasReveal,
 };
 
 use crate::auth::{Holder, Service};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ClientIp};
-use crate::routes::{audit_record, retrievals};
 use crate::state::AppState;
-use crate::store::handoff::{DisputeOutcome, RevealOutcome, SasRequestOutcome};
-use crate::store::RetrieveOutcome;
-
-/// A nonce from a request body: base64url of exactly 32 bytes, else `400 invalid_request`.
-fn nonce(text: &str, field: &str) -> Result<Bytes32, ApiError> {
-    decode_32(text).ok_or_else(|| {
-        ApiError::InvalidRequest(format!("{field}: must be base64url of 32 random bytes"))
-    })
-}
+use crate::usecase;
 
 #[utoipa::path(
     post, path = "/v1/retrievals/preview", tag = "retrievals",
@@ -60,31 +51,9 @@ pub async fn preview(
     ClientIp(ip): ClientIp,
     ApiJson(req): ApiJson<RetrievalRequest>,
 ) -> Result<Json<PreviewResponse>, ApiError> {
-    match retrievals::attempt(&state, &service, ip, &req, true).await? {
-        RetrieveOutcome::Previewed(p) => {
-            metrics::counter!("keymaster_previews_total").increment(1);
-            let p = *p;
-            Ok(Json(PreviewResponse {
-                key_id: p.key_id,
-                label: p.label,
-                kind: p.kind,
-                algorithm: p.algorithm,
-                fingerprint: p.fingerprint,
-                tenant: TenantRef {
-                    id: p.tenant_id,
-                    name: p.tenant_name,
-                },
-                deposited_at: p.deposited_at,
-                origin: Origin {
-                    network: p.origin_network,
-                },
-                proven: p.proven,
-            }))
-        }
-        _ => Err(ApiError::Internal(
-            "a preview ended other than previewed or refused".into(),
-        )),
-    }
+    usecase::retrieve::preview(&state, &service, ip, &req)
+        .await
+        .map(Json)
 }
 
 #[utoipa::path(
@@ -108,27 +77,8 @@ pub async fn request_sas(
     Path(retrieval_id): Path<String>,
     ApiJson(req): ApiJson<SasRequest>,
 ) -> Result<StatusCode, ApiError> {
-    let ns = nonce(&req.nonce, "nonce")?;
-    let actor = format!("service:{}", service.id);
-    let audit = audit_record(
-        Timestamp::now(),
-        &actor,
-        "retrieval.sas_request",
-        "success",
-        None,
-        Some(ip),
-    );
-    match state
-        .store
-        .request_sas(&retrieval_id, &service, ns, audit.clone())
-        .await?
-    {
-        SasRequestOutcome::Requested | SasRequestOutcome::Repeated => Ok(StatusCode::ACCEPTED),
-        SasRequestOutcome::NonceAlreadySet => Err(ApiError::InvalidRequest(
-            "nonce: this retrieval's SAS was requested with another nonce, which stands".into(),
-        )),
-        SasRequestOutcome::NotFound => refused(&state, audit, ApiError::NotFound).await,
-    }
+    usecase::handoff::request_sas(&state, &service, ip, &retrieval_id, &req).await?;
+    Ok(StatusCode::ACCEPTED)
 }
 
 #[utoipa::path(
@@ -148,15 +98,9 @@ pub async fn get_sas(
     Service(service): Service,
     Path(retrieval_id): Path<String>,
 ) -> Result<Json<SasNonces>, ApiError> {
-    let nonces = state
-        .store
-        .sas_nonces(&retrieval_id, &service)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    Ok(Json(SasNonces {
-        service_nonce: nonces.service.as_deref().map(b64url),
-        device_nonce: nonces.device.as_deref().map(b64url),
-    }))
+    usecase::handoff::sas_nonces(&state, &service, &retrieval_id)
+        .await
+        .map(Json)
 }
 
 #[utoipa::path(
@@ -181,35 +125,8 @@ pub async fn reveal_sas(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<SasReveal>,
 ) -> Result<StatusCode, ApiError> {
-    if rec.id != id {
-        return Err(ApiError::NotFound);
-    }
-    let nd = nonce(&req.nonce, "nonce")?;
-    let actor = format!("holder:{}", rec.id);
-    let mut audit = audit_record(
-        Timestamp::now(),
-        &actor,
-        "key.sas_reveal",
-        "success",
-        Some(&rec.id),
-        Some(ip),
-    );
-    audit.detail = Some(format!("retrieval {}", req.retrieval_id));
-    let outcome = state
-        .store
-        .reveal_sas(&rec.id, &req.retrieval_id, nd, audit.clone())
-        .await?;
-    match outcome {
-        RevealOutcome::Revealed | RevealOutcome::Repeated => Ok(StatusCode::NO_CONTENT),
-        RevealOutcome::NotRequested => refused(&state, audit, ApiError::SasNotRequested).await,
-        RevealOutcome::AlreadyRevealed => Err(ApiError::InvalidRequest(
-            "nonce: another nonce was revealed for this retrieval".into(),
-        )),
-        RevealOutcome::CommitmentMismatch => Err(ApiError::InvalidRequest(
-            "nonce: SHA-256 of it is not the key's sas_commitment".into(),
-        )),
-        RevealOutcome::NotFound => refused(&state, audit, ApiError::NotFound).await,
-    }
+    usecase::handoff::reveal_sas(&state, &rec, ip, &id, &req).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(
@@ -233,36 +150,6 @@ pub async fn dispute(
     Path(retrieval_id): Path<String>,
     ApiJson(req): ApiJson<DisputeRequest>,
 ) -> Result<StatusCode, ApiError> {
-    let reason = req.reason.as_str();
-    let actor = format!("service:{}", service.id);
-    let mut audit = audit_record(
-        Timestamp::now(),
-        &actor,
-        "retrieval.dispute",
-        "success",
-        None,
-        Some(ip),
-    );
-    audit.detail = Some(format!("retrieval {retrieval_id}: {reason}"));
-    match state
-        .store
-        .dispute(&retrieval_id, &service, reason, audit.clone())
-        .await?
-    {
-        DisputeOutcome::Disputed | DisputeOutcome::AlreadyDisputed => Ok(StatusCode::NO_CONTENT),
-        DisputeOutcome::NotFound => refused(&state, audit, ApiError::NotFound).await,
-    }
-}
-
-/// Audits a refusal that changed nothing (the row prepared for success, with the refusal's
-/// code as its outcome), coalesced so that a service probing ids cannot grow the audit log
-/// faster than a row a minute, and answers it.
-async fn refused<T>(
-    state: &AppState,
-    mut audit: crate::store::AuditRecord,
-    e: ApiError,
-) -> Result<T, ApiError> {
-    audit.outcome = e.code().to_owned();
-    state.store.append_coalesced_audit(audit).await?;
-    Err(e)
+    usecase::handoff::dispute(&state, &service, ip, &retrieval_id, &req).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -15,9 +15,9 @@ use keymaster_core::wire::{KeyStatus, PatchKeyRequest, Problem, RecodeResponse};
 use crate::auth::Holder;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ClientIp};
-use crate::routes::audit_record;
 use crate::state::AppState;
 use crate::store::{KeyRecord, RecodeOutcome};
+use crate::usecase::audit_record;
 
 /// The key the token opens, if it is the one asked for.
 fn own(rec: KeyRecord, id: &str) -> Result<KeyRecord, ApiError> {
@@ -105,7 +105,7 @@ pub async fn patch_key(
     }
     let expires_at = resolve_expiry(req.ttl_seconds, req.expires_at, now, &state.limits)
         .map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
-    let expires_at = crate::routes::to_millis(expires_at);
+    let expires_at = crate::usecase::to_millis(expires_at);
     let actor = format!("holder:{}", rec.id);
     let mut audit = audit_record(now, &actor, "key.patch", "success", Some(&rec.id), Some(ip));
     audit.detail = Some(format!("expires_at {expires_at}"));
@@ -175,7 +175,7 @@ pub async fn recode(
     for _ in 0..8 {
         let now = Timestamp::now();
         let code = Code::generate(rec.code_format, &mut rand::thread_rng());
-        if crate::routes::keys::answered_under_previous_secret(&state, &code).await? {
+        if crate::usecase::deposit::answered_under_previous_secret(&state, &code).await? {
             continue;
         }
         let hash = state.keys.code_hash(code.as_str());

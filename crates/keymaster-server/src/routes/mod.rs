@@ -12,28 +12,22 @@ pub mod holder;
 pub mod keys;
 pub mod retrievals;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
-use argon2::{Algorithm, Argon2, Params, Version};
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
-use jiff::Timestamp;
-use keymaster_core::policy::PasswordCheck;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::{BoxError, ServiceBuilder};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
-use zeroize::Zeroizing;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::AuditRecord;
 
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -145,63 +139,6 @@ async fn timeout_error(err: BoxError) -> Response {
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
     use axum::response::IntoResponse;
     ApiError::Internal("a request handler panicked".into()).into_response()
-}
-
-/// An audit row with the common fields.
-pub fn audit_record(
-    at: Timestamp,
-    actor: &str,
-    action: &'static str,
-    outcome: &str,
-    key_id: Option<&str>,
-    ip: Option<IpAddr>,
-) -> AuditRecord {
-    AuditRecord {
-        at,
-        actor: actor.to_owned(),
-        action,
-        outcome: outcome.to_owned(),
-        key_id: key_id.map(str::to_owned),
-        ip,
-        detail: None,
-    }
-}
-
-/// Times are stored to the millisecond; answers carry the stored value.
-pub fn to_millis(t: Timestamp) -> Timestamp {
-    Timestamp::from_millisecond(t.as_millisecond()).unwrap_or(t)
-}
-
-/// argon2id with OWASP's minimum parameters (19 MiB, 2 passes, 1 lane).
-pub fn argon2() -> Argon2<'static> {
-    let params = Params::new(19 * 1024, 2, 1, None).unwrap_or_default();
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-}
-
-/// argon2id runs at most this many at once (19 MiB and a few tens of milliseconds each), so
-/// that a flood of password guesses cannot take every core or much memory; the rest wait.
-const ARGON2_AT_ONCE: usize = 4;
-static ARGON2_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(ARGON2_AT_ONCE);
-
-/// Checks a policy password against its stored hash, off the async threads, at most
-/// [`ARGON2_AT_ONCE`] at a time.
-pub async fn verify_password(given: String, hash: String) -> Result<PasswordCheck, ApiError> {
-    let given = Zeroizing::new(given);
-    let _slot = ARGON2_SLOTS
-        .acquire()
-        .await
-        .map_err(|e| ApiError::Internal(format!("argon2 slots: {e}")))?;
-    tokio::task::spawn_blocking(move || {
-        use argon2::password_hash::{PasswordHash, PasswordVerifier};
-        let parsed = PasswordHash::new(&hash)
-            .map_err(|e| ApiError::Internal(format!("stored password hash: {e}")))?;
-        Ok(match argon2().verify_password(given.as_bytes(), &parsed) {
-            Ok(()) => PasswordCheck::Correct,
-            Err(_) => PasswordCheck::Incorrect,
-        })
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("argon2 task: {e}")))?
 }
 
 /// The OpenAPI 3.1 description, generated from the handlers and wire types.
