@@ -43,7 +43,7 @@ fn check(
     req: &Requester,
     now: Timestamp,
 ) -> Result<Decision, Denial> {
-    if now >= facts.expires_at {
+    if super::is_expired(facts.expires_at, now) {
         return Err(Denial::Gone);
     }
     match &facts.pending {

@@ -40,6 +40,13 @@ pub use time_window::TimeWindow;
 pub use validate::cidr as parse_cidr;
 pub use validate::resolve_expiry;
 
+/// Whether a key that expires at `expires_at` is expired at `now`: from that instant on. The
+/// one definition of "expired": the policy refuses such a key, the store reports it as
+/// `expired`, and the sweepers select it as `expires_at <= now`.
+pub fn is_expired(expires_at: jiff::Timestamp, now: jiff::Timestamp) -> bool {
+    now >= expires_at
+}
+
 /// After this many wrong passwords in a row the key is locked (`403 key_locked`, `key.locked`).
 pub const MAX_PASSWORD_FAILURES: u32 = 5;
 
