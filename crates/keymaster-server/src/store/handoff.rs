@@ -109,6 +109,23 @@ pub fn decide_reveal(
     Ok(())
 }
 
+/// A retrieval's nonces and its key's commitment, as a reveal reads them:
+/// `(service_nonce, device_nonce, sas_commitment)`.
+pub type RevealRow = (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// [`decide_reveal`] on the row a backend found (`None`: no retrieval of this id of this key).
+pub fn decide_reveal_row(row: Option<&RevealRow>, nonce: &Bytes32) -> Result<(), RevealOutcome> {
+    let Some((service_nonce, device_nonce, commitment)) = row else {
+        return Err(RevealOutcome::NotFound);
+    };
+    decide_reveal(
+        service_nonce.as_deref(),
+        device_nonce.as_deref(),
+        commitment.as_deref(),
+        nonce,
+    )
+}
+
 /// What a dispute does to a retrieval made at `at`, already disputed or not: `Ok` to record
 /// it and emit `key.disputed`, else the outcome to answer without a change.
 pub fn decide_dispute(at: Timestamp, disputed: bool, now: Timestamp) -> Result<(), DisputeOutcome> {

@@ -3,15 +3,16 @@
 //! handler knows which database is underneath.
 //!
 //! Each writing operation is one transaction that also writes its event (the outbox) and its
-//! audit row: either all of it happens or none of it does. The retrieval transaction calls the
-//! pure policy decision of `keymaster_core::policy` between reading and writing the key.
+//! audit row: either all of it happens or none of it does. What a transition writes is planned
+//! once, backend-neutrally, in [`lifecycle`]; a backend loads the facts and applies the plan.
 //!
 //! Not responsible for HTTP, for choosing status codes, or for cryptography: callers pass in
 //! hashes and sealed blobs, never codes or tokens in clear.
 
-pub mod decision;
+pub mod columns;
 pub mod events;
 pub mod handoff;
+pub mod lifecycle;
 pub mod limits;
 pub mod outbox;
 pub mod postgres;
@@ -131,7 +132,7 @@ pub struct NewKey {
 }
 
 /// One audit row to append.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditRecord {
     pub at: Timestamp,
     pub actor: String,
@@ -216,7 +217,7 @@ impl KeyRecord {
             KeyState::AwaitingConfirmation if self.confirm_by.is_some_and(|c| now >= c) => {
                 KeyState::Retrieved
             }
-            _ if now >= self.expires_at => KeyState::Expired,
+            _ if keymaster_core::policy::is_expired(self.expires_at, now) => KeyState::Expired,
             s => s,
         }
     }
@@ -336,6 +337,20 @@ pub struct SweepReport {
     pub purged: usize,
     /// A batch came back full: call again without waiting.
     pub more: bool,
+}
+
+impl SweepReport {
+    /// Most keys (and most rows of each kind) one sweep call ends or purges; the sweeper calls
+    /// again while a batch comes back full.
+    pub const BATCH: usize = 1000;
+
+    /// Whether a batch came back full: what was ended, or any of the `purged` counts.
+    pub fn batch_full(&self, purged: &[usize]) -> bool {
+        [self.expired, self.grace_ended]
+            .iter()
+            .chain(purged)
+            .any(|n| *n >= Self::BATCH)
+    }
 }
 
 /// Announces committed events inside this process: the dispatcher and the holders' event

@@ -1,12 +1,12 @@
 //! PostgreSQL: the operator's objects (admin token, tenants, app keys, services) and the audit
 //! log.
 
-use ipnet::IpNet;
 use keymaster_core::wire::AuditEntry;
 use sqlx::PgConnection;
 
 use super::rows::insert_audit;
 use super::{db, ms, ts};
+use crate::store::columns::{read_service, SERVICE_COLUMNS};
 use crate::store::{
     AppKeyAuth, AuditRecord, NewAppKey, NewService, NewTenant, ServiceAuth, StoreError,
 };
@@ -157,29 +157,14 @@ pub async fn service_by_token(
     c: &mut PgConnection,
     hash: &[u8],
 ) -> Result<Option<ServiceAuth>, StoreError> {
-    type Row = (String, String, String, String, Option<String>);
-    let row: Option<Row> = sqlx::query_as(
-        "SELECT id, name, domains, allowed_cidrs, confined_tenant_id FROM services
-         WHERE token_hash = $1",
-    )
+    let row = sqlx::query(&format!(
+        "SELECT {SERVICE_COLUMNS} FROM services WHERE token_hash = $1"
+    ))
     .bind(hash)
     .fetch_optional(c)
     .await
     .map_err(db)?;
-    row.map(|(id, name, domains, cidrs, confined_tenant_id)| {
-        let domains: Vec<String> = serde_json::from_str(&domains)
-            .map_err(|e| StoreError::Corrupt(format!("service domains: {e}")))?;
-        let allowed_cidrs: Vec<IpNet> = serde_json::from_str(&cidrs)
-            .map_err(|e| StoreError::Corrupt(format!("service cidrs: {e}")))?;
-        Ok(ServiceAuth {
-            id,
-            name,
-            domains,
-            allowed_cidrs,
-            confined_tenant_id,
-        })
-    })
-    .transpose()
+    row.as_ref().map(read_service).transpose()
 }
 
 pub async fn missing_services(

@@ -13,8 +13,8 @@ use super::rows::{insert_audit, insert_event};
 use super::{db, ms, ts};
 use crate::store::events::KeyRef;
 use crate::store::handoff::{
-    decide_dispute, decide_request, decide_reveal, disputed_event, sas_requested_event,
-    DisputeOutcome, RevealOutcome, SasNonceBytes, SasRequestOutcome, REVEAL_WINDOW,
+    decide_dispute, decide_request, decide_reveal_row, disputed_event, sas_requested_event,
+    DisputeOutcome, RevealOutcome, RevealRow, SasNonceBytes, SasRequestOutcome, REVEAL_WINDOW,
 };
 use crate::store::{AuditRecord, ServiceAuth, StoreError};
 
@@ -26,25 +26,6 @@ pub async fn tenant_name(c: &mut PgConnection, tenant_id: &str) -> Result<String
         .await
         .map_err(db)?
         .ok_or_else(|| StoreError::Corrupt(format!("key of unknown tenant {tenant_id}")))
-}
-
-/// Records a retrieval that handed out a key.
-pub async fn insert_retrieval(
-    c: &mut PgConnection,
-    retrieval_id: &str,
-    key_id: &str,
-    service: &ServiceAuth,
-    at: Timestamp,
-) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO retrievals (id, key_id, service_id, at) VALUES ($1, $2, $3, $4)")
-        .bind(retrieval_id)
-        .bind(key_id)
-        .bind(&service.id)
-        .bind(ms(at))
-        .execute(c)
-        .await
-        .map_err(db)?;
-    Ok(())
 }
 
 /// A key (id, tenant, label) and a retrieval's stored service nonce.
@@ -109,8 +90,7 @@ pub async fn reveal_sas(
     nonce: &Bytes32,
     a: &AuditRecord,
 ) -> Result<RevealOutcome, StoreError> {
-    type Nonces = (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>);
-    let row: Option<Nonces> = sqlx::query_as(
+    let row: Option<RevealRow> = sqlx::query_as(
         "SELECT r.service_nonce, r.device_nonce, k.sas_commitment
          FROM retrievals r JOIN keys k ON k.id = r.key_id
          WHERE r.id = $1 AND r.key_id = $2 FOR UPDATE OF r",
@@ -120,15 +100,7 @@ pub async fn reveal_sas(
     .fetch_optional(&mut *c)
     .await
     .map_err(db)?;
-    let Some((service_nonce, device_nonce, commitment)) = row else {
-        return Ok(RevealOutcome::NotFound);
-    };
-    if let Err(outcome) = decide_reveal(
-        service_nonce.as_deref(),
-        device_nonce.as_deref(),
-        commitment.as_deref(),
-        nonce,
-    ) {
+    if let Err(outcome) = decide_reveal_row(row.as_ref(), nonce) {
         return Ok(outcome);
     }
     sqlx::query("UPDATE retrievals SET device_nonce = $2 WHERE id = $1")

@@ -3,15 +3,16 @@
 //! with retrievals and the sweeper of every replica.
 
 use jiff::Timestamp;
-use keymaster_core::wire::{CodeFormat, Notify};
-use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
-use super::rows::{emit, end_key, insert_audit, insert_coalesced_audit, opt_ts};
-use super::{count, db, is_unique_violation, ms, ts};
-use crate::store::events::{EventType, KeyRef};
+use super::apply::apply;
+use super::rows::{insert_audit, insert_event};
+use super::{db, ms};
+use crate::store::columns::format_name;
+use crate::store::events::{new_event, EventType, KeyRef};
+use crate::store::lifecycle::{self, read_record, Applied, LIVE_SQL, RECORD_COLUMNS};
 use crate::store::limits;
-use crate::store::{AuditRecord, KeyRecord, KeyState, NewKey, RecodeOutcome, StoreError};
+use crate::store::{AuditRecord, KeyRecord, NewKey, RecodeOutcome, StoreError};
 
 pub async fn deposit(
     c: &mut PgConnection,
@@ -46,8 +47,10 @@ pub async fn deposit(
     .bind(&k.spki)
     .bind(&k.secret_sealed)
     .bind(&k.fingerprint)
-    .bind(&k.ssh_fingerprint)
-    .bind(&k.jwk_thumbprint)
+    // Not stored, as in every backend: a retrieval derives both from the key (`PublicForms`),
+    // and the holder's view shows only `fingerprint`.
+    .bind(None::<String>)
+    .bind(None::<String>)
     .bind(k.proven)
     .bind(policy)
     .bind(&k.password_hash)
@@ -76,42 +79,10 @@ pub async fn deposit(
         tenant_id: &k.tenant_id,
         label: k.label.as_deref(),
     };
-    emit(c, EventType::Deposited, &key, None, None, k.created_at).await?;
+    let event = new_event(EventType::Deposited, &key, None, None, k.created_at);
+    insert_event(c, &event).await?;
     insert_audit(c, a).await?;
     Ok(true)
-}
-
-const RECORD_COLUMNS: &str = "id, tenant_id, label, algorithm, fingerprint, state, expires_at,
-    confirm_by, retrievals, max_retrievals, notify, code_format";
-
-fn record_from_row(r: &PgRow) -> Result<KeyRecord, StoreError> {
-    let state: String = r.try_get(5).map_err(db)?;
-    let notify: Option<String> = r.try_get(10).map_err(db)?;
-    let notify: Option<Notify> = notify
-        .as_deref()
-        .map(serde_json::from_str)
-        .transpose()
-        .map_err(|e| StoreError::Corrupt(format!("notify: {e}")))?;
-    let code_format: String = r.try_get(11).map_err(db)?;
-    Ok(KeyRecord {
-        state: KeyState::parse(&state)
-            .ok_or_else(|| StoreError::Corrupt(format!("state {state:?}")))?,
-        id: r.try_get(0).map_err(db)?,
-        tenant_id: r.try_get(1).map_err(db)?,
-        label: r.try_get(2).map_err(db)?,
-        algorithm: r.try_get(3).map_err(db)?,
-        fingerprint: r.try_get(4).map_err(db)?,
-        expires_at: ts(r.try_get(6).map_err(db)?)?,
-        confirm_by: opt_ts(r.try_get(7).map_err(db)?)?,
-        retrievals: count(r.try_get(8).map_err(db)?)?,
-        max_retrievals: count(r.try_get(9).map_err(db)?)?,
-        notify,
-        code_format: if code_format == "base32" {
-            CodeFormat::Base32
-        } else {
-            CodeFormat::Digits
-        },
-    })
 }
 
 /// The key a holder token opens. PostgreSQL keeps its unique index of holder hashes, so the
@@ -129,34 +100,26 @@ pub async fn key_by_holder(
     .fetch_optional(c)
     .await
     .map_err(db)?;
-    row.as_ref().map(record_from_row).transpose()
+    row.as_ref().map(read_record).transpose()
 }
 
-/// Locks and loads a key that is live at `now` (not ended, not past its expiry).
-async fn live_key(
+/// Locks and loads a key that has not ended, with its code hash (`lifecycle` decides whether it
+/// is live at the operation's time).
+async fn unended_key(
     c: &mut PgConnection,
     key_id: &str,
-    now: Timestamp,
-) -> Result<Option<KeyRecord>, StoreError> {
+) -> Result<Option<(KeyRecord, Vec<u8>)>, StoreError> {
     let row = sqlx::query(&format!(
-        "SELECT {RECORD_COLUMNS} FROM keys WHERE id = $1 AND code_hash IS NOT NULL FOR UPDATE"
+        "SELECT {RECORD_COLUMNS}, code_hash FROM keys WHERE id = $1 AND {LIVE_SQL} FOR UPDATE"
     ))
     .bind(key_id)
     .fetch_optional(c)
     .await
     .map_err(db)?;
-    let Some(rec) = row.as_ref().map(record_from_row).transpose()? else {
+    let Some(row) = row else {
         return Ok(None);
     };
-    Ok(rec.status_at(now).is_live().then_some(rec))
-}
-
-fn key_ref(rec: &KeyRecord) -> KeyRef<'_> {
-    KeyRef {
-        key_id: &rec.id,
-        tenant_id: &rec.tenant_id,
-        label: rec.label.as_deref(),
-    }
+    Ok(Some((read_record(&row)?, row.try_get(12).map_err(db)?)))
 }
 
 pub async fn set_expiry(
@@ -165,17 +128,11 @@ pub async fn set_expiry(
     expires_at: Timestamp,
     a: &AuditRecord,
 ) -> Result<bool, StoreError> {
-    if live_key(c, key_id, a.at).await?.is_none() {
-        return Ok(false);
+    let rec = unended_key(c, key_id).await?.map(|(rec, _)| rec);
+    match lifecycle::plan_set_expiry(rec.as_ref(), expires_at, a) {
+        Some(plan) => apply(c, &plan).await.map(|_| true),
+        None => Ok(false),
     }
-    sqlx::query("UPDATE keys SET expires_at = $2 WHERE id = $1")
-        .bind(key_id)
-        .bind(ms(expires_at))
-        .execute(&mut *c)
-        .await
-        .map_err(db)?;
-    insert_audit(c, a).await?;
-    Ok(true)
 }
 
 pub async fn revoke(
@@ -183,13 +140,11 @@ pub async fn revoke(
     key_id: &str,
     a: &AuditRecord,
 ) -> Result<bool, StoreError> {
-    let Some(rec) = live_key(c, key_id, a.at).await? else {
-        return Ok(false);
-    };
-    end_key(c, key_id, KeyState::Revoked, a.at).await?;
-    emit(c, EventType::Revoked, &key_ref(&rec), None, None, a.at).await?;
-    insert_audit(c, a).await?;
-    Ok(true)
+    let rec = unended_key(c, key_id).await?.map(|(rec, _)| rec);
+    match lifecycle::plan_revoke(rec.as_ref(), a) {
+        Some(plan) => apply(c, &plan).await.map(|_| true),
+        None => Ok(false),
+    }
 }
 
 pub async fn recode(
@@ -199,69 +154,16 @@ pub async fn recode(
     per_hour: u32,
     a: &AuditRecord,
 ) -> Result<RecodeOutcome, StoreError> {
-    let Some(rec) = live_key(c, key_id, a.at).await? else {
+    let Some((rec, old_code_hash)) = unended_key(c, key_id).await? else {
         return Ok(RecodeOutcome::NotLive);
     };
-    if let Some(retry) = recodes_spent(c, key_id, per_hour, a.at).await? {
-        let mut refused = a.clone();
-        refused.outcome = "rate_limited".into();
-        insert_coalesced_audit(c, &refused).await?;
-        return Ok(RecodeOutcome::RateLimited(retry));
+    let retry = recodes_spent(c, key_id, per_hour, a.at).await?;
+    let (plan, outcome) =
+        lifecycle::plan_recode(Some(&rec), old_code_hash, new_code_hash, retry, a);
+    match apply(c, &plan).await? {
+        Applied::Done => Ok(outcome),
+        Applied::CodeTaken => Ok(RecodeOutcome::CodeTaken),
     }
-    let old_hash: Vec<u8> = sqlx::query_scalar("SELECT code_hash FROM keys WHERE id = $1")
-        .bind(key_id)
-        .fetch_one(&mut *c)
-        .await
-        .map_err(db)?;
-    // A collision aborts the statement; the savepoint keeps the transaction usable.
-    sqlx::query("SAVEPOINT recode")
-        .execute(&mut *c)
-        .await
-        .map_err(db)?;
-    let updated = sqlx::query("UPDATE keys SET code_hash = $2 WHERE id = $1")
-        .bind(key_id)
-        .bind(new_code_hash)
-        .execute(&mut *c)
-        .await;
-    match updated {
-        Ok(_) => {
-            sqlx::query("RELEASE SAVEPOINT recode")
-                .execute(&mut *c)
-                .await
-                .map_err(db)?;
-        }
-        Err(e) if is_unique_violation(&e) => {
-            sqlx::query("ROLLBACK TO SAVEPOINT recode")
-                .execute(&mut *c)
-                .await
-                .map_err(db)?;
-            sqlx::query("RELEASE SAVEPOINT recode")
-                .execute(&mut *c)
-                .await
-                .map_err(db)?;
-            return Ok(RecodeOutcome::CodeTaken);
-        }
-        Err(e) => return Err(db(e)),
-    }
-    sqlx::query("DELETE FROM tombstones WHERE code_hash = $1")
-        .bind(new_code_hash)
-        .execute(&mut *c)
-        .await
-        .map_err(db)?;
-    sqlx::query(
-        "INSERT INTO tombstones (code_hash, key_id, died_at) VALUES ($1, $2, $3)
-         ON CONFLICT (code_hash) DO UPDATE SET key_id = EXCLUDED.key_id,
-             died_at = EXCLUDED.died_at",
-    )
-    .bind(old_hash)
-    .bind(key_id)
-    .bind(ms(a.at))
-    .execute(&mut *c)
-    .await
-    .map_err(db)?;
-    emit(c, EventType::CodeReissued, &key_ref(&rec), None, None, a.at).await?;
-    insert_audit(c, a).await?;
-    Ok(RecodeOutcome::Done(rec.expires_at))
 }
 
 /// Seconds until the key may have a new code, when it had `per_hour` within the last hour
@@ -283,11 +185,4 @@ async fn recodes_spent(
     .await
     .map_err(db)?;
     Ok(limits::recode_retry_after(&recent, per_hour, now))
-}
-
-fn format_name(f: CodeFormat) -> &'static str {
-    match f {
-        CodeFormat::Digits => "digits",
-        CodeFormat::Base32 => "base32",
-    }
 }

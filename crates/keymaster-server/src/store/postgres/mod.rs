@@ -13,6 +13,7 @@
 //! file only opens transactions and commits them. It behaves exactly like the SQLite backend.
 
 mod admin;
+mod apply;
 mod handoff;
 mod keys;
 mod notify;

@@ -5,8 +5,7 @@ use jiff::Timestamp;
 use keymaster_core::wire::Event;
 use sqlx::PgConnection;
 
-use super::{db, ms, ts};
-use crate::store::events::{new_event, EventType, KeyRef};
+use super::{db, ms};
 use crate::store::limits;
 use crate::store::{AuditRecord, KeyState, StoreError, StoredEvent};
 
@@ -57,7 +56,8 @@ pub async fn insert_coalesced_audit(
     Ok(())
 }
 
-/// Writes an event into the outbox.
+/// Writes an event into the events table and, unless it is for the event stream only, its
+/// deliveries into the outbox: the one way every PostgreSQL operation writes an event.
 pub async fn insert_event(c: &mut PgConnection, e: &Event) -> Result<(), StoreError> {
     let payload = serde_json::to_string(e).map_err(|e| StoreError::Db(e.to_string()))?;
     sqlx::query(
@@ -79,26 +79,16 @@ pub async fn insert_event(c: &mut PgConnection, e: &Event) -> Result<(), StoreEr
     super::outbox::enqueue(c, &e.id, &e.data.key_id, &e.data.tenant_id, e.timestamp).await
 }
 
-/// Makes and writes an event of `ty` for a key.
-pub async fn emit(
-    c: &mut PgConnection,
-    ty: EventType,
-    key: &KeyRef<'_>,
-    service: Option<(&str, &str)>,
-    reason: Option<&str>,
-    at: Timestamp,
-) -> Result<(), StoreError> {
-    insert_event(c, &new_event(ty, key, service, reason, at)).await
-}
-
-/// Ends the lives of keys: the state becomes `state`, the key material and the code hash are
-/// cleared, and each code is kept as a tombstone so that a later use can be reported. The
+/// Ends the lives of keys (`lifecycle::KeyChange::End`): the state becomes `state`, the key
+/// material, the hold and the code hash are cleared, the retrieval count becomes `retrievals`
+/// if given, and each code is kept in `tombstones` so that a later use can be reported. The
 /// caller holds the rows' locks.
 pub async fn end_keys(
     c: &mut PgConnection,
     key_ids: &[String],
     state: KeyState,
     at: Timestamp,
+    retrievals: Option<u32>,
 ) -> Result<(), StoreError> {
     if key_ids.is_empty() {
         return Ok(());
@@ -117,26 +107,18 @@ pub async fn end_keys(
     sqlx::query(
         "UPDATE keys SET state = $2, ended_at = $3, code_hash = NULL, spki = NULL,
                 secret_sealed = NULL, password_hash = NULL, pending_retrieval_id = NULL,
-                pending_service_id = NULL, confirm_by = NULL
+                pending_service_id = NULL, confirm_by = NULL,
+                retrievals = coalesce($4, retrievals)
          WHERE id = ANY($1)",
     )
     .bind(key_ids)
     .bind(state.as_str())
     .bind(ms(at))
+    .bind(retrievals.map(i64::from))
     .execute(&mut *c)
     .await
     .map_err(db)?;
     Ok(())
-}
-
-/// Ends one key's life (see [`end_keys`]).
-pub async fn end_key(
-    c: &mut PgConnection,
-    key_id: &str,
-    state: KeyState,
-    at: Timestamp,
-) -> Result<(), StoreError> {
-    end_keys(c, &[key_id.to_owned()], state, at).await
 }
 
 /// The key's events after `after_seq`, oldest first.
@@ -255,9 +237,4 @@ pub async fn release_failure(
     .await
     .map_err(db)?;
     Ok(())
-}
-
-/// Reads a timestamp column that may be null.
-pub fn opt_ts(v: Option<i64>) -> Result<Option<Timestamp>, StoreError> {
-    v.map(ts).transpose()
 }

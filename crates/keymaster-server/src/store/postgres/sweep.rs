@@ -1,5 +1,6 @@
-//! PostgreSQL: the sweeper's work. Reports keys that reached their expiry (`key.expired`), ends
-//! held keys whose confirmation grace passed (`key.unconfirmed`), and purges finished records, their events and
+//! PostgreSQL: the sweeper's work. Ends keys that reached their expiry (`key.expired`) and
+//! held keys whose confirmation grace passed (`key.unconfirmed`), as lifecycle plans
+//! (`lifecycle::plan_expire`), and purges finished records, their events and
 //! tombstones after the retention period. It never decides a retrieval: expiry is enforced at
 //! the moment of each request; this only tidies up and reports.
 //!
@@ -12,13 +13,34 @@ use std::time::Duration;
 use jiff::Timestamp;
 use sqlx::PgConnection;
 
-use super::rows::{emit, end_keys};
+use super::apply::apply_all;
 use super::{db, ms};
-use crate::store::events::{EventType, KeyRef};
-use crate::store::{KeyState, StoreError, SweepReport};
+use crate::store::lifecycle::{plan_expire, Ending, Expiry, ENDING_COLUMNS, LIVE_SQL};
+use crate::store::{StoreError, SweepReport};
 
-/// Most keys ended per sweep call; the sweeper calls again while a batch comes back full.
-pub const BATCH: usize = 1000;
+const BATCH: usize = SweepReport::BATCH;
+
+/// Locks and ends the keys that `sql` selects (as `ENDING_COLUMNS`, bound to now and the batch
+/// size), skipping those locked by a retrieval in flight.
+async fn end(
+    c: &mut PgConnection,
+    sql: &str,
+    why: Expiry,
+    now: Timestamp,
+) -> Result<usize, StoreError> {
+    let rows = sqlx::query(sql)
+        .bind(ms(now))
+        .bind(BATCH as i64)
+        .fetch_all(&mut *c)
+        .await
+        .map_err(db)?;
+    let plans = rows
+        .iter()
+        .map(|r| Ok(plan_expire(Ending::read(r)?, why, now)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    apply_all(c, &plans).await?;
+    Ok(plans.len())
+}
 
 pub async fn sweep(
     c: &mut PgConnection,
@@ -29,62 +51,31 @@ pub async fn sweep(
     let now_ms = ms(now);
     let batch = BATCH as i64;
 
-    // A held key ends with its grace, not with its lifetime: once the grace is over it is
-    // `retrieved` (`KeyRecord::status_at`) and reported as not confirmed, never as expired.
-    type Held = (
-        String,
-        String,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-    );
-    let graces: Vec<Held> = sqlx::query_as(
-        "SELECT k.id, k.tenant_id, k.label, k.pending_service_id, s.name
-         FROM keys k LEFT JOIN services s ON s.id = k.pending_service_id
-         WHERE k.state = 'awaiting_confirmation' AND k.confirm_by <= $1
-         LIMIT $2 FOR UPDATE OF k SKIP LOCKED",
+    report.grace_ended = end(
+        c,
+        &format!(
+            "SELECT {ENDING_COLUMNS} FROM keys k LEFT JOIN services s ON s.id = k.pending_service_id
+             WHERE k.state = 'awaiting_confirmation' AND k.confirm_by <= $1
+             LIMIT $2 FOR UPDATE OF k SKIP LOCKED"
+        ),
+        Expiry::Grace,
+        now,
     )
-    .bind(now_ms)
-    .bind(batch)
-    .fetch_all(&mut *c)
-    .await
-    .map_err(db)?;
-    let ids: Vec<String> = graces.iter().map(|(id, ..)| id.clone()).collect();
-    end_keys(c, &ids, KeyState::Retrieved, now).await?;
-    for (id, tenant_id, label, service_id, service_name) in &graces {
-        let key = KeyRef {
-            key_id: id,
-            tenant_id,
-            label: label.as_deref(),
-        };
-        // `None` once the service is deleted.
-        let service = service_id.as_deref().zip(service_name.as_deref());
-        emit(c, EventType::Unconfirmed, &key, service, None, now).await?;
-    }
-    report.grace_ended = graces.len();
-
-    let expired: Vec<(String, String, Option<String>)> = sqlx::query_as(
-        "SELECT id, tenant_id, label FROM keys
-         WHERE code_hash IS NOT NULL AND expires_at <= $1
-           AND state != 'awaiting_confirmation'
-         LIMIT $2 FOR UPDATE SKIP LOCKED",
+    .await?;
+    // `code_hash IS NOT NULL` says the same as `LIVE_SQL` here (this backend clears the code
+    // of a key that ends) and is the predicate of the partial index of live expiries.
+    report.expired = end(
+        c,
+        &format!(
+            "SELECT id, tenant_id, label, NULL::text, NULL::text FROM keys
+             WHERE {LIVE_SQL} AND code_hash IS NOT NULL AND expires_at <= $1
+               AND state != 'awaiting_confirmation'
+             LIMIT $2 FOR UPDATE SKIP LOCKED"
+        ),
+        Expiry::Lifetime,
+        now,
     )
-    .bind(now_ms)
-    .bind(batch)
-    .fetch_all(&mut *c)
-    .await
-    .map_err(db)?;
-    let ids: Vec<String> = expired.iter().map(|(id, _, _)| id.clone()).collect();
-    end_keys(c, &ids, KeyState::Expired, now).await?;
-    for (id, tenant_id, label) in &expired {
-        let key = KeyRef {
-            key_id: id,
-            tenant_id,
-            label: label.as_deref(),
-        };
-        emit(c, EventType::Expired, &key, None, None, now).await?;
-    }
-    report.expired = expired.len();
+    .await?;
 
     let horizon = now_ms - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
     let (purged_events, purged_keys): (i64, i64) = sqlx::query_as(
@@ -115,18 +106,10 @@ pub async fn sweep(
     .await
     .map_err(db)?
     .rows_affected();
-    let purged_events = usize::try_from(purged_events).unwrap_or(usize::MAX);
-    let purged_keys = usize::try_from(purged_keys).unwrap_or(usize::MAX);
+    let count = |n: i64| usize::try_from(n).unwrap_or(usize::MAX);
+    let (purged_events, purged_keys) = (count(purged_events), count(purged_keys));
     let purged_tombstones = usize::try_from(purged_tombstones).unwrap_or(usize::MAX);
     report.purged = purged_keys + purged_tombstones;
-    report.more = [
-        report.expired,
-        report.grace_ended,
-        purged_events,
-        purged_keys,
-        purged_tombstones,
-    ]
-    .iter()
-    .any(|n| *n >= BATCH);
+    report.more = report.batch_full(&[purged_events, purged_keys, purged_tombstones]);
     Ok(report)
 }

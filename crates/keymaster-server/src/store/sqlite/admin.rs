@@ -1,12 +1,12 @@
 //! SQLite: the operator's objects (admin token, tenants, app keys, services) and the audit log.
 
-use ipnet::IpNet;
 use keymaster_core::wire::AuditEntry;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::rows::insert_audit;
 use super::writer::db;
 use super::{ms, ts};
+use crate::store::columns::{read_service, SERVICE_COLUMNS};
 use crate::store::{
     AppKeyAuth, AuditRecord, NewAppKey, NewService, NewTenant, ServiceAuth, StoreError,
 };
@@ -127,32 +127,14 @@ pub fn app_key_by_token(c: &Connection, hash: &[u8]) -> Result<Option<AppKeyAuth
 }
 
 pub fn service_by_token(c: &Connection, hash: &[u8]) -> Result<Option<ServiceAuth>, StoreError> {
-    type Row = (String, String, String, String, Option<String>);
-    let row: Option<Row> = c
-        .prepare_cached(
-            "SELECT id, name, domains, allowed_cidrs, confined_tenant_id FROM services
-             WHERE token_hash = ?1",
-        )
-        .and_then(|mut s| {
-            s.query_row(params![hash], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-            })
+    c.prepare_cached(&format!(
+        "SELECT {SERVICE_COLUMNS} FROM services WHERE token_hash = ?1"
+    ))
+    .and_then(|mut s| {
+        s.query_row(params![hash], |r| Ok(read_service(r)))
             .optional()
-        })
-        .map_err(db)?;
-    row.map(|(id, name, domains, cidrs, confined_tenant_id)| {
-        let domains: Vec<String> = serde_json::from_str(&domains)
-            .map_err(|e| StoreError::Corrupt(format!("service domains: {e}")))?;
-        let allowed_cidrs: Vec<IpNet> = serde_json::from_str(&cidrs)
-            .map_err(|e| StoreError::Corrupt(format!("service cidrs: {e}")))?;
-        Ok(ServiceAuth {
-            id,
-            name,
-            domains,
-            allowed_cidrs,
-            confined_tenant_id,
-        })
     })
+    .map_err(db)?
     .transpose()
 }
 

@@ -7,35 +7,15 @@ use jiff::Timestamp;
 use keymaster_core::handoff::Bytes32;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::rows::{insert_audit, insert_event};
+use super::rows::{insert_audit, insert_event, EventRow};
 use super::writer::db;
 use super::{ms, ts};
 use crate::store::events::KeyRef;
 use crate::store::handoff::{
-    decide_dispute, decide_request, decide_reveal, disputed_event, sas_requested_event,
-    DisputeOutcome, RevealOutcome, SasNonceBytes, SasRequestOutcome, REVEAL_WINDOW,
+    decide_dispute, decide_request, decide_reveal_row, disputed_event, sas_requested_event,
+    DisputeOutcome, RevealOutcome, RevealRow, SasNonceBytes, SasRequestOutcome, REVEAL_WINDOW,
 };
 use crate::store::{AuditRecord, ServiceAuth, StoreError};
-
-/// The columns of a key row the verified handoff reads at retrieval:
-/// `created_at, origin_network, sas_commitment`.
-pub struct KeyHandoff {
-    /// Unix milliseconds of the deposit.
-    pub created_at: i64,
-    pub origin_network: Option<String>,
-    pub sas_commitment: Option<Vec<u8>>,
-}
-
-impl KeyHandoff {
-    /// Reads the three columns starting at column `first`.
-    pub fn from_row(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<KeyHandoff> {
-        Ok(KeyHandoff {
-            created_at: r.get(first)?,
-            origin_network: r.get(first + 1)?,
-            sas_commitment: r.get(first + 2)?,
-        })
-    }
-}
 
 /// The tenant's name, for a preview.
 pub fn tenant_name(c: &Connection, tenant_id: &str) -> Result<String, StoreError> {
@@ -43,20 +23,6 @@ pub fn tenant_name(c: &Connection, tenant_id: &str) -> Result<String, StoreError
         .and_then(|mut s| s.query_row(params![tenant_id], |r| r.get(0)).optional())
         .map_err(db)?
         .ok_or_else(|| StoreError::Corrupt(format!("key of unknown tenant {tenant_id}")))
-}
-
-/// Records a retrieval that handed out a key.
-pub fn insert_retrieval(
-    c: &Connection,
-    retrieval_id: &str,
-    key_id: &str,
-    service: &ServiceAuth,
-    at: Timestamp,
-) -> Result<(), StoreError> {
-    c.prepare_cached("INSERT INTO retrievals (id, key_id, service_id, at) VALUES (?1, ?2, ?3, ?4)")
-        .and_then(|mut s| s.execute(params![retrieval_id, key_id, service.id, ms(at)]))
-        .map_err(db)?;
-    Ok(())
 }
 
 /// The key facts every event of a retrieval's key carries.
@@ -114,10 +80,8 @@ pub fn request_sas(
     )
     .map_err(db)?;
     let svc = (service.id.as_str(), service.name.as_str());
-    insert_event(
-        c,
-        &sas_requested_event(&key.key_ref(), svc, retrieval_id, nonce, a.at),
-    )?;
+    let event = sas_requested_event(&key.key_ref(), svc, retrieval_id, nonce, a.at);
+    insert_event(c, &EventRow::new(event)?, None)?;
     let mut audit = a.clone();
     audit.key_id = Some(key.key_id.clone());
     insert_audit(c, &audit)?;
@@ -131,8 +95,7 @@ pub fn reveal_sas(
     nonce: &Bytes32,
     a: &AuditRecord,
 ) -> Result<RevealOutcome, StoreError> {
-    type Nonces = (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>);
-    let row: Option<Nonces> = c
+    let row: Option<RevealRow> = c
         .query_row(
             "SELECT r.service_nonce, r.device_nonce, k.sas_commitment
              FROM retrievals r JOIN keys k ON k.id = r.key_id
@@ -142,15 +105,7 @@ pub fn reveal_sas(
         )
         .optional()
         .map_err(db)?;
-    let Some((service_nonce, device_nonce, commitment)) = row else {
-        return Ok(RevealOutcome::NotFound);
-    };
-    if let Err(outcome) = decide_reveal(
-        service_nonce.as_deref(),
-        device_nonce.as_deref(),
-        commitment.as_deref(),
-        nonce,
-    ) {
+    if let Err(outcome) = decide_reveal_row(row.as_ref(), nonce) {
         return Ok(outcome);
     }
     c.execute(
@@ -224,7 +179,7 @@ pub fn dispute(
     .map_err(db)?;
     let svc = (service.id.as_str(), service.name.as_str());
     let event = disputed_event(&key.key_ref(), svc, retrieval_id, reason, a.at);
-    super::rows::insert_key_event(c, &event, notify)?;
+    insert_event(c, &EventRow::new(event)?, Some(notify))?;
     let mut audit = a.clone();
     audit.key_id = Some(key.key_id.clone());
     insert_audit(c, &audit)?;

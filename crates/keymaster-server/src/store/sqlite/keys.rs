@@ -1,31 +1,24 @@
 //! SQLite: deposits and the holder's operations on one key (status, expiry, revoke, re-code).
 
 use jiff::Timestamp;
-use keymaster_core::wire::{CodeFormat, Event, Notify};
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension};
 
-use super::rows::{
-    emit, end_key, event_json, insert_audit, insert_coalesced_audit, insert_event_json, opt_ts,
-};
+use super::apply::{apply, is_unique_violation};
+use super::ms;
+use super::rows::{insert_audit, insert_event, EventRow};
 use super::writer::db;
-use super::{ms, ts};
+use crate::store::columns::format_name;
 use crate::store::events::{new_event, EventType, KeyRef};
+use crate::store::lifecycle::{self, read_record, Applied, LIVE_SQL, RECORD_COLUMNS};
 use crate::store::limits;
-use crate::store::{AuditRecord, KeyRecord, KeyState, NewKey, RecodeOutcome, StoreError};
-
-/// True when `e` is a UNIQUE violation: a code that is live, or kept in the row of a key that
-/// ended (its tombstone); the caller draws another code.
-fn is_unique_violation(e: &rusqlite::Error) -> bool {
-    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation)
-}
+use crate::store::{AuditRecord, KeyRecord, NewKey, RecodeOutcome, StoreError};
 
 /// The JSON of a deposit (policy, notification targets, the `key.deposited` event), made by
 /// the caller before the job is queued so that the single writer thread does not serialise.
 pub struct DepositJson {
     policy: String,
     notify: Option<String>,
-    event: Event,
-    event_json: String,
+    event: EventRow,
 }
 
 impl DepositJson {
@@ -45,8 +38,7 @@ impl DepositJson {
                 .map(serde_json::to_string)
                 .transpose()
                 .map_err(json)?,
-            event_json: event_json(&event)?,
-            event,
+            event: EventRow::new(event)?,
         })
     }
 }
@@ -104,74 +96,9 @@ pub fn deposit(
     c.prepare_cached("DELETE FROM tombstones WHERE code_hash = ?1")
         .and_then(|mut s| s.execute(params![k.code_hash]))
         .map_err(db)?;
-    insert_event_json(c, &j.event, &j.event_json, Some(notify.is_some()))?;
+    insert_event(c, &j.event, Some(notify.is_some()))?;
     insert_audit(c, a)?;
     Ok(true)
-}
-
-const RECORD_COLUMNS: &str = "id, tenant_id, label, algorithm, fingerprint, state, expires_at,
-    confirm_by, retrievals, max_retrievals, notify, code_format";
-
-fn record_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRecord> {
-    Ok(RawRecord {
-        id: r.get(0)?,
-        tenant_id: r.get(1)?,
-        label: r.get(2)?,
-        algorithm: r.get(3)?,
-        fingerprint: r.get(4)?,
-        state: r.get(5)?,
-        expires_at: r.get(6)?,
-        confirm_by: r.get(7)?,
-        retrievals: r.get(8)?,
-        max_retrievals: r.get(9)?,
-        notify: r.get(10)?,
-        code_format: r.get(11)?,
-    })
-}
-
-struct RawRecord {
-    id: String,
-    tenant_id: String,
-    label: Option<String>,
-    algorithm: String,
-    fingerprint: Option<String>,
-    state: String,
-    expires_at: i64,
-    confirm_by: Option<i64>,
-    retrievals: u32,
-    max_retrievals: u32,
-    notify: Option<String>,
-    code_format: String,
-}
-
-impl RawRecord {
-    fn into_record(self) -> Result<KeyRecord, StoreError> {
-        let notify: Option<Notify> = self
-            .notify
-            .as_deref()
-            .map(serde_json::from_str)
-            .transpose()
-            .map_err(|e| StoreError::Corrupt(format!("notify: {e}")))?;
-        Ok(KeyRecord {
-            state: KeyState::parse(&self.state)
-                .ok_or_else(|| StoreError::Corrupt(format!("state {:?}", self.state)))?,
-            id: self.id,
-            tenant_id: self.tenant_id,
-            label: self.label,
-            algorithm: self.algorithm,
-            fingerprint: self.fingerprint,
-            expires_at: ts(self.expires_at)?,
-            confirm_by: opt_ts(self.confirm_by)?,
-            retrievals: self.retrievals,
-            max_retrievals: self.max_retrievals,
-            notify,
-            code_format: if self.code_format == "base32" {
-                CodeFormat::Base32
-            } else {
-                CodeFormat::Digits
-            },
-        })
-    }
 }
 
 /// The key a holder token opens: found by the id the token names and checked against its hash
@@ -182,13 +109,13 @@ pub fn key_by_holder(
     key_id: Option<&str>,
     holder_hash: &[u8],
 ) -> Result<Option<KeyRecord>, StoreError> {
-    let raw = match key_id {
+    match key_id {
         Some(id) => c
             .prepare_cached(&format!(
                 "SELECT {RECORD_COLUMNS} FROM keys WHERE id = ?1 AND holder_hash = ?2"
             ))
             .and_then(|mut s| {
-                s.query_row(params![id, holder_hash], record_from_row)
+                s.query_row(params![id, holder_hash], |r| Ok(read_record(r)))
                     .optional()
             }),
         None => c
@@ -196,34 +123,28 @@ pub fn key_by_holder(
                 "SELECT {RECORD_COLUMNS} FROM keys WHERE holder_hash = ?1 AND legacy_holder = 1"
             ))
             .and_then(|mut s| {
-                s.query_row(params![holder_hash], record_from_row)
+                s.query_row(params![holder_hash], |r| Ok(read_record(r)))
                     .optional()
             }),
     }
-    .map_err(db)?;
-    raw.map(RawRecord::into_record).transpose()
+    .map_err(db)?
+    .transpose()
 }
 
-/// Loads a key that is live at `now` (not ended, not past its expiry).
-fn live_key(c: &Connection, key_id: &str, now: Timestamp) -> Result<Option<KeyRecord>, StoreError> {
-    let raw = c
-        .prepare_cached(&format!(
-            "SELECT {RECORD_COLUMNS} FROM keys WHERE id = ?1 AND ended_at IS NULL"
-        ))
-        .and_then(|mut s| s.query_row(params![key_id], record_from_row).optional())
-        .map_err(db)?;
-    let Some(rec) = raw.map(RawRecord::into_record).transpose()? else {
-        return Ok(None);
-    };
-    Ok(rec.status_at(now).is_live().then_some(rec))
-}
-
-fn key_ref(rec: &KeyRecord) -> KeyRef<'_> {
-    KeyRef {
-        key_id: &rec.id,
-        tenant_id: &rec.tenant_id,
-        label: rec.label.as_deref(),
-    }
+/// A key that has not ended, with its code hash (`lifecycle` decides whether it is live at
+/// the operation's time).
+fn unended_key(c: &Connection, key_id: &str) -> Result<Option<(KeyRecord, Vec<u8>)>, StoreError> {
+    c.prepare_cached(&format!(
+        "SELECT {RECORD_COLUMNS}, code_hash FROM keys WHERE id = ?1 AND {LIVE_SQL}"
+    ))
+    .and_then(|mut s| {
+        s.query_row(params![key_id], |r| {
+            Ok(read_record(r).and_then(|rec| Ok((rec, r.get(12).map_err(db)?))))
+        })
+        .optional()
+    })
+    .map_err(db)?
+    .transpose()
 }
 
 pub fn set_expiry(
@@ -232,25 +153,20 @@ pub fn set_expiry(
     expires_at: Timestamp,
     a: &AuditRecord,
 ) -> Result<bool, StoreError> {
-    if live_key(c, key_id, a.at)?.is_none() {
+    let rec = unended_key(c, key_id)?.map(|(rec, _)| rec);
+    let Some(plan) = lifecycle::plan_set_expiry(rec.as_ref(), expires_at, a) else {
         return Ok(false);
-    }
-    c.execute(
-        "UPDATE keys SET expires_at = ?2 WHERE id = ?1",
-        params![key_id, ms(expires_at)],
-    )
-    .map_err(db)?;
-    insert_audit(c, a)?;
+    };
+    apply(c, &plan)?;
     Ok(true)
 }
 
 pub fn revoke(c: &Connection, key_id: &str, a: &AuditRecord) -> Result<bool, StoreError> {
-    let Some(rec) = live_key(c, key_id, a.at)? else {
+    let rec = unended_key(c, key_id)?.map(|(rec, _)| rec);
+    let Some(plan) = lifecycle::plan_revoke(rec.as_ref(), a) else {
         return Ok(false);
     };
-    end_key(c, key_id, KeyState::Revoked, a.at)?;
-    emit(c, EventType::Revoked, &key_ref(&rec), None, None, a.at)?;
-    insert_audit(c, a)?;
+    apply(c, &plan)?;
     Ok(true)
 }
 
@@ -261,43 +177,16 @@ pub fn recode(
     per_hour: u32,
     a: &AuditRecord,
 ) -> Result<RecodeOutcome, StoreError> {
-    let Some(rec) = live_key(c, key_id, a.at)? else {
+    let Some((rec, old_code_hash)) = unended_key(c, key_id)? else {
         return Ok(RecodeOutcome::NotLive);
     };
-    if let Some(retry) = recodes_spent(c, key_id, per_hour, a.at)? {
-        let mut refused = a.clone();
-        refused.outcome = "rate_limited".into();
-        insert_coalesced_audit(c, &refused)?;
-        return Ok(RecodeOutcome::RateLimited(retry));
-    }
-    let old_hash: Vec<u8> = c
-        .query_row(
-            "SELECT code_hash FROM keys WHERE id = ?1",
-            params![key_id],
-            |r| r.get(0),
-        )
-        .map_err(db)?;
-    match c.execute(
-        "UPDATE keys SET code_hash = ?2 WHERE id = ?1",
-        params![key_id, new_code_hash],
-    ) {
-        Ok(_) => {}
-        Err(e) if is_unique_violation(&e) => return Ok(RecodeOutcome::CodeTaken),
-        Err(e) => return Err(db(e)),
-    }
-    c.execute(
-        "DELETE FROM tombstones WHERE code_hash = ?1",
-        params![new_code_hash],
-    )
-    .map_err(db)?;
-    c.execute(
-        "INSERT OR REPLACE INTO tombstones (code_hash, key_id, died_at) VALUES (?1, ?2, ?3)",
-        params![old_hash, key_id, ms(a.at)],
-    )
-    .map_err(db)?;
-    emit(c, EventType::CodeReissued, &key_ref(&rec), None, None, a.at)?;
-    insert_audit(c, a)?;
-    Ok(RecodeOutcome::Done(rec.expires_at))
+    let retry = recodes_spent(c, key_id, per_hour, a.at)?;
+    let (plan, outcome) =
+        lifecycle::plan_recode(Some(&rec), old_code_hash, new_code_hash, retry, a);
+    Ok(match apply(c, &plan)? {
+        Applied::Done => outcome,
+        Applied::CodeTaken => RecodeOutcome::CodeTaken,
+    })
 }
 
 /// Seconds until the key may have a new code, when it had `per_hour` within the last hour
@@ -319,11 +208,4 @@ fn recodes_spent(
         })
         .map_err(db)?;
     Ok(limits::recode_retry_after(&recent, per_hour, now))
-}
-
-fn format_name(f: CodeFormat) -> &'static str {
-    match f {
-        CodeFormat::Digits => "digits",
-        CodeFormat::Base32 => "base32",
-    }
 }

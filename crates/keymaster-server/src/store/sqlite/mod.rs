@@ -6,6 +6,7 @@
 //! the writer inside one transaction.
 
 mod admin;
+mod apply;
 mod auth_cache;
 pub mod backup;
 mod handoff;

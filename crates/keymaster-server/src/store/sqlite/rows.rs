@@ -1,5 +1,4 @@
-//! Rows shared by every SQLite operation: audit rows, events (the outbox), the end of a key's
-//! life (material cleared, the row kept as the code's tombstone), failure budgets.
+//! Rows shared by every SQLite operation: audit rows, events (the outbox), failure budgets.
 
 use jiff::Timestamp;
 use keymaster_core::wire::{Event, EventData, ServiceRef};
@@ -8,9 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::writer::db;
 use super::{ms, ts};
-use crate::store::events::{new_event, EventType, KeyRef};
 use crate::store::limits;
-use crate::store::{AuditRecord, KeyState, StoreError, StoredEvent};
+use crate::store::{AuditRecord, StoreError, StoredEvent};
 
 /// Appends an audit row.
 pub fn insert_audit(c: &Connection, a: &AuditRecord) -> Result<(), StoreError> {
@@ -57,17 +55,6 @@ pub fn insert_coalesced_audit(c: &Connection, a: &AuditRecord) -> Result<(), Sto
     })
     .map_err(db)?;
     Ok(())
-}
-
-/// Writes an event into the outbox.
-pub fn insert_event(c: &Connection, e: &Event) -> Result<(), StoreError> {
-    insert_event_json(c, e, &event_json(e)?, None)
-}
-
-/// Writes an event of a key whose row the caller has read: `key_notify` is whether the key has
-/// notification targets of its own, which spares the outbox a second read of that row.
-pub fn insert_key_event(c: &Connection, e: &Event, key_notify: bool) -> Result<(), StoreError> {
-    insert_event_json(c, e, &event_json(e)?, Some(key_notify))
 }
 
 /// What an event's `payload` column holds: only what its other columns (`id`, `type`, `at`,
@@ -139,14 +126,30 @@ pub fn event_from_row(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<E
     })
 }
 
-/// Writes an event whose payload (`event_json(e)`) was serialised before the job was queued,
-/// off the writer thread.
-pub fn insert_event_json(
+/// An event ready to be written, with its stored payload ([`event_json`]); made before a job
+/// is queued where that matters, so that the single writer thread does not serialise.
+pub struct EventRow {
+    event: Event,
+    payload: String,
+}
+
+impl EventRow {
+    pub fn new(event: Event) -> Result<EventRow, StoreError> {
+        let payload = event_json(&event)?;
+        Ok(EventRow { event, payload })
+    }
+}
+
+/// Writes an event into the events table and, unless it is for the event stream only, its
+/// deliveries into the outbox: the one way every SQLite operation writes an event.
+/// `key_notify` is whether the key has notification targets of its own, when the caller read
+/// the key's row (it spares the outbox a second read of that row).
+pub fn insert_event(
     c: &Connection,
-    e: &Event,
-    payload: &str,
+    e: &EventRow,
     key_notify: Option<bool>,
 ) -> Result<(), StoreError> {
+    let (e, payload) = (&e.event, &e.payload);
     c.prepare_cached(
         "INSERT INTO events (id, key_id, tenant_id, type, at, payload)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -173,77 +176,6 @@ pub fn insert_event_json(
         e.timestamp,
         key_notify,
     )
-}
-
-/// Makes and writes an event of `ty` for a key.
-pub fn emit(
-    c: &Connection,
-    ty: EventType,
-    key: &KeyRef<'_>,
-    service: Option<(&str, &str)>,
-    reason: Option<&str>,
-    at: Timestamp,
-) -> Result<(), StoreError> {
-    insert_event(c, &new_event(ty, key, service, reason, at))
-}
-
-/// As [`emit`], for a key whose row the caller has read: `key_notify` is whether it has
-/// notification targets of its own ([`insert_key_event`]).
-pub fn emit_known(
-    c: &Connection,
-    ty: EventType,
-    key: &KeyRef<'_>,
-    key_notify: bool,
-    service: Option<(&str, &str)>,
-    reason: Option<&str>,
-    at: Timestamp,
-) -> Result<(), StoreError> {
-    insert_key_event(c, &new_event(ty, key, service, reason, at), key_notify)
-}
-
-/// Ends a key's life: the state becomes `state` and the key material is cleared. The code
-/// hash stays in the row, which is the code's tombstone until the row is purged, so that a
-/// later use can be reported (`retrieve`); no index entry of the code moves.
-pub fn end_key(
-    c: &Connection,
-    key_id: &str,
-    state: KeyState,
-    at: Timestamp,
-) -> Result<(), StoreError> {
-    end_key_counting(c, key_id, state, at, None)
-}
-
-/// [`end_key`], also setting the retrieval count when `retrievals` is given: the last
-/// retrieval of a key without confirmation counts and ends it in one `UPDATE`. Such a key never
-/// has a pending retrieval, so that `UPDATE` leaves the pending columns alone: naming a column
-/// in `SET` makes SQLite rewrite its index entry even when the value stays NULL, and the
-/// `pending_retrieval_id` entry of an old key sits on a page of its own.
-pub fn end_key_counting(
-    c: &Connection,
-    key_id: &str,
-    state: KeyState,
-    at: Timestamp,
-    retrievals: Option<u32>,
-) -> Result<(), StoreError> {
-    let ended = match retrievals {
-        None => c
-            .prepare_cached(
-                "UPDATE keys SET state = ?2, ended_at = ?3, spki = NULL, secret_sealed = NULL,
-                        password_hash = NULL, pending_retrieval_id = NULL,
-                        pending_service_id = NULL, confirm_by = NULL
-                 WHERE id = ?1",
-            )
-            .and_then(|mut s| s.execute(params![key_id, state.as_str(), ms(at)])),
-        Some(n) => c
-            .prepare_cached(
-                "UPDATE keys SET state = ?2, ended_at = ?3, spki = NULL, secret_sealed = NULL,
-                        password_hash = NULL, retrievals = ?4
-                 WHERE id = ?1",
-            )
-            .and_then(|mut s| s.execute(params![key_id, state.as_str(), ms(at), n])),
-    };
-    ended.map_err(db)?;
-    Ok(())
 }
 
 /// The key's events after `after_seq`, oldest first.
@@ -343,17 +275,12 @@ pub fn release_failure(
     Ok(())
 }
 
-/// Reads a timestamp column that may be null.
-pub fn opt_ts(v: Option<i64>) -> Result<Option<Timestamp>, StoreError> {
-    v.map(ts).transpose()
-}
-
 #[cfg(test)]
 mod tests {
     use jiff::Timestamp;
     use rusqlite::{params, Connection};
 
-    use super::{event_json, insert_event, key_events};
+    use super::{event_json, insert_event, key_events, EventRow};
     use crate::store::events::{new_event, EventType, KeyRef};
     use crate::store::sqlite::migrate;
 
@@ -386,8 +313,8 @@ mod tests {
             Some("forbidden"),
             now,
         );
-        insert_event(&c, &plain).unwrap();
-        insert_event(&c, &denied).unwrap();
+        insert_event(&c, &EventRow::new(plain.clone()).unwrap(), None).unwrap();
+        insert_event(&c, &EventRow::new(denied.clone()).unwrap(), None).unwrap();
         // Written by an earlier version: the whole event, with an older timestamp precision.
         let mut old = new_event(
             EventType::Retrieved,

@@ -1,46 +1,38 @@
-//! SQLite: the sweeper's work. Reports keys that reached their expiry (`key.expired`), ends
-//! held keys whose confirmation grace passed (`key.unconfirmed`), and purges finished records, their events and
-//! tombstones after the retention period. It never decides a retrieval: expiry is enforced at
-//! the moment of each request; this only tidies up and reports, in bounded batches so that
-//! the writer is never held for long.
+//! SQLite: the sweeper's work. Ends keys that reached their expiry (`key.expired`) and held
+//! keys whose confirmation grace passed (`key.unconfirmed`), as lifecycle plans
+//! (`lifecycle::plan_expire`), and purges finished records, their events and tombstones after
+//! the retention period. It never decides a retrieval: expiry is enforced at the moment of each
+//! request; this only tidies up and reports, in bounded batches so that the writer is never
+//! held for long.
 
 use std::time::Duration;
 
 use jiff::Timestamp;
 use rusqlite::{params, Connection};
 
+use super::apply::apply;
 use super::ms;
-use super::rows::{emit, end_key};
 use super::writer::db;
-use crate::store::events::{EventType, KeyRef};
-use crate::store::{KeyState, StoreError, SweepReport};
+use crate::store::lifecycle::{plan_expire, Ending, Expiry, ENDING_COLUMNS, LIVE_SQL};
+use crate::store::{StoreError, SweepReport};
 
-/// A held key whose confirmation grace ended, and the service that held it.
-struct Held {
-    id: String,
-    tenant_id: String,
-    label: Option<String>,
-    service_id: Option<String>,
-    /// `None` once the service is deleted.
-    service_name: Option<String>,
-}
+const BATCH: usize = SweepReport::BATCH;
 
-impl Held {
-    fn key_ref(&self) -> KeyRef<'_> {
-        KeyRef {
-            key_id: &self.id,
-            tenant_id: &self.tenant_id,
-            label: self.label.as_deref(),
-        }
+/// Ends the keys that `sql` selects (as `ENDING_COLUMNS`, bound to now and the batch size).
+fn end(c: &Connection, sql: &str, why: Expiry, now: Timestamp) -> Result<usize, StoreError> {
+    let endings: Vec<Ending> = {
+        let mut stmt = c.prepare_cached(sql).map_err(db)?;
+        let rows = stmt
+            .query_map(params![ms(now), BATCH as i64], |r| Ok(Ending::read(r)))
+            .map_err(db)?;
+        rows.collect::<Result<Result<_, _>, _>>().map_err(db)??
+    };
+    let n = endings.len();
+    for ending in endings {
+        apply(c, &plan_expire(ending, why, now))?;
     }
-
-    fn service(&self) -> Option<(&str, &str)> {
-        Some((self.service_id.as_deref()?, self.service_name.as_deref()?))
-    }
+    Ok(n)
 }
-
-/// Most keys ended per sweep call; the sweeper calls again while a batch comes back full.
-pub const BATCH: usize = 1000;
 
 pub fn sweep(
     c: &Connection,
@@ -50,69 +42,26 @@ pub fn sweep(
     let mut report = SweepReport::default();
     let now_ms = ms(now);
 
-    // A held key ends with its grace, not with its lifetime: once the grace is over it is
-    // `retrieved` (`KeyRecord::status_at`) and reported as not confirmed, never as expired.
-    let graces: Vec<Held> = {
-        let mut stmt = c
-            .prepare_cached(
-                "SELECT k.id, k.tenant_id, k.label, k.pending_service_id, s.name
-                 FROM keys k LEFT JOIN services s ON s.id = k.pending_service_id
-                 WHERE k.state = 'awaiting_confirmation' AND k.confirm_by <= ?1
-                 LIMIT ?2",
-            )
-            .map_err(db)?;
-        let rows = stmt
-            .query_map(params![now_ms, BATCH as i64], |r| {
-                Ok(Held {
-                    id: r.get(0)?,
-                    tenant_id: r.get(1)?,
-                    label: r.get(2)?,
-                    service_id: r.get(3)?,
-                    service_name: r.get(4)?,
-                })
-            })
-            .map_err(db)?;
-        rows.collect::<Result<_, _>>().map_err(db)?
-    };
-    for held in &graces {
-        end_key(c, &held.id, KeyState::Retrieved, now)?;
-        emit(
-            c,
-            EventType::Unconfirmed,
-            &held.key_ref(),
-            held.service(),
-            None,
-            now,
-        )?;
-    }
-    report.grace_ended = graces.len();
-
-    let expired: Vec<(String, String, Option<String>)> = {
-        let mut stmt = c
-            .prepare_cached(
-                "SELECT id, tenant_id, label FROM keys
-                 WHERE ended_at IS NULL AND expires_at <= ?1
-                   AND state != 'awaiting_confirmation'
-                 LIMIT ?2",
-            )
-            .map_err(db)?;
-        let rows = stmt
-            .query_map(params![now_ms, BATCH as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .map_err(db)?;
-        rows.collect::<Result<_, _>>().map_err(db)?
-    };
-    for (id, tenant_id, label) in &expired {
-        end_key(c, id, KeyState::Expired, now)?;
-        let key = KeyRef {
-            key_id: id,
-            tenant_id,
-            label: label.as_deref(),
-        };
-        emit(c, EventType::Expired, &key, None, None, now)?;
-    }
-    report.expired = expired.len();
+    report.grace_ended = end(
+        c,
+        &format!(
+            "SELECT {ENDING_COLUMNS} FROM keys k LEFT JOIN services s ON s.id = k.pending_service_id
+             WHERE k.state = 'awaiting_confirmation' AND k.confirm_by <= ?1
+             LIMIT ?2"
+        ),
+        Expiry::Grace,
+        now,
+    )?;
+    report.expired = end(
+        c,
+        &format!(
+            "SELECT id, tenant_id, label, NULL, NULL FROM keys
+             WHERE {LIVE_SQL} AND expires_at <= ?1 AND state != 'awaiting_confirmation'
+             LIMIT ?2"
+        ),
+        Expiry::Lifetime,
+        now,
+    )?;
 
     let horizon = now_ms - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
     let purged_events = c
@@ -150,15 +99,12 @@ pub fn sweep(
         )
         .map_err(db)?;
     report.purged = purged_keys + purged_tombstones + purged_deliveries;
-    report.more = [
-        report.expired,
-        report.grace_ended,
+    let purged = [
         purged_events,
         purged_keys,
         purged_tombstones,
         purged_deliveries,
-    ]
-    .iter()
-    .any(|n| *n >= BATCH);
+    ];
+    report.more = report.batch_full(&purged);
     Ok(report)
 }
