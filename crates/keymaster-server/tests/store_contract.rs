@@ -1,0 +1,717 @@
+//! The store contract: the same cases, run directly against every backend through the `Store`
+//! trait (no HTTP), so that a backend that passes them keeps the lifecycle the others keep
+//! (what each transition changes, which events it emits in which order, what it audits).
+//!
+//! SQLite always; PostgreSQL too when `KEYMASTER_TEST_DATABASE_URL` is set (a maintenance URL
+//! such as `postgres://postgres@127.0.0.1:5432/postgres`): each case gets a database of its own,
+//! dropped afterwards. A third backend adds itself to [`backends`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use keymaster_core::policy::{PasswordCheck, Policy};
+use keymaster_core::wire::CodeFormat;
+use keymaster_server::crypto::new_id;
+use keymaster_server::store::postgres::PostgresStore;
+use keymaster_server::store::sqlite::SqliteStore;
+use keymaster_server::store::{
+    AuditRecord, KeyState, NewKey, NewService, NewTenant, RecodeOutcome, RetrieveCommand,
+    RetrieveOutcome, ServiceAuth, Store,
+};
+use sqlx::{Connection, PgConnection};
+
+/// A backend under test, with what must outlive it (its directory or database).
+struct Backend {
+    name: &'static str,
+    store: Arc<dyn Store>,
+    _dir: Option<tempfile::TempDir>,
+    pg: Option<PgDb>,
+}
+
+/// A PostgreSQL database made for one case, dropped with it.
+struct PgDb {
+    maintenance: String,
+    name: String,
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let (url, name) = (self.maintenance.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                if let Ok(mut c) = PgConnection::connect(&url).await {
+                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = sqlx::raw_sql(&sql).execute(&mut c).await;
+                    let _ = c.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Every backend this run tests, each fresh.
+async fn backends() -> Vec<Backend> {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = SqliteStore::open(&dir.path().join("k.db"), false).unwrap();
+    let mut all = vec![Backend {
+        name: "sqlite",
+        store: Arc::new(sqlite),
+        _dir: Some(dir),
+        pg: None,
+    }];
+    if let Some(url) = std::env::var("KEYMASTER_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    {
+        let name = new_id("km_contract_").to_lowercase();
+        let mut c = PgConnection::connect(&url).await.unwrap();
+        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+            .execute(&mut c)
+            .await
+            .unwrap();
+        c.close().await.unwrap();
+        let mut db_url = url::Url::parse(&url).unwrap();
+        db_url.set_path(&format!("/{name}"));
+        let pg = PgDb {
+            maintenance: url.clone(),
+            name,
+        };
+        let store = PostgresStore::open(db_url.as_str()).await.unwrap();
+        all.push(Backend {
+            name: "postgres",
+            store: Arc::new(store),
+            _dir: None,
+            pg: Some(pg),
+        });
+    }
+    all
+}
+
+/// A tenant, two services and helpers to deposit and retrieve, on one backend.
+struct World {
+    store: Arc<dyn Store>,
+    name: &'static str,
+    tenant: String,
+    svc: ServiceAuth,
+    other: ServiceAuth,
+    now: Timestamp,
+}
+
+fn audit(actor: &str, action: &'static str, at: Timestamp, key: Option<&str>) -> AuditRecord {
+    AuditRecord {
+        at,
+        actor: actor.into(),
+        action,
+        outcome: "success".into(),
+        key_id: key.map(str::to_owned),
+        ip: None,
+        detail: None,
+    }
+}
+
+async fn world(b: &Backend) -> World {
+    // Whole milliseconds: the precision every backend stores.
+    let now = Timestamp::from_millisecond(Timestamp::now().as_millisecond()).unwrap();
+    let tenant = new_id("ten_");
+    let store = b.store.clone();
+    store
+        .create_tenant(
+            NewTenant {
+                id: tenant.clone(),
+                name: "acme".into(),
+                webhook_url: None,
+                webhook_secret_sealed: vec![1; 32],
+            },
+            audit("admin", "tenant.create", now, None),
+        )
+        .await
+        .unwrap();
+    let mut services = Vec::new();
+    for name in ["web", "other"] {
+        let s = NewService {
+            id: new_id("svc_"),
+            name: name.into(),
+            domains: vec![],
+            allowed_cidrs: vec![],
+            token_hash: new_id("tok_").into_bytes(),
+            confined_tenant_id: None,
+        };
+        services.push(ServiceAuth {
+            id: s.id.clone(),
+            name: s.name.clone(),
+            domains: vec![],
+            allowed_cidrs: vec![],
+            confined_tenant_id: None,
+        });
+        store
+            .create_service(s, audit("admin", "service.create", now, None))
+            .await
+            .unwrap();
+    }
+    let other = services.pop().unwrap();
+    let svc = services.pop().unwrap();
+    World {
+        store,
+        name: b.name,
+        tenant,
+        svc,
+        other,
+        now,
+    }
+}
+
+impl World {
+    /// Deposits a key with this policy (JSON) and code; returns its id.
+    async fn deposit(&self, policy: &str, code: &[u8]) -> String {
+        let id = new_id("key_");
+        let policy: Policy = serde_json::from_str(policy).unwrap();
+        let key = NewKey {
+            id: id.clone(),
+            tenant_id: self.tenant.clone(),
+            holder_hash: format!("holder-{id}").into_bytes(),
+            code_hash: code.to_vec(),
+            code_format: CodeFormat::Digits,
+            label: Some("laptop".into()),
+            kind: "secret",
+            algorithm: "secret".into(),
+            spki: None,
+            secret_sealed: Some(vec![7; 40]),
+            fingerprint: None,
+            ssh_fingerprint: None,
+            jwk_thumbprint: None,
+            proven: false,
+            password_hash: policy.has_password.then(|| "$argon2id$stored".into()),
+            policy,
+            notify: None,
+            created_at: self.now,
+            expires_at: self.now + SignedDuration::from_mins(60),
+            origin_network: None,
+            sas_commitment: None,
+        };
+        let a = audit("app", "key.deposit", self.now, Some(&id));
+        assert!(self.store.deposit(key, a).await.unwrap(), "{}", self.name);
+        id
+    }
+
+    fn cmd(&self, code: &[u8], service: &ServiceAuth) -> RetrieveCommand {
+        RetrieveCommand {
+            code_hash: code.to_vec(),
+            previous_code_hashes: Vec::new(),
+            service: service.clone(),
+            source_ip: "192.0.2.7".parse().unwrap(),
+            context: None,
+            password: PasswordCheck::NotGiven,
+            now: self.now,
+            budget_per_minute: 100,
+            new_retrieval_id: new_id("ret_"),
+            budget_slot: None,
+            preview: false,
+        }
+    }
+
+    async fn retrieve(&self, code: &[u8]) -> RetrieveOutcome {
+        self.store
+            .retrieve(self.cmd(code, &self.svc))
+            .await
+            .unwrap()
+    }
+
+    async fn state(&self, key_id: &str) -> KeyState {
+        let holder = format!("holder-{key_id}").into_bytes();
+        let rec = self.store.key_by_holder(Some(key_id), &holder).await;
+        rec.unwrap().expect("the record exists").state
+    }
+
+    /// The key's event types, oldest first.
+    async fn events(&self, key_id: &str) -> Vec<String> {
+        let events = self.store.key_events(key_id, 0).await.unwrap();
+        events.into_iter().map(|e| e.event.event_type).collect()
+    }
+
+    /// The outcomes of the audit rows of this action for this key, oldest first.
+    async fn audited(&self, key_id: &str, action: &str) -> Vec<String> {
+        let mut rows = self.store.list_audit(1000, None).await.unwrap();
+        rows.reverse();
+        rows.into_iter()
+            .filter(|r| r.key_id.as_deref() == Some(key_id) && r.action == action)
+            .map(|r| r.outcome)
+            .collect()
+    }
+}
+
+fn allowed(o: &RetrieveOutcome) -> &keymaster_server::store::RetrievedKey {
+    match o {
+        RetrieveOutcome::Allowed(k) => k,
+        o => panic!("expected the key, got {o:?}"),
+    }
+}
+
+/// Runs `case` on every backend.
+macro_rules! contract {
+    ($name:ident, |$w:ident| $body:block) => {
+        #[tokio::test]
+        async fn $name() {
+            for b in backends().await {
+                let $w = world(&b).await;
+                $body
+                drop(b.pg);
+            }
+        }
+    };
+}
+
+contract!(
+    a_single_use_code_is_handed_out_once_then_reported_stale,
+    |w| {
+        let key = w.deposit(r#"{"max_retrievals":1}"#, b"code-1").await;
+        let got = w.retrieve(b"code-1").await;
+        assert_eq!(allowed(&got).key_id, key, "{}", w.name);
+        assert_eq!(allowed(&got).secret_sealed.as_deref(), Some(&[7u8; 40][..]));
+        assert!(
+            matches!(w.retrieve(b"code-1").await, RetrieveOutcome::NotFound),
+            "{}",
+            w.name
+        );
+        assert_eq!(w.state(&key).await, KeyState::Retrieved, "{}", w.name);
+        assert_eq!(
+            w.events(&key).await,
+            ["key.deposited", "key.retrieved", "code.stale_used"],
+            "{}",
+            w.name
+        );
+        assert_eq!(
+            w.audited(&key, "key.retrieve").await,
+            ["success"],
+            "{}",
+            w.name
+        );
+    }
+);
+
+contract!(retrievals_count_until_the_last_one_ends_the_key, |w| {
+    let key = w.deposit(r#"{"max_retrievals":2}"#, b"code-2").await;
+    allowed(&w.retrieve(b"code-2").await);
+    assert_eq!(w.state(&key).await, KeyState::Active, "{}", w.name);
+    allowed(&w.retrieve(b"code-2").await);
+    assert_eq!(w.state(&key).await, KeyState::Retrieved, "{}", w.name);
+    assert!(matches!(
+        w.retrieve(b"code-2").await,
+        RetrieveOutcome::NotFound
+    ));
+});
+
+contract!(
+    a_held_key_is_handed_again_to_its_service_and_confirmed,
+    |w| {
+        let policy =
+            r#"{"max_retrievals":1,"require_confirmation":true,"confirm_grace_seconds":60}"#;
+        let key = w.deposit(policy, b"code-3").await;
+        let first = w.retrieve(b"code-3").await;
+        let first = allowed(&first);
+        assert_eq!(
+            first.confirm_by,
+            Some(w.now + SignedDuration::from_secs(60)),
+            "{}",
+            w.name
+        );
+        assert_eq!(
+            w.state(&key).await,
+            KeyState::AwaitingConfirmation,
+            "{}",
+            w.name
+        );
+        let again = w.retrieve(b"code-3").await;
+        assert_eq!(
+            allowed(&again).retrieval_id,
+            first.retrieval_id,
+            "{}",
+            w.name
+        );
+        let other = w.store.retrieve(w.cmd(b"code-3", &w.other)).await.unwrap();
+        assert!(matches!(other, RetrieveOutcome::NotFound), "{}", w.name);
+        assert!(!w
+            .store
+            .confirm(&first.retrieval_id, &w.other, w.now)
+            .await
+            .unwrap());
+        assert!(w
+            .store
+            .confirm(&first.retrieval_id, &w.svc, w.now)
+            .await
+            .unwrap());
+        assert!(!w
+            .store
+            .confirm(&first.retrieval_id, &w.svc, w.now)
+            .await
+            .unwrap());
+        assert_eq!(w.state(&key).await, KeyState::Retrieved, "{}", w.name);
+        assert_eq!(
+            w.events(&key).await,
+            ["key.deposited", "key.retrieved", "key.confirmed"],
+            "{}",
+            w.name
+        );
+    }
+);
+
+contract!(
+    a_confirmed_hold_with_retrievals_left_makes_the_key_active_again,
+    |w| {
+        let policy =
+            r#"{"max_retrievals":2,"require_confirmation":true,"confirm_grace_seconds":60}"#;
+        let key = w.deposit(policy, b"code-4").await;
+        let first = w.retrieve(b"code-4").await;
+        assert!(w
+            .store
+            .confirm(&allowed(&first).retrieval_id, &w.svc, w.now)
+            .await
+            .unwrap());
+        assert_eq!(w.state(&key).await, KeyState::Active, "{}", w.name);
+        let second = w.store.retrieve(w.cmd(b"code-4", &w.other)).await.unwrap();
+        assert_ne!(allowed(&second).retrieval_id, allowed(&first).retrieval_id);
+    }
+);
+
+contract!(
+    wrong_passwords_lock_the_key_and_a_right_one_resets_the_count,
+    |w| {
+        let policy = r#"{"max_retrievals":2,"has_password":true}"#;
+        let key = w.deposit(policy, b"code-5").await;
+        let with_password = |check: PasswordCheck, slot| {
+            let mut c = w.cmd(b"code-5", &w.svc);
+            c.password = check;
+            c.budget_slot = slot;
+            c
+        };
+        // A password not checked yet: the store hands back the hash and a budget slot.
+        let RetrieveOutcome::VerifyPassword { hash, slot } = w
+            .store
+            .retrieve(with_password(PasswordCheck::Unverified, None))
+            .await
+            .unwrap()
+        else {
+            panic!("{}: no password check asked for", w.name)
+        };
+        assert_eq!(hash, "$argon2id$stored", "{}", w.name);
+        let wrong = w
+            .store
+            .retrieve(with_password(PasswordCheck::Incorrect, Some(slot)))
+            .await
+            .unwrap();
+        assert!(
+            matches!(wrong, RetrieveOutcome::Denied("password_incorrect")),
+            "{wrong:?}"
+        );
+        // The right one hands the key out and starts the count of wrong ones again.
+        allowed(
+            &w.store
+                .retrieve(with_password(PasswordCheck::Correct, Some(slot)))
+                .await
+                .unwrap(),
+        );
+        for i in 1..=5 {
+            let out = w
+                .store
+                .retrieve(with_password(PasswordCheck::Incorrect, None))
+                .await
+                .unwrap();
+            let expected = if i < 5 {
+                "password_incorrect"
+            } else {
+                "key_locked"
+            };
+            assert!(
+                matches!(out, RetrieveOutcome::Denied(c) if c == expected),
+                "{}: {i} {out:?}",
+                w.name
+            );
+        }
+        assert_eq!(w.state(&key).await, KeyState::Locked, "{}", w.name);
+        let locked = w
+            .store
+            .retrieve(with_password(PasswordCheck::Correct, None))
+            .await
+            .unwrap();
+        assert!(
+            matches!(locked, RetrieveOutcome::Denied("key_locked")),
+            "{locked:?}"
+        );
+        let events = w.events(&key).await;
+        let locks = events.iter().filter(|e| *e == "key.locked").count();
+        let denials = events.iter().filter(|e| *e == "key.denied").count();
+        assert_eq!((locks, denials), (1, 7), "{}: {events:?}", w.name);
+        let lock_at = events.iter().position(|e| e == "key.locked").unwrap();
+        assert_eq!(
+            events[lock_at + 1],
+            "key.denied",
+            "{}: locked comes before its denial",
+            w.name
+        );
+    }
+);
+
+contract!(the_failure_budget_limits_a_service_and_only_it, |w| {
+    let mut cmd = w.cmd(b"no-such-code", &w.svc);
+    cmd.budget_per_minute = 2;
+    for _ in 0..2 {
+        assert!(matches!(
+            w.store.retrieve(cmd.clone()).await.unwrap(),
+            RetrieveOutcome::NotFound
+        ));
+    }
+    let limited = w.store.retrieve(cmd.clone()).await.unwrap();
+    assert!(
+        matches!(limited, RetrieveOutcome::RateLimited(s) if (1..=60).contains(&s)),
+        "{}: {limited:?}",
+        w.name
+    );
+    let mut other = w.cmd(b"no-such-code", &w.other);
+    other.budget_per_minute = 2;
+    assert!(matches!(
+        w.store.retrieve(other).await.unwrap(),
+        RetrieveOutcome::NotFound
+    ));
+    let refused = w
+        .store
+        .refuse_retrieval(&w.svc, 2, audit("svc", "key.retrieve", w.now, None));
+    assert!(refused.await.unwrap().is_some(), "{}", w.name);
+});
+
+contract!(a_preview_changes_nothing_but_its_event, |w| {
+    let key = w.deposit(r#"{"max_retrievals":1}"#, b"code-6").await;
+    let mut cmd = w.cmd(b"code-6", &w.svc);
+    cmd.preview = true;
+    let RetrieveOutcome::Previewed(p) = w.store.retrieve(cmd).await.unwrap() else {
+        panic!("{}: no preview", w.name)
+    };
+    assert_eq!(
+        (p.key_id.as_str(), p.tenant_name.as_str()),
+        (key.as_str(), "acme")
+    );
+    assert_eq!(p.deposited_at, w.now, "{}", w.name);
+    assert_eq!(w.state(&key).await, KeyState::Active, "{}", w.name);
+    allowed(&w.retrieve(b"code-6").await);
+    assert_eq!(
+        w.events(&key).await,
+        ["key.deposited", "key.previewed", "key.retrieved"],
+        "{}",
+        w.name
+    );
+});
+
+contract!(a_revoked_key_is_gone_and_its_code_reported, |w| {
+    let key = w.deposit(r#"{"max_retrievals":1}"#, b"code-7").await;
+    let a = audit("holder", "key.revoke", w.now, Some(&key));
+    assert!(w.store.revoke(&key, a.clone()).await.unwrap(), "{}", w.name);
+    assert!(
+        !w.store.revoke(&key, a).await.unwrap(),
+        "{}: revoked twice",
+        w.name
+    );
+    assert_eq!(w.state(&key).await, KeyState::Revoked, "{}", w.name);
+    assert!(matches!(
+        w.retrieve(b"code-7").await,
+        RetrieveOutcome::NotFound
+    ));
+    assert_eq!(
+        w.events(&key).await,
+        ["key.deposited", "key.revoked", "code.stale_used"],
+        "{}",
+        w.name
+    );
+    let later = w.now + SignedDuration::from_mins(1);
+    let moved = w
+        .store
+        .set_expiry(&key, later, audit("holder", "key.expiry", w.now, None));
+    assert!(
+        !moved.await.unwrap(),
+        "{}: the expiry of a gone key moved",
+        w.name
+    );
+});
+
+contract!(
+    a_new_code_replaces_the_old_one_which_is_then_reported,
+    |w| {
+        let key = w.deposit(r#"{"max_retrievals":1}"#, b"code-8").await;
+        let taken = w.deposit(r#"{"max_retrievals":1}"#, b"code-9").await;
+        let a = audit("holder", "key.recode", w.now, Some(&key));
+        let clash = w
+            .store
+            .recode(&key, b"code-9".to_vec(), 5, a.clone())
+            .await
+            .unwrap();
+        assert!(
+            matches!(clash, RecodeOutcome::CodeTaken),
+            "{}: {clash:?}",
+            w.name
+        );
+        let done = w
+            .store
+            .recode(&key, b"code-8b".to_vec(), 5, a.clone())
+            .await
+            .unwrap();
+        assert!(
+            matches!(done, RecodeOutcome::Done(_)),
+            "{}: {done:?}",
+            w.name
+        );
+        assert!(matches!(
+            w.retrieve(b"code-8").await,
+            RetrieveOutcome::NotFound
+        ));
+        assert_eq!(
+            allowed(&w.retrieve(b"code-8b").await).key_id,
+            key,
+            "{}",
+            w.name
+        );
+        assert_eq!(
+            w.events(&key).await,
+            [
+                "key.deposited",
+                "code.reissued",
+                "code.stale_used",
+                "key.retrieved"
+            ],
+            "{}",
+            w.name
+        );
+        assert_eq!(w.events(&taken).await, ["key.deposited"], "{}", w.name);
+        let once = w
+            .store
+            .recode(&taken, b"code-9b".to_vec(), 1, a.clone())
+            .await
+            .unwrap();
+        assert!(
+            matches!(once, RecodeOutcome::Done(_)),
+            "{}: {once:?}",
+            w.name
+        );
+        let limited = w
+            .store
+            .recode(&taken, b"code-9c".to_vec(), 1, a)
+            .await
+            .unwrap();
+        assert!(
+            matches!(limited, RecodeOutcome::RateLimited(_)),
+            "{}: {limited:?}",
+            w.name
+        );
+        assert!(matches!(
+            w.retrieve(b"code-9c").await,
+            RetrieveOutcome::NotFound
+        ));
+    }
+);
+
+contract!(the_sweeper_ends_expired_keys_and_ended_graces_once, |w| {
+    let expiring = w.deposit(r#"{"max_retrievals":1}"#, b"code-10").await;
+    let policy = r#"{"max_retrievals":1,"require_confirmation":true,"confirm_grace_seconds":60}"#;
+    let held = w.deposit(policy, b"code-11").await;
+    allowed(&w.retrieve(b"code-11").await);
+    let soon = w.now + SignedDuration::from_secs(30);
+    let a = audit("holder", "key.expiry", w.now, Some(&expiring));
+    assert!(
+        w.store.set_expiry(&expiring, soon, a).await.unwrap(),
+        "{}",
+        w.name
+    );
+    let retention = Duration::from_secs(3600);
+    let first = w.store.sweep(soon, retention).await.unwrap();
+    assert_eq!((first.expired, first.grace_ended), (1, 0), "{}", w.name);
+    let grace_over = w.now + SignedDuration::from_secs(61);
+    let second = w.store.sweep(grace_over, retention).await.unwrap();
+    assert_eq!((second.expired, second.grace_ended), (0, 1), "{}", w.name);
+    let third = w.store.sweep(grace_over, retention).await.unwrap();
+    assert_eq!((third.expired, third.grace_ended), (0, 0), "{}", w.name);
+    assert_eq!(w.state(&expiring).await, KeyState::Expired, "{}", w.name);
+    assert_eq!(w.state(&held).await, KeyState::Retrieved, "{}", w.name);
+    assert_eq!(
+        w.events(&expiring).await,
+        ["key.deposited", "key.expired"],
+        "{}",
+        w.name
+    );
+    let events = w.store.key_events(&held, 0).await.unwrap();
+    let last = &events.last().unwrap().event;
+    assert_eq!(last.event_type, "key.unconfirmed", "{}", w.name);
+    assert_eq!(
+        last.data.service.as_ref().map(|s| s.id.as_str()),
+        Some(w.svc.id.as_str())
+    );
+    // Past retention, the records and their events go.
+    let purge = w
+        .store
+        .sweep(grace_over + SignedDuration::from_hours(2), retention)
+        .await;
+    assert!(purge.unwrap().purged >= 2, "{}", w.name);
+    let holder = format!("holder-{expiring}").into_bytes();
+    assert!(w
+        .store
+        .key_by_holder(Some(&expiring), &holder)
+        .await
+        .unwrap()
+        .is_none());
+});
+
+contract!(a_live_code_is_not_deposited_twice, |w| {
+    w.deposit(r#"{"max_retrievals":1}"#, b"code-12").await;
+    let mut key = NewKey {
+        id: new_id("key_"),
+        tenant_id: w.tenant.clone(),
+        holder_hash: b"another-holder".to_vec(),
+        code_hash: b"code-12".to_vec(),
+        code_format: CodeFormat::Digits,
+        label: None,
+        kind: "secret",
+        algorithm: "secret".into(),
+        spki: None,
+        secret_sealed: Some(vec![1; 40]),
+        fingerprint: None,
+        ssh_fingerprint: None,
+        jwk_thumbprint: None,
+        proven: false,
+        policy: serde_json::from_str(r#"{"max_retrievals":1}"#).unwrap(),
+        password_hash: None,
+        notify: None,
+        created_at: w.now,
+        expires_at: w.now + SignedDuration::from_mins(5),
+        origin_network: None,
+        sas_commitment: None,
+    };
+    let a = audit("app", "key.deposit", w.now, None);
+    assert!(
+        !w.store.deposit(key.clone(), a.clone()).await.unwrap(),
+        "{}",
+        w.name
+    );
+    key.code_hash = b"code-12b".to_vec();
+    assert!(w.store.deposit(key, a).await.unwrap(), "{}", w.name);
+});
+
+contract!(a_confined_service_does_not_see_another_tenants_keys, |w| {
+    let key = w.deposit(r#"{"max_retrievals":1}"#, b"code-13").await;
+    let mut confined = w.svc.clone();
+    confined.confined_tenant_id = Some("ten_other".into());
+    let out = w
+        .store
+        .retrieve(w.cmd(b"code-13", &confined))
+        .await
+        .unwrap();
+    assert!(
+        matches!(out, RetrieveOutcome::NotFound),
+        "{}: {out:?}",
+        w.name
+    );
+    assert_eq!(w.events(&key).await, ["key.deposited"], "{}", w.name);
+    assert_eq!(w.state(&key).await, KeyState::Active, "{}", w.name);
+});
