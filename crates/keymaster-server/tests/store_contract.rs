@@ -293,6 +293,23 @@ contract!(
             "{}",
             w.name
         );
+        // Events read back whole, whatever each backend keeps in its columns and payload.
+        let events = w.store.key_events(&key, 0).await.unwrap();
+        let retrieved = &events[1].event;
+        assert_eq!(retrieved.data.key_id, key, "{}", w.name);
+        assert_eq!(retrieved.data.tenant_id, w.tenant, "{}", w.name);
+        assert_eq!(
+            retrieved.data.label.as_deref(),
+            Some("laptop"),
+            "{}",
+            w.name
+        );
+        let service = retrieved.data.service.as_ref().expect("the service");
+        assert_eq!((&service.id, &service.name), (&w.svc.id, &w.svc.name));
+        assert_eq!(retrieved.timestamp, w.now, "{}", w.name);
+        assert!(events.windows(2).all(|p| p[0].seq < p[1].seq), "{}", w.name);
+        let seq = w.store.event_seq(&key, &retrieved.id).await.unwrap();
+        assert_eq!(seq, Some(events[1].seq), "{}", w.name);
     }
 );
 

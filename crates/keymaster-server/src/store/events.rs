@@ -1,10 +1,13 @@
-//! Event construction, shared by every backend so that payloads are the same whichever
-//! database wrote them. Payloads name the key, its tenant and label, the service and a reason —
+//! Event construction and the stored form of events, shared by every backend so that payloads
+//! are the same whichever database wrote them. Payloads name the key, its tenant and label, the service and a reason —
 //! never a code, never key material.
 
 use jiff::Timestamp;
 use keymaster_core::wire::{Event, EventData, ServiceRef};
+use serde::{Deserialize, Serialize};
 
+use super::columns::Columns;
+use super::StoreError;
 use crate::crypto::new_id;
 
 /// The event types of the API (`docs/api.md`, "Events and webhooks").
@@ -107,4 +110,67 @@ pub fn new_event(
             nonce: None,
         },
     }
+}
+
+/// What an event's `payload` column holds, in every backend: only what its other columns
+/// (`id`, `type`, `at`, `key_id`, `tenant_id`) do not, usually `{}`. Storing the whole event
+/// repeated ~200 bytes of those columns per event. Rows written before hold the whole event
+/// (with `data`), and read as they were.
+#[derive(Serialize, Deserialize)]
+struct Payload {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    label: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    service: Option<ServiceRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retrieval_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nonce: Option<String>,
+    /// Present only in a row that holds the whole event (written before payloads were trimmed).
+    #[serde(default, skip_serializing)]
+    data: Option<serde::de::IgnoredAny>,
+}
+
+/// The stored payload of an event (see [`Payload`]).
+pub fn event_json(e: &Event) -> Result<String, StoreError> {
+    serde_json::to_string(&Payload {
+        label: e.data.label.clone(),
+        service: e.data.service.clone(),
+        reason: e.data.reason.clone(),
+        retrieval_id: e.data.retrieval_id.clone(),
+        nonce: e.data.nonce.clone(),
+        data: None,
+    })
+    .map_err(|e| StoreError::Db(e.to_string()))
+}
+
+/// The columns an event is read back from, in [`read_event`]'s order.
+pub const EVENT_COLUMNS: &str = "id, type, at, key_id, tenant_id, payload";
+
+/// An event read back from its row ([`EVENT_COLUMNS`], starting at column `first`).
+pub fn read_event(r: &impl Columns, first: usize) -> Result<Event, StoreError> {
+    let payload = r.text(first + 5)?;
+    let corrupt = |e: serde_json::Error| StoreError::Corrupt(format!("stored event: {e}"));
+    let stored: Payload = serde_json::from_str(&payload).map_err(corrupt)?;
+    if stored.data.is_some() {
+        return serde_json::from_str(&payload).map_err(corrupt);
+    }
+    let at = r.int(first + 2)?;
+    Ok(Event {
+        id: r.text(first)?,
+        event_type: r.text(first + 1)?,
+        timestamp: Timestamp::from_millisecond(at)
+            .map_err(|e| StoreError::Corrupt(format!("event time: {e}")))?,
+        data: EventData {
+            key_id: r.text(first + 3)?,
+            tenant_id: r.text(first + 4)?,
+            label: stored.label,
+            service: stored.service,
+            reason: stored.reason,
+            retrieval_id: stored.retrieval_id,
+            nonce: stored.nonce,
+        },
+    })
 }

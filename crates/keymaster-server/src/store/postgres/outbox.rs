@@ -9,6 +9,7 @@ use sqlx::{PgConnection, Row};
 
 use super::rows::insert_audit;
 use super::{count, db, ms, ts};
+use crate::store::events::read_event;
 use crate::store::outbox::{
     AttemptResult, Channel, ClaimRequest, ClaimedDelivery, DeliveryRecord, EndpointBacklog,
     OutboxStats,
@@ -91,8 +92,8 @@ pub async fn claim(
            RETURNING d.id, d.channel, d.target, d.endpoint, d.tenant_id, d.attempts, d.event_id
          )
          SELECT claimed.id, claimed.channel, claimed.target, claimed.endpoint, claimed.tenant_id,
-                claimed.attempts, e.payload, t.webhook_secret_sealed, t.previous_secret_sealed,
-                t.previous_secret_until
+                claimed.attempts, t.webhook_secret_sealed, t.previous_secret_sealed,
+                t.previous_secret_until, e.id, e.type, e.at, e.key_id, e.tenant_id, e.payload
          FROM claimed JOIN events e ON e.id = claimed.event_id
               LEFT JOIN tenants t ON t.id = claimed.tenant_id",
     )
@@ -112,10 +113,9 @@ pub async fn claim(
         let channel: String = row.try_get(1).map_err(db)?;
         let channel = Channel::parse(&channel)
             .ok_or_else(|| StoreError::Corrupt(format!("delivery {id} channel {channel:?}")))?;
-        let payload: String = row.try_get(6).map_err(db)?;
-        let current: Option<Vec<u8>> = row.try_get(7).map_err(db)?;
-        let previous: Option<Vec<u8>> = row.try_get(8).map_err(db)?;
-        let previous_until: Option<i64> = row.try_get(9).map_err(db)?;
+        let current: Option<Vec<u8>> = row.try_get(6).map_err(db)?;
+        let previous: Option<Vec<u8>> = row.try_get(7).map_err(db)?;
+        let previous_until: Option<i64> = row.try_get(8).map_err(db)?;
         let mut secrets: Vec<Vec<u8>> = current.into_iter().collect();
         if let (Some(prev), Some(until), false) = (previous, previous_until, secrets.is_empty()) {
             if now_ms < until {
@@ -129,8 +129,8 @@ pub async fn claim(
             endpoint: row.try_get(3).map_err(db)?,
             tenant_id: row.try_get(4).map_err(db)?,
             attempts: count(row.try_get(5).map_err(db)?)?,
-            event: serde_json::from_str(&payload)
-                .map_err(|e| StoreError::Corrupt(format!("event of delivery {id}: {e}")))?,
+            // The columns of `EVENT_COLUMNS`, from 9 on.
+            event: read_event(&row, 9)?,
             secrets,
         });
     }

@@ -3,9 +3,10 @@
 
 use jiff::Timestamp;
 use keymaster_core::wire::Event;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, Row};
 
 use super::{db, ms};
+use crate::store::events::{event_json, read_event, EVENT_COLUMNS};
 use crate::store::limits;
 use crate::store::{AuditRecord, KeyState, StoreError, StoredEvent};
 
@@ -59,7 +60,7 @@ pub async fn insert_coalesced_audit(
 /// Writes an event into the events table and, unless it is for the event stream only, its
 /// deliveries into the outbox: the one way every PostgreSQL operation writes an event.
 pub async fn insert_event(c: &mut PgConnection, e: &Event) -> Result<(), StoreError> {
-    let payload = serde_json::to_string(e).map_err(|e| StoreError::Db(e.to_string()))?;
+    let payload = event_json(e)?;
     sqlx::query(
         "INSERT INTO events (id, key_id, tenant_id, type, at, payload)
          VALUES ($1, $2, $3, $4, $5, $6)",
@@ -127,19 +128,21 @@ pub async fn key_events(
     key_id: &str,
     after_seq: i64,
 ) -> Result<Vec<StoredEvent>, StoreError> {
-    let rows: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT seq, payload FROM events WHERE key_id = $1 AND seq > $2 ORDER BY seq LIMIT 1000",
-    )
+    let rows = sqlx::query(&format!(
+        "SELECT seq, {EVENT_COLUMNS} FROM events
+         WHERE key_id = $1 AND seq > $2 ORDER BY seq LIMIT 1000"
+    ))
     .bind(key_id)
     .bind(after_seq)
     .fetch_all(c)
     .await
     .map_err(db)?;
-    rows.into_iter()
-        .map(|(seq, payload)| {
-            let event = serde_json::from_str(&payload)
-                .map_err(|e| StoreError::Corrupt(format!("event {seq}: {e}")))?;
-            Ok(StoredEvent { seq, event })
+    rows.iter()
+        .map(|r| {
+            Ok(StoredEvent {
+                seq: r.try_get(0).map_err(db)?,
+                event: read_event(r, 1)?,
+            })
         })
         .collect()
 }

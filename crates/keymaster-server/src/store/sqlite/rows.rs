@@ -1,12 +1,12 @@
 //! Rows shared by every SQLite operation: audit rows, events (the outbox), failure budgets.
 
 use jiff::Timestamp;
-use keymaster_core::wire::{Event, EventData, ServiceRef};
+use keymaster_core::wire::Event;
 use rusqlite::{params, Connection, OptionalExtension};
-use serde::{Deserialize, Serialize};
 
+use super::ms;
 use super::writer::db;
-use super::{ms, ts};
+use crate::store::events::{event_json, read_event, EVENT_COLUMNS};
 use crate::store::limits;
 use crate::store::{AuditRecord, StoreError, StoredEvent};
 
@@ -57,72 +57,11 @@ pub fn insert_coalesced_audit(c: &Connection, a: &AuditRecord) -> Result<(), Sto
     Ok(())
 }
 
-/// What an event's `payload` column holds: only what its other columns (`id`, `type`, `at`,
-/// `key_id`, `tenant_id`) do not, usually `{}`. Storing the whole event repeated ~200 bytes of
-/// those columns per event, the largest part of a key's share of the database. Rows written
-/// before hold the whole event (with `data`), and read as they were.
-#[derive(Serialize, Deserialize)]
-struct Payload {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    label: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    service: Option<ServiceRef>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    retrieval_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    nonce: Option<String>,
-    /// Present only in a row that holds the whole event (written before payloads were trimmed).
-    #[serde(default, skip_serializing)]
-    data: Option<serde::de::IgnoredAny>,
-}
-
-/// The stored payload of an event (see [`Payload`]).
-pub fn event_json(e: &Event) -> Result<String, StoreError> {
-    serde_json::to_string(&Payload {
-        label: e.data.label.clone(),
-        service: e.data.service.clone(),
-        reason: e.data.reason.clone(),
-        retrieval_id: e.data.retrieval_id.clone(),
-        nonce: e.data.nonce.clone(),
-        data: None,
-    })
-    .map_err(|e| StoreError::Db(e.to_string()))
-}
-
-/// The columns an event is read back from: `id, type, at, key_id, tenant_id, payload`.
-pub const EVENT_COLUMNS: &str = "id, type, at, key_id, tenant_id, payload";
-
-/// An event read back from its row (`EVENT_COLUMNS`, starting at column `first`).
+/// An event read back from its row (`EVENT_COLUMNS`, starting at column `first`), for the
+/// closures of rusqlite's queries (see [`event_row_error`]).
 pub fn event_from_row(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Event> {
-    let payload: String = r.get(first + 5)?;
-    let bad = |e: serde_json::Error| {
+    read_event(r, first).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(first + 5, rusqlite::types::Type::Text, e.into())
-    };
-    let stored: Payload = serde_json::from_str(&payload).map_err(bad)?;
-    if stored.data.is_some() {
-        return serde_json::from_str(&payload).map_err(bad);
-    }
-    Ok(Event {
-        id: r.get(first)?,
-        event_type: r.get(first + 1)?,
-        timestamp: ts(r.get(first + 2)?).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(
-                first + 2,
-                rusqlite::types::Type::Integer,
-                e.to_string().into(),
-            )
-        })?,
-        data: EventData {
-            key_id: r.get(first + 3)?,
-            tenant_id: r.get(first + 4)?,
-            label: stored.label,
-            service: stored.service,
-            reason: stored.reason,
-            retrieval_id: stored.retrieval_id,
-            nonce: stored.nonce,
-        },
     })
 }
 
@@ -280,8 +219,8 @@ mod tests {
     use jiff::Timestamp;
     use rusqlite::{params, Connection};
 
-    use super::{event_json, insert_event, key_events, EventRow};
-    use crate::store::events::{new_event, EventType, KeyRef};
+    use super::{insert_event, key_events, EventRow};
+    use crate::store::events::{event_json, new_event, EventType, KeyRef};
     use crate::store::sqlite::migrate;
 
     /// An event is stored as its columns and a payload of only the rest, and reads back equal;
