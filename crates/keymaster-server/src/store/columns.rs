@@ -1,9 +1,9 @@
 //! Stored rows decoded once for every backend: the [`Columns`] a backend's row type gives, and
-//! the decoders of rows both backends read the same way (services, code formats; the key rows
-//! of the lifecycle are in `lifecycle`).
+//! the decoders of rows both backends read the same way (services, audit rows, code formats;
+//! the key rows of the lifecycle are in `lifecycle`, events in `events`).
 
 use ipnet::IpNet;
-use keymaster_core::wire::CodeFormat;
+use keymaster_core::wire::{AuditEntry, CodeFormat};
 
 use super::{ServiceAuth, StoreError};
 
@@ -65,6 +65,25 @@ pub fn read_service(r: &impl Columns) -> Result<ServiceAuth, StoreError> {
         domains,
         allowed_cidrs,
         confined_tenant_id: r.opt_text(4)?,
+    })
+}
+
+/// The columns of [`read_audit`].
+pub const AUDIT_COLUMNS: &str = "id, at, actor, action, outcome, key_id, ip, detail";
+
+/// Decodes [`AUDIT_COLUMNS`].
+pub fn read_audit(r: &impl Columns) -> Result<AuditEntry, StoreError> {
+    let at = r.int(1)?;
+    Ok(AuditEntry {
+        id: r.int(0)?,
+        at: jiff::Timestamp::from_millisecond(at)
+            .map_err(|e| StoreError::Corrupt(format!("audit time: {e}")))?,
+        actor: r.text(2)?,
+        action: r.text(3)?,
+        outcome: r.text(4)?,
+        key_id: r.opt_text(5)?,
+        ip: r.opt_text(6)?,
+        detail: r.opt_text(7)?,
     })
 }
 

@@ -5,8 +5,8 @@ use keymaster_core::wire::AuditEntry;
 use sqlx::PgConnection;
 
 use super::rows::insert_audit;
-use super::{db, ms, ts};
-use crate::store::columns::{read_service, SERVICE_COLUMNS};
+use super::{db, ms};
+use crate::store::columns::{read_audit, read_service, AUDIT_COLUMNS, SERVICE_COLUMNS};
 use crate::store::{
     AppKeyAuth, AuditRecord, NewAppKey, NewService, NewTenant, ServiceAuth, StoreError,
 };
@@ -183,43 +183,18 @@ pub async fn missing_services(
         .collect())
 }
 
-type AuditRow = (
-    i64,
-    i64,
-    String,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-);
-
 pub async fn list_audit(
     c: &mut PgConnection,
     limit: u32,
     before: Option<i64>,
 ) -> Result<Vec<AuditEntry>, StoreError> {
-    let rows: Vec<AuditRow> = sqlx::query_as(
-        "SELECT id, at, actor, action, outcome, key_id, ip, detail FROM audit
-         WHERE id < $1 ORDER BY id DESC LIMIT $2",
-    )
+    let rows = sqlx::query(&format!(
+        "SELECT {AUDIT_COLUMNS} FROM audit WHERE id < $1 ORDER BY id DESC LIMIT $2"
+    ))
     .bind(before.unwrap_or(i64::MAX))
     .bind(i64::from(limit))
     .fetch_all(c)
     .await
     .map_err(db)?;
-    rows.into_iter()
-        .map(|(id, at, actor, action, outcome, key_id, ip, detail)| {
-            Ok(AuditEntry {
-                id,
-                at: ts(at)?,
-                actor,
-                action,
-                outcome,
-                key_id,
-                ip,
-                detail,
-            })
-        })
-        .collect()
+    rows.iter().map(read_audit).collect()
 }

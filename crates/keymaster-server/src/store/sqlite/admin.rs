@@ -3,10 +3,10 @@
 use keymaster_core::wire::AuditEntry;
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::ms;
 use super::rows::insert_audit;
 use super::writer::db;
-use super::{ms, ts};
-use crate::store::columns::{read_service, SERVICE_COLUMNS};
+use crate::store::columns::{read_audit, read_service, AUDIT_COLUMNS, SERVICE_COLUMNS};
 use crate::store::{
     AppKeyAuth, AuditRecord, NewAppKey, NewService, NewTenant, ServiceAuth, StoreError,
 };
@@ -157,38 +157,14 @@ pub fn list_audit(
     before: Option<i64>,
 ) -> Result<Vec<AuditEntry>, StoreError> {
     let mut stmt = c
-        .prepare_cached(
-            "SELECT id, at, actor, action, outcome, key_id, ip, detail FROM audit
-             WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
-        )
+        .prepare_cached(&format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit WHERE id < ?1 ORDER BY id DESC LIMIT ?2"
+        ))
         .map_err(db)?;
     let rows = stmt
         .query_map(params![before.unwrap_or(i64::MAX), limit], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, Option<String>>(5)?,
-                r.get::<_, Option<String>>(6)?,
-                r.get::<_, Option<String>>(7)?,
-            ))
+            Ok(read_audit(r))
         })
         .map_err(db)?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (id, at, actor, action, outcome, key_id, ip, detail) = row.map_err(db)?;
-        out.push(AuditEntry {
-            id,
-            at: ts(at)?,
-            actor,
-            action,
-            outcome,
-            key_id,
-            ip,
-            detail,
-        });
-    }
-    Ok(out)
+    rows.map(|r| r.map_err(db)?).collect()
 }
