@@ -18,8 +18,9 @@ use super::{
 };
 
 /// Whether a key row is live: it has not ended. Every backend sets `ended_at` when a key ends
-/// (revoked, used up, expired, grace over) and never clears it; the row stays, with its code,
-/// as the code's tombstone until it is purged. A live key may still be past its expiry (see
+/// (revoked, used up, expired, grace over) and never clears it; the row stays until it is
+/// purged (where its dead code is kept differs per backend: "Backend contract",
+/// `docs/architecture.md`). A live key may still be past its expiry (see
 /// [`keymaster_core::policy::is_expired`]): the sweeper ends it later.
 pub const LIVE_SQL: &str = "ended_at IS NULL";
 
