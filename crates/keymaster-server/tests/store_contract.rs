@@ -424,7 +424,7 @@ contract!(
             .await
             .unwrap();
         assert!(
-            matches!(wrong, RetrieveOutcome::Denied("password_incorrect")),
+            matches!(wrong, RetrieveOutcome::Denied(d) if d.code() == "password_incorrect"),
             "{wrong:?}"
         );
         // The right one hands the key out and starts the count of wrong ones again.
@@ -446,7 +446,7 @@ contract!(
                 "key_locked"
             };
             assert!(
-                matches!(out, RetrieveOutcome::Denied(c) if c == expected),
+                matches!(out, RetrieveOutcome::Denied(d) if d.code() == expected),
                 "{}: {i} {out:?}",
                 w.name
             );
@@ -458,7 +458,7 @@ contract!(
             .await
             .unwrap();
         assert!(
-            matches!(locked, RetrieveOutcome::Denied("key_locked")),
+            matches!(locked, RetrieveOutcome::Denied(d) if d.code() == "key_locked"),
             "{locked:?}"
         );
         let events = w.events(&key).await;
