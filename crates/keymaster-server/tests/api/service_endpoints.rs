@@ -21,6 +21,23 @@ async fn health_ready_metrics_openapi() {
     assert!(metrics.contains("keymaster_deposits_total"), "{metrics}");
     assert!(metrics.contains("keymaster_retrievals_total"), "{metrics}");
     assert!(!metrics.contains(&dep.code));
+    if pg_url().is_none() {
+        // The writer's latencies are histograms (bucket counts that two scrapes can be
+        // subtracted from, as bench/run does per phase), not rolling summaries.
+        for name in [
+            "keymaster_sqlite_commit_seconds",
+            "keymaster_sqlite_sync_seconds",
+        ] {
+            assert!(
+                metrics.contains(&format!("# TYPE {name} histogram")),
+                "{metrics}"
+            );
+            assert!(
+                metrics.contains(&format!("{name}_bucket{{le=\"0.001\"}}")),
+                "{metrics}"
+            );
+        }
+    }
 
     let doc: serde_json::Value = get("/openapi.json").await.unwrap().json().await.unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
