@@ -8,6 +8,7 @@
 //!   possession, server-side generation.
 //! - [`label`]: the holder's name for a key, refusing text that shows other than it is.
 //! - [`policy`]: the retrieval policy: validation at deposit and the pure decision at retrieval.
+//! - [`request`]: the code URI of an enrolment request (the service asks, the device answers).
 //! - [`wire`]: the JSON bodies of the HTTP API, shared with the client SDK.
 //!
 //! Nothing here does I/O, reads the clock or spawns tasks: time is a parameter, randomness is
@@ -23,4 +24,5 @@ pub mod handoff;
 pub mod key;
 pub mod label;
 pub mod policy;
+pub mod request;
 pub mod wire;

@@ -63,6 +63,10 @@ pub struct DepositRequest {
     /// ([`crate::handoff::sas_commitment`]); handed to the retrieving service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sas_commitment: Option<String>,
+    /// The code (or `keymaster:request:` URI) of an enrolment request to answer: the key goes
+    /// to the requesting service only, and the answer carries `request_id` instead of a code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
 }
 
 /// Notification targets of one key.
@@ -168,9 +172,12 @@ pub struct GeoInput {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct DepositResponse {
     pub id: String,
-    /// The code, normalised (no separators).
+    /// The code, normalised (no separators). Absent (empty) for a key that answers an
+    /// enrolment request: nobody retrieves it by a code.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub code: String,
-    /// The code as shown to a person, in groups of four.
+    /// The code as shown to a person, in groups of four; absent with `request_id`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub code_display: String,
     /// `public` or `secret`.
     pub kind: String,
@@ -199,6 +206,9 @@ pub struct DepositResponse {
     /// ([`crate::handoff::code_uri`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code_uri: Option<String>,
+    /// The enrolment request this key answers (`"request"` of the deposit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// `POST /v1/retrievals`.
@@ -560,4 +570,81 @@ pub struct Problem {
 
 fn about_blank() -> String {
     "about:blank".to_owned()
+}
+
+/// `POST /v1/requests`: a service asks a device for a key.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NewEnrolmentRequest {
+    /// What the key is for, shown to the device (same rules as a key's label).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// Lifetime in seconds (default 600; from the server's `min_ttl` to 3600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<i64>,
+    /// `digits` (default) or `base32`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_format: Option<CodeFormat>,
+}
+
+/// `201` answer to `POST /v1/requests`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct EnrolmentRequestCreated {
+    /// `req_…`
+    pub id: String,
+    /// The request's code, normalised; shown once.
+    pub code: String,
+    pub code_display: String,
+    /// `keymaster:request:<code>`, what the service's QR code holds.
+    pub code_uri: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub expires_at: jiff::Timestamp,
+}
+
+/// `POST /v1/requests/preview`: the device looks at a request before answering it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RequestPreviewRequest {
+    /// A bare request code or its `keymaster:request:` URI.
+    pub code: String,
+}
+
+/// A service named in an answer, with the domains it was enrolled with.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ServiceInfo {
+    pub id: String,
+    pub name: String,
+    pub domains: Vec<String>,
+}
+
+/// `200` answer to `POST /v1/requests/preview`: who asks, so that the device can say "Send your
+/// key to example-web (example.com)?".
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct RequestPreview {
+    pub request_id: String,
+    pub service: ServiceInfo,
+    #[serde(default)]
+    pub label: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub expires_at: jiff::Timestamp,
+}
+
+/// `200` answer to `GET /v1/requests/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct RequestStatus {
+    pub id: String,
+    /// `pending`, `fulfilled` or `expired`.
+    pub status: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub expires_at: jiff::Timestamp,
+    /// The retrieval body, in the answer that retrieved the key (the first read of a fulfilled
+    /// request); `null` before, and after (the key material is gone then).
+    #[serde(default)]
+    pub retrieval: Option<RetrievalResponse>,
 }
