@@ -1,6 +1,10 @@
-//! The client application's client: depositing keys with a tenant's `kma_` app key.
+//! The client application's client: depositing keys with a tenant's `kma_` app key, and
+//! answering a service's enrolment request (preview who asks, then deposit to it).
 
-use keymaster_core::wire::{DepositRequest, DepositResponse};
+use keymaster_core::request::parse_request_code;
+use keymaster_core::wire::{
+    DepositRequest, DepositResponse, RequestPreview, RequestPreviewRequest,
+};
 use reqwest::Method;
 
 use crate::http::{send_json, Conn};
@@ -58,5 +62,35 @@ impl DeviceClient {
                 .json(request),
         )
         .await
+    }
+
+    /// `POST /v1/requests/preview`: who asks for a key with this request code (a bare code or
+    /// the `keymaster:request:` URI the service's QR code holds), so that the person can be
+    /// asked "Send your key to example-web (example.com)?". The code is checked offline
+    /// first: a mistyped one is [`Error::InvalidCode`] and no request is sent. An unknown, used
+    /// or expired request is `404 not_found`, and counts against the app key's failure budget.
+    pub async fn preview_request(&self, code: &str) -> Result<RequestPreview, Error> {
+        parse_request_code(code).map_err(Error::InvalidCode)?;
+        send_json(
+            self.conn
+                .request(Method::POST, &["v1", "requests", "preview"])?
+                .json(&RequestPreviewRequest {
+                    code: code.to_owned(),
+                }),
+        )
+        .await
+    }
+
+    /// `POST /v1/keys` with `"request"`: deposits `key` (any key material, no password policy)
+    /// in answer to the request `code`; only the requesting service may take it. The answer
+    /// carries `request_id` and no code. A request answered already is `409
+    /// request_fulfilled`; an unknown or expired one `404`.
+    pub async fn answer(&self, code: &str, key: &DepositRequest) -> Result<DepositResponse, Error> {
+        parse_request_code(code).map_err(Error::InvalidCode)?;
+        let request = DepositRequest {
+            request: Some(code.to_owned()),
+            ..key.clone()
+        };
+        self.deposit(&request).await
     }
 }

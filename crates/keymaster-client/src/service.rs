@@ -1,6 +1,7 @@
 //! The outside service's client: previewing and retrieving a key by code (or code URI) with a
 //! `kms_` service key, checking the key received against the code URI's commitment, confirming
-//! receipt and disputing a retrieval.
+//! receipt and disputing a retrieval; asking a device for a key with an enrolment request and
+//! waiting for its answer.
 
 use std::time::Duration;
 
@@ -9,8 +10,8 @@ use keymaster_core::handoff::{
 };
 use keymaster_core::key::PublicKey;
 use keymaster_core::wire::{
-    DisputeReason, DisputeRequest, PreviewResponse, RetrievalRequest, RetrievalResponse, SasNonces,
-    SasRequest,
+    DisputeReason, DisputeRequest, EnrolmentRequestCreated, NewEnrolmentRequest, PreviewResponse,
+    RequestStatus, RetrievalRequest, RetrievalResponse, SasNonces, SasRequest,
 };
 use reqwest::Method;
 
@@ -206,6 +207,49 @@ impl ServiceClient {
         )
         .await
     }
+
+    /// `POST /v1/requests`: asks a device for a key. Show `code_uri` as a QR code (or
+    /// `code_display` as text) to the person, then [`ServiceClient::wait`] for the answer.
+    pub async fn request(
+        &self,
+        request: &NewEnrolmentRequest,
+    ) -> Result<EnrolmentRequestCreated, Error> {
+        send_json(
+            self.conn
+                .request(Method::POST, &["v1", "requests"])?
+                .json(request),
+        )
+        .await
+    }
+
+    /// `GET /v1/requests/{id}?wait=N`: the request's status, held by the server until the
+    /// request is fulfilled or `wait` (at most 60 s) has passed. The first answer after the
+    /// request is fulfilled carries the key (`retrieval`); it is the only one that does.
+    pub async fn request_status(&self, id: &str, wait: Duration) -> Result<RequestStatus, Error> {
+        let secs = wait.as_secs().min(MAX_WAIT_SECS);
+        let mut request = self
+            .conn
+            .request_untimed(Method::GET, &["v1", "requests", id])?
+            .timeout(Duration::from_secs(secs) + WAIT_MARGIN);
+        if secs > 0 {
+            request = request.query(&[("wait", secs)]);
+        }
+        send_json(request).await
+    }
+
+    /// Waits up to `timeout` for the device's answer to request `id`, long-polling the server
+    /// (one call per minute at most), and returns the last status: `fulfilled` with the key in
+    /// `retrieval`, `expired`, or `pending` when `timeout` passed first.
+    pub async fn wait(&self, id: &str, timeout: Duration) -> Result<RequestStatus, Error> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let status = self.request_status(id, left).await?;
+            if status.status != "pending" || left.as_secs() == 0 {
+                return Ok(status);
+            }
+        }
+    }
 }
 
 /// The offline check of a code or code URI, with the SDK's errors.
@@ -250,3 +294,8 @@ fn key_bytes(retrieved: &RetrievalResponse) -> Result<Vec<u8>, Error> {
         (None, None) => Err(Error::Decode("the retrieval holds no key".into())),
     }
 }
+
+/// The longest `wait` the server holds a request's read for.
+const MAX_WAIT_SECS: u64 = 60;
+/// How much longer than its `wait` a long-poll may take before the client gives up.
+const WAIT_MARGIN: Duration = Duration::from_secs(30);
