@@ -52,6 +52,9 @@ pub enum ApiError {
     /// The device revealed its SAS nonce before the service asked for the SAS.
     #[error("sas not requested")]
     SasNotRequested,
+    /// A deposit answers an enrolment request that another deposit answered already.
+    #[error("request fulfilled")]
+    RequestFulfilled,
     /// Body over the limit.
     #[error("payload too large")]
     PayloadTooLarge,
@@ -89,6 +92,7 @@ impl ApiError {
             ApiError::Denied(denial) => (StatusCode::FORBIDDEN, denial.code()),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::SasNotRequested => (StatusCode::CONFLICT, "sas_not_requested"),
+            ApiError::RequestFulfilled => (StatusCode::CONFLICT, "request_fulfilled"),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::RateLimited(_) | ApiError::Busy(..) => {
                 (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
@@ -140,6 +144,10 @@ impl ApiError {
             ApiError::SasNotRequested => (
                 "The service has not asked for the SAS yet",
                 Some("reveal the nonce after the sas.requested event for this retrieval".into()),
+            ),
+            ApiError::RequestFulfilled => (
+                "This enrolment request is answered already",
+                Some("a request takes one key; ask the service for a new request".into()),
             ),
             ApiError::PayloadTooLarge => ("The body is too large", Some("the limit is 64 KiB".into())),
             ApiError::RateLimited(s) => (

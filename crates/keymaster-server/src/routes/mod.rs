@@ -10,6 +10,7 @@ pub mod handoff;
 pub mod health;
 pub mod holder;
 pub mod keys;
+pub mod requests;
 pub mod retrievals;
 
 use std::sync::Arc;
@@ -77,6 +78,8 @@ pub fn router(state: AppState) -> Router {
             post(handoff::dispute),
         )
         .route("/v1/keys/{id}/sas", post(handoff::reveal_sas))
+        .route("/v1/requests", post(requests::create))
+        .route("/v1/requests/preview", post(requests::preview))
         .route("/v1/admin/tenants", post(admin::create_tenant))
         .route(
             "/v1/admin/tenants/{id}/app-keys",
@@ -102,6 +105,9 @@ pub fn router(state: AppState) -> Router {
         // The event stream takes no request slot: it is bounded by `max_event_streams` and
         // per key instead (`capacity`), so that open streams never starve other requests.
         .route("/v1/keys/{id}/events", get(events::events))
+        // The long-poll of a request holds no request slot either; it bounds itself (its wait,
+        // then `request_timeout`).
+        .route("/v1/requests/{id}", get(requests::get))
         .fallback(health::not_found)
         .method_not_allowed_fallback(health::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -150,6 +156,7 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response:
         retrievals::retrieve, retrievals::confirm,
         handoff::preview, handoff::request_sas, handoff::get_sas, handoff::reveal_sas,
         handoff::dispute,
+        requests::create, requests::preview, requests::get,
         holder::get_key, holder::patch_key, holder::delete_key, holder::recode, events::events,
         admin::create_tenant, admin::create_app_key, admin::delete_app_key,
         admin::create_service, admin::delete_service, admin::audit,

@@ -16,6 +16,7 @@ pub mod lifecycle;
 pub mod limits;
 pub mod outbox;
 pub mod postgres;
+pub mod requests;
 pub mod rotation;
 pub mod sqlite;
 
@@ -31,6 +32,7 @@ use self::handoff::{DisputeOutcome, RevealOutcome, SasNonceBytes, SasRequestOutc
 use self::outbox::{
     AttemptResult, ClaimRequest, ClaimedDelivery, DeliveryRecord, EndpointBacklog, OutboxStats,
 };
+use self::requests::{AnswerOutcome, NewRequest, RequestLookup, RequestRecord};
 use self::rotation::{Resealed, SealedBlob, SealedPlace};
 
 /// A failure of the store itself (never "not found": that is `Ok(None)` or an outcome).
@@ -335,6 +337,8 @@ pub struct SweepReport {
     pub grace_ended: usize,
     /// Finished records and tombstones removed after the retention period.
     pub purged: usize,
+    /// Pending enrolment requests that reached their expiry.
+    pub requests_expired: usize,
     /// A batch came back full: call again without waiting.
     pub more: bool,
 }
@@ -598,4 +602,39 @@ pub trait Store: Send + Sync + 'static {
         &self,
         current_key_id: [u8; crate::crypto::KEY_ID_LEN],
     ) -> Result<u64, StoreError>;
+    /// Stores an enrolment request with its audit row; false when its code hash is taken
+    /// (a live request's or a tombstone's: the caller makes another code).
+    async fn create_request(&self, r: NewRequest, audit: AuditRecord) -> Result<bool, StoreError>;
+    /// Finds the request an app key presents by code (its hash under the current server
+    /// secret, then under previous ones during a rotation; `requests::decide_lookup`), counting a
+    /// failure against the app key's budget (`requests::budget_subject`) when it is not found
+    /// (and, with `fulfilled_is_failure`, when it was answered already); a failure or a `429`
+    /// also writes `audit` (coalesced), with its outcome set.
+    async fn lookup_request(
+        &self,
+        code_hashes: Vec<Vec<u8>>,
+        app: &AppKeyAuth,
+        now: Timestamp,
+        budget_per_minute: u32,
+        fulfilled_is_failure: bool,
+        audit: AuditRecord,
+    ) -> Result<RequestLookup, StoreError>;
+    /// Deposits `key` in answer to the request `request_id` of `service` (id, name), in one
+    /// transaction: only while the request is pending and unexpired, then it is fulfilled.
+    /// The `key.deposited` event names the service.
+    async fn answer_request(
+        &self,
+        request_id: &str,
+        service: (String, String),
+        key: NewKey,
+        audit: AuditRecord,
+    ) -> Result<AnswerOutcome, StoreError>;
+    /// The request `id` if `service_id` made it; `None` for any other service.
+    async fn request_for_service(
+        &self,
+        id: &str,
+        service_id: &str,
+    ) -> Result<Option<RequestRecord>, StoreError>;
+    /// Records that the service read the key of its fulfilled request.
+    async fn request_read(&self, id: &str, retrieval_id: &str) -> Result<(), StoreError>;
 }

@@ -8,6 +8,9 @@
 //! For the verified handoff it also records the depositor's network (its address cut to a /24
 //! or /48: never the full address), keeps the device's `sas_commitment`, and answers an
 //! asymmetric key with its `code_uri` (`keymaster_core::handoff`).
+//!
+//! A deposit with `"request"` answers an enrolment request (`routes::requests`): no code, the
+//! key goes to the requesting service only.
 
 use std::net::IpAddr;
 
@@ -28,6 +31,7 @@ use super::{audit_record, to_millis};
 use crate::crypto::{new_holder_token, new_id, token_hash};
 use crate::error::ApiError;
 use crate::netguard;
+use crate::routes::requests;
 use crate::state::AppState;
 use crate::store::{AppKeyAuth, NewKey};
 
@@ -129,7 +133,7 @@ pub async fn deposit(
 ) -> Result<DepositResponse, ApiError> {
     let now = Timestamp::now();
     let actor = format!("app_key:{}", app.id);
-    let result = deposit_inner(state, &app.tenant_id, &actor, ip, req, now).await;
+    let result = deposit_inner(state, app, &actor, ip, req, now).await;
     if let Err(e) = &result {
         let mut a = audit_record(now, &actor, "key.deposit", e.code(), None, Some(ip));
         a.detail = Some(format!("tenant {}", app.tenant_id));
@@ -142,12 +146,13 @@ pub async fn deposit(
 
 async fn deposit_inner(
     state: &AppState,
-    tenant_id: &str,
+    app: &AppKeyAuth,
     actor: &str,
     ip: IpAddr,
     req: DepositRequest,
     now: Timestamp,
 ) -> Result<DepositResponse, ApiError> {
+    let tenant_id = app.tenant_id.as_str();
     let label = req
         .label
         .as_deref()
@@ -180,8 +185,11 @@ async fn deposit_inner(
         }
     };
     let input = req.policy.clone().unwrap_or_default();
-    let (policy, expires_at) = Policy::from_input(&input, now, &state.limits)
+    let (mut policy, expires_at) = Policy::from_input(&input, now, &state.limits)
         .map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
+    if req.request.is_some() {
+        requests::check_answer_policy(&input)?;
+    }
     let expires_at = to_millis(expires_at);
     if let Some(services) = &policy.services {
         let missing = state.store.missing_services(services).await?;
@@ -242,17 +250,33 @@ async fn deposit_inner(
         None => None,
     };
     let holder_token = new_holder_token(&id);
+    // A key that answers an enrolment request goes to the requesting service only.
+    let answering = match &req.request {
+        Some(code) => {
+            let services = policy.services.as_deref();
+            let found = requests::find_for_answer(state, app, ip, code, services, now).await?;
+            policy.services = Some(vec![found.service_id.clone()]);
+            Some(found)
+        }
+        None => None,
+    };
     let format = req.code_format.unwrap_or(CodeFormat::Digits);
     for _ in 0..CODE_ATTEMPTS {
         let code = Code::generate(format, &mut rand::thread_rng());
-        if answered_under_previous_secret(state, &code).await? {
-            continue;
-        }
+        let code_hash = match &answering {
+            Some(found) => requests::answer_code_hash(state, &found.id),
+            None => {
+                if answered_under_previous_secret(state, &code).await? {
+                    continue;
+                }
+                state.keys.code_hash(code.as_str())
+            }
+        };
         let key = NewKey {
             id: id.clone(),
             tenant_id: tenant_id.to_owned(),
             holder_hash: token_hash(&holder_token),
-            code_hash: state.keys.code_hash(code.as_str()),
+            code_hash,
             code_format: format,
             label: label.as_ref().map(|l| l.as_str().to_owned()),
             kind,
@@ -273,6 +297,25 @@ async fn deposit_inner(
         };
         let mut audit = audit_record(now, actor, "key.deposit", "success", Some(&id), Some(ip));
         audit.detail = Some(format!("tenant {tenant_id}, {algorithm}"));
+        if let Some(found) = &answering {
+            requests::answer(state, found, key, audit).await?;
+            return Ok(DepositResponse {
+                id,
+                code: String::new(),
+                code_display: String::new(),
+                kind: kind.to_owned(),
+                algorithm,
+                fingerprint,
+                ssh_fingerprint,
+                jwk_thumbprint,
+                expires_at,
+                holder_token: holder_token.to_string(),
+                private_key,
+                private_key_openssh,
+                code_uri: None,
+                request_id: Some(found.id.clone()),
+            });
+        }
         if state.store.deposit(key, audit).await? {
             let code_uri = spki.as_deref().map(|spki| handoff::code_uri(&code, spki));
             return Ok(DepositResponse {
@@ -289,6 +332,7 @@ async fn deposit_inner(
                 private_key,
                 private_key_openssh,
                 code_uri,
+                request_id: None,
             });
         }
     }

@@ -193,7 +193,7 @@ fn count(e: ApiError) -> ApiError {
     e
 }
 
-fn response(state: &AppState, key: RetrievedKey) -> Result<RetrievalResponse, ApiError> {
+pub(crate) fn response(state: &AppState, key: RetrievedKey) -> Result<RetrievalResponse, ApiError> {
     let mut resp = RetrievalResponse {
         retrieval_id: key.retrieval_id,
         key_id: key.key_id.clone(),

@@ -253,6 +253,7 @@ impl TestApp {
                 "audit",
                 "failure_budget",
                 "deliveries",
+                "requests",
                 "schema_migrations",
             ] {
                 let dump: String = sqlx::query_scalar(&format!(

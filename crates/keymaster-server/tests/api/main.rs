@@ -18,6 +18,7 @@ mod notify;
 mod passwords;
 mod policy;
 mod refusals;
+mod requests;
 mod resource_limits;
 mod retrieve;
 mod rotation;

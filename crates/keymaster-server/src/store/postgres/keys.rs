@@ -19,6 +19,18 @@ pub async fn deposit(
     k: &NewKey,
     a: &AuditRecord,
 ) -> Result<bool, StoreError> {
+    deposit_with_event(c, k, a, None, None).await
+}
+
+/// As [`deposit`], with the `key.deposited` event naming a service and a reason (a key that
+/// answers an enrolment request).
+pub async fn deposit_with_event(
+    c: &mut PgConnection,
+    k: &NewKey,
+    a: &AuditRecord,
+    service: Option<(&str, &str)>,
+    reason: Option<&str>,
+) -> Result<bool, StoreError> {
     let policy = serde_json::to_string(&k.policy).map_err(|e| StoreError::Db(e.to_string()))?;
     let notify = k
         .notify
@@ -79,7 +91,7 @@ pub async fn deposit(
         tenant_id: &k.tenant_id,
         label: k.label.as_deref(),
     };
-    let event = new_event(EventType::Deposited, &key, None, None, k.created_at);
+    let event = new_event(EventType::Deposited, &key, service, reason, k.created_at);
     insert_event(c, &event).await?;
     insert_audit(c, a).await?;
     Ok(true)

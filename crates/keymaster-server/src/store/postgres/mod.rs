@@ -18,6 +18,7 @@ mod handoff;
 mod keys;
 mod notify;
 mod outbox;
+mod requests;
 mod retrieve;
 mod rotation;
 mod rows;
@@ -37,6 +38,7 @@ use super::handoff::{DisputeOutcome, RevealOutcome, SasNonceBytes, SasRequestOut
 use super::outbox::{
     AttemptResult, ClaimRequest, ClaimedDelivery, DeliveryRecord, EndpointBacklog, OutboxStats,
 };
+use super::requests::{AnswerOutcome, NewRequest, RequestLookup, RequestRecord};
 use super::rotation::{Resealed, SealedBlob, SealedPlace};
 use super::{
     AppKeyAuth, AuditRecord, CommitSignal, KeyRecord, NewAppKey, NewKey, NewService, NewTenant,
@@ -53,6 +55,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../../../migrations/postgres/0004_audit_coalesced.sql"),
     include_str!("../../../../../migrations/postgres/0005_verified_handoff.sql"),
     include_str!("../../../../../migrations/postgres/0006_delivery_endpoints.sql"),
+    include_str!("../../../../../migrations/postgres/0007_requests.sql"),
 ];
 
 /// The advisory lock key that serialises migrations of replicas starting together.
@@ -521,7 +524,16 @@ impl Store for PostgresStore {
         retention: std::time::Duration,
     ) -> Result<SweepReport, StoreError> {
         let done = self
-            .write(move |c| Box::pin(sweep::sweep(c, now, retention)))
+            .write(move |c| {
+                Box::pin(async move {
+                    let mut report = sweep::sweep(c, now, retention).await?;
+                    let (expired, purged) = requests::sweep(c, now, retention).await?;
+                    report.requests_expired = expired;
+                    report.purged += purged;
+                    report.more |= expired >= SweepReport::BATCH || purged >= SweepReport::BATCH;
+                    Ok(report)
+                })
+            })
             .await;
         self.signal(done)
     }
@@ -636,6 +648,76 @@ impl Store for PostgresStore {
     ) -> Result<u64, StoreError> {
         self.read(move |c| {
             Box::pin(async move { rotation::count_sealed_not_under(c, current_key_id).await })
+        })
+        .await
+    }
+
+    async fn create_request(&self, r: NewRequest, audit: AuditRecord) -> Result<bool, StoreError> {
+        self.write(move |c| Box::pin(async move { requests::create(c, &r, &audit).await }))
+            .await
+    }
+
+    async fn lookup_request(
+        &self,
+        code_hashes: Vec<Vec<u8>>,
+        app: &AppKeyAuth,
+        now: Timestamp,
+        budget_per_minute: u32,
+        fulfilled_is_failure: bool,
+        audit: AuditRecord,
+    ) -> Result<RequestLookup, StoreError> {
+        let app = app.clone();
+        self.write(move |c| {
+            Box::pin(async move {
+                requests::lookup(
+                    c,
+                    &code_hashes,
+                    &app,
+                    now,
+                    budget_per_minute,
+                    fulfilled_is_failure,
+                    &audit,
+                )
+                .await
+            })
+        })
+        .await
+    }
+
+    async fn answer_request(
+        &self,
+        request_id: &str,
+        service: (String, String),
+        key: NewKey,
+        audit: AuditRecord,
+    ) -> Result<AnswerOutcome, StoreError> {
+        let request_id = request_id.to_owned();
+        let done = self
+            .write(move |c| {
+                Box::pin(async move {
+                    requests::answer(c, &request_id, (&service.0, &service.1), &key, &audit).await
+                })
+            })
+            .await;
+        self.signal(done)
+    }
+
+    async fn request_for_service(
+        &self,
+        id: &str,
+        service_id: &str,
+    ) -> Result<Option<RequestRecord>, StoreError> {
+        let (id, service_id) = (id.to_owned(), service_id.to_owned());
+        self.read(move |c| {
+            Box::pin(async move { requests::for_service(c, &id, &service_id).await })
+        })
+        .await
+    }
+
+    async fn request_read(&self, id: &str, retrieval_id: &str) -> Result<(), StoreError> {
+        let (id, retrieval_id) = (id.to_owned(), retrieval_id.to_owned());
+        self.write(move |c| {
+            Box::pin(async move { requests::mark_read(c, &id, &retrieval_id).await })
         })
         .await
     }

@@ -23,13 +23,23 @@ pub struct DepositJson {
 
 impl DepositJson {
     pub fn new(k: &NewKey) -> Result<DepositJson, StoreError> {
+        DepositJson::with_event(k, None, None)
+    }
+
+    /// As [`DepositJson::new`], with the `key.deposited` event naming a service and a reason
+    /// (a key that answers an enrolment request).
+    pub fn with_event(
+        k: &NewKey,
+        service: Option<(&str, &str)>,
+        reason: Option<&str>,
+    ) -> Result<DepositJson, StoreError> {
         let json = |e: serde_json::Error| StoreError::Db(e.to_string());
         let key = KeyRef {
             key_id: &k.id,
             tenant_id: &k.tenant_id,
             label: k.label.as_deref(),
         };
-        let event = new_event(EventType::Deposited, &key, None, None, k.created_at);
+        let event = new_event(EventType::Deposited, &key, service, reason, k.created_at);
         Ok(DepositJson {
             policy: serde_json::to_string(&k.policy).map_err(json)?,
             notify: k

@@ -13,6 +13,7 @@ mod handoff;
 mod job;
 mod keys;
 mod outbox;
+mod requests;
 mod retrieve;
 mod rotation;
 mod rows;
@@ -33,6 +34,7 @@ use super::handoff::{DisputeOutcome, RevealOutcome, SasNonceBytes, SasRequestOut
 use super::outbox::{
     AttemptResult, ClaimRequest, ClaimedDelivery, DeliveryRecord, EndpointBacklog, OutboxStats,
 };
+use super::requests::{AnswerOutcome, NewRequest, RequestLookup, RequestRecord, ANSWER_REASON};
 use super::rotation::{Resealed, SealedBlob, SealedPlace};
 use super::{
     AppKeyAuth, AuditRecord, CommitSignal, KeyRecord, NewAppKey, NewKey, NewService, NewTenant,
@@ -51,6 +53,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../../../migrations/sqlite/0006_audit_coalesced.sql"),
     include_str!("../../../../../migrations/sqlite/0007_verified_handoff.sql"),
     include_str!("../../../../../migrations/sqlite/0008_delivery_endpoints.sql"),
+    include_str!("../../../../../migrations/sqlite/0009_requests.sql"),
 ];
 
 /// Page size of a new database.
@@ -567,7 +570,14 @@ impl Store for SqliteStore {
     ) -> Result<SweepReport, StoreError> {
         let done = self
             .writer
-            .write(move |c| sweep::sweep(c, now, retention))
+            .write(move |c| {
+                let mut report = sweep::sweep(c, now, retention)?;
+                let (expired, purged) = requests::sweep(c, now, retention)?;
+                report.requests_expired = expired;
+                report.purged += purged;
+                report.more |= expired >= SweepReport::BATCH || purged >= SweepReport::BATCH;
+                Ok(report)
+            })
             .await;
         self.signal(done)
     }
@@ -673,6 +683,72 @@ impl Store for SqliteStore {
         current_key_id: [u8; KEY_ID_LEN],
     ) -> Result<u64, StoreError> {
         self.read(move |c| rotation::count_sealed_not_under(c, current_key_id))
+            .await
+    }
+
+    async fn create_request(&self, r: NewRequest, audit: AuditRecord) -> Result<bool, StoreError> {
+        self.writer
+            .write(move |c| requests::create(c, &r, &audit))
+            .await
+    }
+
+    async fn lookup_request(
+        &self,
+        code_hashes: Vec<Vec<u8>>,
+        app: &AppKeyAuth,
+        now: Timestamp,
+        budget_per_minute: u32,
+        fulfilled_is_failure: bool,
+        audit: AuditRecord,
+    ) -> Result<RequestLookup, StoreError> {
+        let app = app.clone();
+        self.writer
+            .write(move |c| {
+                requests::lookup(
+                    c,
+                    &code_hashes,
+                    &app,
+                    now,
+                    budget_per_minute,
+                    fulfilled_is_failure,
+                    &audit,
+                )
+            })
+            .await
+    }
+
+    async fn answer_request(
+        &self,
+        request_id: &str,
+        service: (String, String),
+        key: NewKey,
+        audit: AuditRecord,
+    ) -> Result<AnswerOutcome, StoreError> {
+        let json = keys::DepositJson::with_event(
+            &key,
+            Some((&service.0, &service.1)),
+            Some(ANSWER_REASON),
+        )?;
+        let request_id = request_id.to_owned();
+        let done = self
+            .writer
+            .write(move |c| requests::answer(c, &request_id, &key, &json, &audit))
+            .await;
+        self.signal(done)
+    }
+
+    async fn request_for_service(
+        &self,
+        id: &str,
+        service_id: &str,
+    ) -> Result<Option<RequestRecord>, StoreError> {
+        self.read_point(|c| requests::for_service(c, id, service_id))
+    }
+
+    async fn request_read(&self, id: &str, retrieval_id: &str) -> Result<(), StoreError> {
+        let (id, retrieval_id) = (id.to_owned(), retrieval_id.to_owned());
+        self.writer
+            .write(move |c| requests::mark_read(c, &id, &retrieval_id))
             .await
     }
 }
