@@ -65,7 +65,7 @@ const CODE_ATTEMPTS: usize = 8;
         (status = 201, description = "The request, with its code (shown once)", body = EnrolmentRequestCreated),
         (status = 400, description = "invalid_request: a bad label, ttl_seconds or code_format", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden, or ip_not_allowed (the service's allowed_cidrs)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 /// A service asks a device for a key.
@@ -77,6 +77,20 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<EnrolmentRequestCreated>), ApiError> {
     let now = Timestamp::now();
     let actor = format!("service:{}", service.id);
+    if !ip_allowed(&service, ip) {
+        let a = audit_record(
+            now,
+            &actor,
+            "request.create",
+            "ip_not_allowed",
+            None,
+            Some(ip),
+        );
+        state.store.append_coalesced_audit(a).await?;
+        return Err(ApiError::Denied(
+            keymaster_core::policy::Denial::IpNotAllowed,
+        ));
+    }
     let label = req
         .label
         .as_deref()
@@ -135,6 +149,12 @@ pub async fn create(
     Err(ApiError::Internal(
         "no free request code after several attempts".into(),
     ))
+}
+
+/// Whether the service's own `allowed_cidrs` admit `ip`: a service key used from elsewhere may
+/// neither ask for keys nor read them, as for a retrieval.
+fn ip_allowed(service: &crate::store::ServiceAuth, ip: IpAddr) -> bool {
+    service.allowed_cidrs.is_empty() || service.allowed_cidrs.iter().any(|n| n.contains(&ip))
 }
 
 /// Looks up the request whose code an app key presents: `invalid_code` (audited, coalesced,
@@ -297,7 +317,7 @@ pub struct WaitQuery {
         (status = 200, description = "The request's status; the first answer after it is fulfilled carries the retrieval (the key)", body = RequestStatus),
         (status = 400, description = "invalid_request: wait over 60", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden, or the key's policy rule's code", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden, ip_not_allowed (the service's allowed_cidrs), or the key's policy rule's code", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "not_found: no such request of this service", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "rate_limited", body = Problem, content_type = "application/problem+json"),
     )
@@ -316,6 +336,21 @@ pub async fn get(
         return Err(ApiError::InvalidRequest(format!(
             "wait: at most {MAX_WAIT_SECONDS} seconds"
         )));
+    }
+    if !ip_allowed(&service, ip) {
+        let actor = format!("service:{}", service.id);
+        let a = audit_record(
+            Timestamp::now(),
+            &actor,
+            "request.read",
+            "ip_not_allowed",
+            None,
+            Some(ip),
+        );
+        state.store.append_coalesced_audit(a).await?;
+        return Err(ApiError::Denied(
+            keymaster_core::policy::Denial::IpNotAllowed,
+        ));
     }
     let wait = Duration::from_secs(wait);
     // Exempt from `request_timeout` like the event stream, but bounded all the same: the

@@ -527,3 +527,27 @@ async fn the_key_of_a_request_keeps_its_policy_at_the_read() {
     let history = app.holder(&dep).status().await.unwrap().history;
     assert!(history.iter().any(|e| e.event_type == "key.denied"));
 }
+
+#[tokio::test]
+async fn a_service_key_used_outside_its_networks_neither_asks_nor_reads() {
+    let app = spawn_app().await;
+    let (device, _, service, _) = parties(&app).await;
+    let (_, fenced, _) = app
+        .service("fenced-web", &["fenced.example"], &["192.0.2.0/24"])
+        .await;
+    assert_problem(
+        fenced.request(&new_request("x")).await,
+        403,
+        "ip_not_allowed",
+    );
+    let req = service.request(&new_request("y")).await.unwrap();
+    device
+        .answer(&req.code, &deposit_request(ssh_ed25519()))
+        .await
+        .unwrap();
+    assert_problem(
+        fenced.request_status(&req.id, Duration::ZERO).await,
+        403,
+        "ip_not_allowed",
+    );
+}
