@@ -74,6 +74,8 @@ A key the key master no longer knows (gone for more than 7 days) is listed as `p
         /// The key's label.
         label: String,
     },
+    /// Answer a service's enrolment request: show who asks, then send it a key.
+    Answer(crate::requests::AnswerArgs),
     /// Sign the bytes read from stdin with a key's private key; prints the base64 signature.
     #[command(after_help = "Examples:
   printf '%s' \"$CHALLENGE\" | keymaster device sign github.com
@@ -142,7 +144,7 @@ impl From<CodeFormatArg> for CodeFormat {
 }
 
 /// A lifetime such as `250ms`, `5s`, `1h`, `30d`, in whole seconds.
-fn parse_ttl(text: &str) -> Result<i64, String> {
+pub(crate) fn parse_ttl(text: &str) -> Result<i64, String> {
     let duration = humantime::parse_duration(text).map_err(|err| err.to_string())?;
     if duration.subsec_nanos() != 0 || duration.as_secs() == 0 {
         return Err("the lifetime must be a whole number of seconds, at least 1s".to_owned());
@@ -152,7 +154,7 @@ fn parse_ttl(text: &str) -> Result<i64, String> {
 
 /// A label the key master would accept (no control, bidi control or invisible characters),
 /// checked before a key is made or anything is sent.
-fn parse_label(text: &str) -> Result<String, String> {
+pub(crate) fn parse_label(text: &str) -> Result<String, String> {
     keymaster_core::label::Label::parse(text)
         .map(keymaster_core::label::Label::into_string)
         .map_err(|err| err.to_string())
@@ -165,6 +167,9 @@ pub async fn run(args: DeviceArgs, out: &Output) -> anyhow::Result<()> {
     match args.command {
         DeviceCommand::Add(add_args) => add(add_args, server, &store, out).await,
         DeviceCommand::List => list(server, &store, out).await,
+        DeviceCommand::Answer(answer_args) => {
+            crate::requests::answer(answer_args, server, &store, out).await
+        }
         DeviceCommand::Status { label } => {
             let entry = store.load(&label)?;
             let status = holder(server, &entry)?
@@ -600,7 +605,7 @@ fn status_text(entry: &Entry, status: &KeyStatus) -> String {
 }
 
 /// The key operations `device` needs, all done by `keymaster_core::key`.
-mod crypto {
+pub(crate) mod crypto {
     use anyhow::Context;
     use base64::Engine;
     use keymaster_core::key::{self, GenerateAlgorithm};

@@ -5,6 +5,7 @@
 //! - [`admin`]: the operator's commands over HTTP (tenants, app keys, services, audit).
 //! - [`device`]: a device depositing and managing its keys, with the local [`keystore`].
 //! - [`service`]: an outside service fetching a key by code.
+//! - [`requests`]: enrolment requests: `service request` asks, `device answer` answers.
 //! - [`qr`]: QR codes for the terminal, PNG and SVG; [`output`]: text and `--json` printing.
 //! - [`docs`]: shell completion scripts and the man page, made from this file's definition.
 //! - [`backup`]: `backup` and `restore` of a SQLite database.
@@ -24,6 +25,7 @@ mod keystore;
 mod output;
 mod qr;
 mod remote;
+mod requests;
 mod serve;
 mod service;
 

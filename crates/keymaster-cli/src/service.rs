@@ -44,6 +44,8 @@ Given the code URI of a QR code, the key received is checked against the URI's f
 different key is refused (nothing on stdout, exit status non-zero) and reported to the key
 master as disputed.")]
     Fetch(FetchArgs),
+    /// Ask a device for a key: show a QR code it scans, and with --wait print its key.
+    Request(crate::requests::RequestArgs),
 }
 
 #[derive(Debug, Args)]
@@ -79,7 +81,7 @@ struct FetchArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Format {
+pub(crate) enum Format {
     /// PEM `PUBLIC KEY` (SubjectPublicKeyInfo).
     Pem,
     /// One OpenSSH public key line, for authorized_keys.
@@ -92,9 +94,14 @@ enum Format {
 
 /// Runs one `service` command.
 pub async fn run(args: ServiceArgs, out: &Output) -> anyhow::Result<()> {
-    let ServiceCommand::Fetch(fetch) = args.command;
     let service_key = credential("KEYMASTER_SERVICE_KEY", "the service's key (kms_…)")?;
     let client = ServiceClient::new(&args.server.url, &service_key)?;
+    let fetch = match args.command {
+        ServiceCommand::Fetch(fetch) => fetch,
+        ServiceCommand::Request(request) => {
+            return crate::requests::request(request, &client, out).await
+        }
+    };
     let request = RetrievalRequest {
         code: fetch.code,
         password: fetch.password,
@@ -184,7 +191,11 @@ fn confirm_claim(preview: &PreviewResponse, yes: bool) -> anyhow::Result<bool> {
     Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "Yes" | "YES"))
 }
 
-fn print_key(key: &RetrievalResponse, format: Format, out: &Output) -> anyhow::Result<()> {
+pub(crate) fn print_key(
+    key: &RetrievalResponse,
+    format: Format,
+    out: &Output,
+) -> anyhow::Result<()> {
     let missing = |form: &str| {
         anyhow::anyhow!(
             "the retrieved {} key has no {form} form (key {}; retrieve it with --format json next time)",
