@@ -7,7 +7,8 @@
 //! Modules beside this file (in `e2e/`, same test binary): `file_modes` (the modes of the files
 //! `serve` creates, under permissive umasks) and `generated_keys` (server-generated private keys
 //! loaded by OpenSSL, OpenSSH, Python `cryptography` and Node's `crypto`) and `handoff` (a
-//! code URI through a proxy that swaps the key, and `service fetch --preview`).
+//! code URI through a proxy that swaps the key, and `service fetch --preview`) and `requests`
+//! (an SSH login with a key that the host asked for and the laptop sent).
 
 #[cfg(unix)]
 #[path = "e2e/file_modes.rs"]
@@ -17,6 +18,8 @@ mod file_modes;
 mod generated_keys;
 #[path = "e2e/handoff.rs"]
 mod handoff;
+#[path = "e2e/requests.rs"]
+mod requests;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -569,7 +572,13 @@ fn ssh_login_with_a_key_fetched_into_authorized_keys() {
         "{fp}"
     );
 
-    let host_key = s.server.path("ssh_host_ed25519_key");
+    ssh_login(&s.server, &key, &authorized_keys);
+}
+
+/// Logs in with `ssh -i key` to a real `sshd` on a free loopback port that takes the keys of
+/// `authorized_keys` (run as the user of the test), and asserts that the login worked.
+fn ssh_login(server: &Server, key: &Path, authorized_keys: &Path) {
+    let host_key = server.path("ssh_host_ed25519_key");
     run_tool(
         Command::new("ssh-keygen")
             .args(["-q", "-t", "ed25519", "-N", "", "-f"])
@@ -580,7 +589,7 @@ fn ssh_login_with_a_key_fetched_into_authorized_keys() {
         .local_addr()
         .unwrap()
         .port();
-    let config = s.server.path("sshd_config");
+    let config = server.path("sshd_config");
     std::fs::write(
         &config,
         format!(
@@ -623,7 +632,7 @@ fn ssh_login_with_a_key_fetched_into_authorized_keys() {
     let user = std::env::var("USER").unwrap_or_else(|_| "root".to_owned());
     let out = Command::new("ssh")
         .arg("-i")
-        .arg(&key)
+        .arg(key)
         .args(["-p", &port.to_string()])
         .args([
             "-o",
