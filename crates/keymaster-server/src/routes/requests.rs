@@ -58,7 +58,7 @@ pub const MAX_WAIT_SECONDS: u64 = 60;
 const CODE_ATTEMPTS: usize = 8;
 
 #[utoipa::path(
-    post, path = "/v1/requests", tag = "requests",
+    post, path = "/v1/requests", tag = "requests", operation_id = "create_request",
     request_body = NewEnrolmentRequest,
     security(("service_key" = [])),
     responses(
@@ -198,7 +198,7 @@ async fn lookup(
 }
 
 #[utoipa::path(
-    post, path = "/v1/requests/preview", tag = "requests",
+    post, path = "/v1/requests/preview", tag = "requests", operation_id = "preview_request",
     request_body = RequestPreviewRequest,
     security(("app_key" = [])),
     responses(
@@ -310,7 +310,7 @@ pub struct WaitQuery {
 }
 
 #[utoipa::path(
-    get, path = "/v1/requests/{id}", tag = "requests",
+    get, path = "/v1/requests/{id}", tag = "requests", operation_id = "get_request",
     params(("id" = String, Path, description = "The request's id"), WaitQuery),
     security(("service_key" = [])),
     responses(
