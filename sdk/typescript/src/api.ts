@@ -342,6 +342,57 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/requests": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** A service asks a device for a key. */
+        post: operations["create_request"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/requests/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The requesting service reads its request, waiting for the answer with `wait`. */
+        get: operations["get_request"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/requests/preview": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** The device looks at a request before answering it. */
+        post: operations["preview_request"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/retrievals": {
         parameters: {
             query?: never;
@@ -517,6 +568,11 @@ export interface components {
             /** @description PEM SPKI, PEM PKCS#1 or one OpenSSH public key line. */
             public_key?: string | null;
             /**
+             * @description The code (or `keymaster:request:` URI) of an enrolment request to answer: the key goes
+             *     to the requesting service only, and the answer carries `request_id` instead of a code.
+             */
+            request?: string | null;
+            /**
              * @description Unpadded base64url of SHA-256(`nd`), the device's commitment to its SAS nonce
              *     ([`crate::handoff::sas_commitment`]); handed to the retrieving service.
              */
@@ -527,10 +583,13 @@ export interface components {
         /** @description `201` answer to a deposit. */
         DepositResponse: {
             algorithm: string;
-            /** @description The code, normalised (no separators). */
-            code: string;
-            /** @description The code as shown to a person, in groups of four. */
-            code_display: string;
+            /**
+             * @description The code, normalised (no separators). Absent (empty) for a key that answers an
+             *     enrolment request: nobody retrieves it by a code.
+             */
+            code?: string;
+            /** @description The code as shown to a person, in groups of four; absent with `request_id`. */
+            code_display?: string;
             /**
              * @description `keymaster:<code>?fp=<key commitment>`, what the QR code holds; asymmetric keys only
              *     ([`crate::handoff::code_uri`]).
@@ -555,6 +614,8 @@ export interface components {
              *     comment), what `ssh-keygen` and `ssh -i` load; only with `generate`, shown once.
              */
             private_key_openssh?: string | null;
+            /** @description The enrolment request this key answers (`"request"` of the deposit). */
+            request_id?: string | null;
             ssh_fingerprint?: string | null;
         };
         /**
@@ -625,6 +686,18 @@ export interface components {
              */
             endpoints: components["schemas"]["EndpointInfo"][];
         };
+        /** @description `201` answer to `POST /v1/requests`. */
+        EnrolmentRequestCreated: {
+            /** @description The request's code, normalised; shown once. */
+            code: string;
+            code_display: string;
+            /** @description `keymaster:request:<code>`, what the service's QR code holds. */
+            code_uri: string;
+            /** Format: date-time */
+            expires_at: string;
+            /** @description `req_…` */
+            id: string;
+        };
         /** @description An event, as stored, streamed, delivered and listed in `history`. */
         Event: {
             data: components["schemas"]["EventData"];
@@ -681,6 +754,17 @@ export interface components {
             retrievals: number;
             /** @description `active`, `awaiting_confirmation`, `locked`, `retrieved`, `expired` or `revoked`. */
             status: string;
+        };
+        /** @description `POST /v1/requests`: a service asks a device for a key. */
+        NewEnrolmentRequest: {
+            code_format?: null | components["schemas"]["CodeFormat"];
+            /** @description What the key is for, shown to the device (same rules as a key's label). */
+            label?: string | null;
+            /**
+             * Format: int64
+             * @description Lifetime in seconds (default 600; from the server's `min_ttl` to 3600).
+             */
+            ttl_seconds?: number | null;
         };
         /** @description Notification targets of one key. */
         Notify: {
@@ -784,6 +868,31 @@ export interface components {
             /** Format: date-time */
             expires_at: string;
         };
+        /**
+         * @description `200` answer to `POST /v1/requests/preview`: who asks, so that the device can say "Send your
+         *     key to example-web (example.com)?".
+         */
+        RequestPreview: {
+            /** Format: date-time */
+            expires_at: string;
+            label?: string | null;
+            request_id: string;
+            service: components["schemas"]["ServiceInfo"];
+        };
+        /** @description `POST /v1/requests/preview`: the device looks at a request before answering it. */
+        RequestPreviewRequest: {
+            /** @description A bare request code or its `keymaster:request:` URI. */
+            code: string;
+        };
+        /** @description `200` answer to `GET /v1/requests/{id}`. */
+        RequestStatus: {
+            /** Format: date-time */
+            expires_at: string;
+            id: string;
+            retrieval?: null | components["schemas"]["RetrievalResponse"];
+            /** @description `pending`, `fulfilled` or `expired`. */
+            status: string;
+        };
         /** @description Facts about the person retrieving, as the service reports them. */
         RetrievalContext: {
             /** @description ISO 3166-1 alpha-2. */
@@ -864,6 +973,12 @@ export interface components {
             name: string;
             /** @description `kms_…`; shown once. */
             token: string;
+        };
+        /** @description A service named in an answer, with the domains it was enrolled with. */
+        ServiceInfo: {
+            domains: string[];
+            id: string;
+            name: string;
         };
         /** @description A service named in an event. */
         ServiceRef: {
@@ -1999,6 +2114,226 @@ export interface operations {
             };
             /** @description sas_not_requested: the service has not asked for the SAS yet */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unavailable: the request ran past the server's request_timeout, or the database cannot be reached */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    create_request: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NewEnrolmentRequest"];
+            };
+        };
+        responses: {
+            /** @description The request, with its code (shown once) */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EnrolmentRequestCreated"];
+                };
+            };
+            /** @description invalid_request: a bad label, ttl_seconds or code_format */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description forbidden, or ip_not_allowed (the service's allowed_cidrs) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unavailable: the request ran past the server's request_timeout, or the database cannot be reached */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_request: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The request's id */
+                id: string;
+                /**
+                 * @description Hold the answer until the request is fulfilled or this many seconds (at most 60) have
+                 *     passed.
+                 */
+                wait: number | null;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The request's status; the first answer after it is fulfilled carries the retrieval (the key) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RequestStatus"];
+                };
+            };
+            /** @description invalid_request: wait over 60 */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description forbidden, ip_not_allowed (the service's allowed_cidrs), or the key's policy rule's code */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description not_found: no such request of this service */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description rate_limited */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unavailable: the request ran past the server's request_timeout, or the database cannot be reached */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    preview_request: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RequestPreviewRequest"];
+            };
+        };
+        responses: {
+            /** @description Who asks for the key */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RequestPreview"];
+                };
+            };
+            /** @description invalid_request or invalid_code */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description not_found: an unknown, used or expired request code (counted against the app key's failure budget) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description rate_limited: the app key's failure budget is spent */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
