@@ -35,6 +35,8 @@ export async function walkthrough(url: string): Promise<void> {
     proof: await signProof(key.privateKey, key.fingerprint),
     sasCommitment: await sasCommitment(nd),
   });
+  // A deposit that answers an enrolment request has no code; this one answers none.
+  if (deposit.code === undefined) throw new Error("a deposit without a request has a code");
   const services = new ServiceClient(url, service.token);
   const preview: PreviewResponse = await services.preview(deposit.code_uri ?? deposit.code);
   const retrieved: RetrievalResponse = await services.retrieve(checkCode(deposit.code), { password: "p" });
