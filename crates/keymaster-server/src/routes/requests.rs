@@ -75,9 +75,21 @@ pub async fn create(
     ClientIp(ip): ClientIp,
     ApiJson(req): ApiJson<NewEnrolmentRequest>,
 ) -> Result<(StatusCode, Json<EnrolmentRequestCreated>), ApiError> {
+    let created = create_request(&state, &service, ip, req).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// The use case of `POST /v1/requests` (also the demo's example service's): a new request of
+/// `service`, with its code.
+pub async fn create_request(
+    state: &AppState,
+    service: &crate::store::ServiceAuth,
+    ip: IpAddr,
+    req: NewEnrolmentRequest,
+) -> Result<EnrolmentRequestCreated, ApiError> {
     let now = Timestamp::now();
     let actor = format!("service:{}", service.id);
-    if !ip_allowed(&service, ip) {
+    if !ip_allowed(service, ip) {
         let a = audit_record(
             now,
             &actor,
@@ -134,16 +146,13 @@ pub async fn create(
         a.detail = Some(id.clone());
         if state.store.create_request(r, a).await? {
             metrics::counter!("keymaster_requests_total", "outcome" => "created").increment(1);
-            return Ok((
-                StatusCode::CREATED,
-                Json(EnrolmentRequestCreated {
-                    id,
-                    code: code.as_str().to_owned(),
-                    code_display: code.display(),
-                    code_uri: request_code_uri(&code),
-                    expires_at,
-                }),
-            ));
+            return Ok(EnrolmentRequestCreated {
+                id,
+                code: code.as_str().to_owned(),
+                code_display: code.display(),
+                code_uri: request_code_uri(&code),
+                expires_at,
+            });
         }
     }
     Err(ApiError::Internal(
@@ -217,9 +226,20 @@ pub async fn preview(
     ClientIp(ip): ClientIp,
     ApiJson(req): ApiJson<RequestPreviewRequest>,
 ) -> Result<Json<RequestPreview>, ApiError> {
+    preview_request(&state, &app, ip, &req).await.map(Json)
+}
+
+/// The use case of `POST /v1/requests/preview` (also the demo authenticator's): who asks
+/// for a key under the code.
+pub async fn preview_request(
+    state: &AppState,
+    app: &AppKeyAuth,
+    ip: IpAddr,
+    req: &RequestPreviewRequest,
+) -> Result<RequestPreview, ApiError> {
     let now = Timestamp::now();
-    match lookup(&state, &app, ip, &req.code, "request.preview", true, now).await? {
-        RequestLookup::Pending(found) => Ok(Json(RequestPreview {
+    match lookup(state, app, ip, &req.code, "request.preview", true, now).await? {
+        RequestLookup::Pending(found) => Ok(RequestPreview {
             request_id: found.id,
             service: ServiceInfo {
                 id: found.service_id,
@@ -228,7 +248,7 @@ pub async fn preview(
             },
             label: found.label,
             expires_at: found.expires_at,
-        })),
+        }),
         _ => Err(ApiError::NotFound),
     }
 }
@@ -331,13 +351,26 @@ pub async fn get(
     query: Result<Query<WaitQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<RequestStatus>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
-    let wait = q.wait.unwrap_or(0);
+    read_request(&state, &service, ip, &id, q.wait.unwrap_or(0))
+        .await
+        .map(Json)
+}
+
+/// The use case of `GET /v1/requests/{id}?wait=` (also the demo's example service's): the
+/// request of `service`, held up to `wait` seconds for its answer.
+pub async fn read_request(
+    state: &AppState,
+    service: &crate::store::ServiceAuth,
+    ip: IpAddr,
+    id: &str,
+    wait: u64,
+) -> Result<RequestStatus, ApiError> {
     if wait > MAX_WAIT_SECONDS {
         return Err(ApiError::InvalidRequest(format!(
             "wait: at most {MAX_WAIT_SECONDS} seconds"
         )));
     }
-    if !ip_allowed(&service, ip) {
+    if !ip_allowed(service, ip) {
         let actor = format!("service:{}", service.id);
         let a = audit_record(
             Timestamp::now(),
@@ -356,8 +389,8 @@ pub async fn get(
     // Exempt from `request_timeout` like the event stream, but bounded all the same: the
     // wait, then the ordinary timeout for the read that follows it.
     let limit = wait + state.settings.request_timeout;
-    match tokio::time::timeout(limit, read(&state, &service, ip, &id, wait)).await {
-        Ok(answer) => answer.map(Json),
+    match tokio::time::timeout(limit, read(state, service, ip, id, wait)).await {
+        Ok(answer) => answer,
         Err(_) => Err(ApiError::Unavailable("request timed out".into())),
     }
 }
