@@ -16,15 +16,24 @@
 //!   person says the six digits match, or dispute the retrieval (and forget the account). The
 //!   page checks the key against the code URI's commitment and computes the SAS itself, from
 //!   the key bytes it received, as an outside service's own code would.
+//! - `POST /demo/api/request`, `POST /demo/api/request/wait` — the example app's "Enrol by
+//!   scanning": an enrolment request of the demo's service (the use case of `POST
+//!   /v1/requests`), then its long-poll (of `GET /v1/requests/{id}?wait=`), which keeps the key
+//!   that answered it for a new demo account, as `enrol` does.
+//! - `POST /demo/api/request/preview` — the authenticator's "Scan a code": who asks (the use
+//!   case of `POST /v1/requests/preview` with the demo's app key), for requests of the demo's
+//!   service only; the answer itself is `deposit` with `request`.
 //! - `POST /demo/api/challenge`, `POST /demo/api/verify` — the example app's sign-in: a random
 //!   challenge, single-use and short-lived, and its signature checked with the stored key.
 //!
 //! Everything held here is bounded ([`MAX_ACCOUNTS`], [`MAX_CHALLENGES`],
-//! [`DEPOSITS_PER_MINUTE`], and the demo's body limit), so that the demo cannot be used to
+//! [`DEPOSITS_PER_MINUTE`] for deposits and requests together, [`MAX_WAITING`], and the demo's
+//! body limit), so that the demo cannot be used to
 //! fill the server's memory or its database. Not responsible for the demo's credentials
 //! (`bootstrap`) or for serving the pages (`demo`).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -36,8 +45,9 @@ use base64::Engine;
 use keymaster_core::handoff::{commitment_matches, decode_32, Bytes32};
 use keymaster_core::key::PublicKey;
 use keymaster_core::wire::{
-    DepositRequest, DepositResponse, DisputeReason, DisputeRequest, PolicyInput, PreviewResponse,
-    RetrievalRequest, SasNonces, SasRequest,
+    DepositRequest, DepositResponse, DisputeReason, DisputeRequest, EnrolmentRequestCreated,
+    NewEnrolmentRequest, PolicyInput, PreviewResponse, RequestPreview, RequestPreviewRequest,
+    RetrievalRequest, RetrievalResponse, SasNonces, SasRequest,
 };
 use rand::rngs::OsRng;
 use rand::RngCore;
@@ -47,6 +57,7 @@ use super::bootstrap::{bootstrap, Credentials, SERVICE_NAME};
 use crate::crypto::new_id;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ClientIp};
+use crate::routes::requests;
 use crate::state::AppState;
 use crate::store::{AppKeyAuth, ServiceAuth};
 use crate::usecase;
@@ -78,6 +89,8 @@ pub struct Demo {
     challenges: Mutex<HashMap<String, Challenge>>,
     /// Deposits in the current minute: (start of the minute, count).
     deposits: Mutex<Option<(Instant, u32)>>,
+    /// Long-polls of enrolment requests under way.
+    waiting: AtomicUsize,
 }
 
 /// An example-app account with two-factor sign-in enabled, or pending the SAS exchange.
@@ -211,6 +224,10 @@ pub struct DemoDeposit {
     /// Base64url of SHA-256 over the authenticator's 32-byte SAS nonce.
     #[serde(default)]
     pub sas_commitment: Option<String>,
+    /// The code or code URI of an enrolment request of the demo's service that this key
+    /// answers (the deposit then has no code of its own).
+    #[serde(default)]
+    pub request: Option<String>,
 }
 
 /// `POST /demo/api/deposit`: deposits with the demo's app key; the key may be retrieved only
@@ -238,6 +255,7 @@ pub async fn deposit(
             ..PolicyInput::default()
         }),
         sas_commitment: body.sas_commitment,
+        request: body.request,
         ..DepositRequest::default()
     };
     let resp = usecase::deposit::deposit(&state, &app, ip, req).await?;
@@ -312,6 +330,11 @@ pub async fn enrol(
         ..RetrievalRequest::default()
     };
     let got = usecase::retrieve::retrieve(&state, &service, ip, &req).await?;
+    keep_account(&demo, got).map(Json)
+}
+
+/// Keeps the retrieved key for a new demo account.
+fn keep_account(demo: &Demo, got: RetrievalResponse) -> Result<Enrolled, ApiError> {
     let Some(pem) = got.public_key_pem else {
         return Err(ApiError::InvalidRequest(
             "example-web signs people in with a public key; this code was for a secret".into(),
@@ -334,7 +357,7 @@ pub async fn enrol(
             active,
         },
     );
-    Ok(Json(Enrolled {
+    Ok(Enrolled {
         account,
         service: SERVICE_NAME.to_owned(),
         fingerprint,
@@ -345,7 +368,130 @@ pub async fn enrol(
         public_key_pem: pem,
         sas_commitment: got.sas_commitment,
         active,
+    })
+}
+
+/// The label of the demo's enrolment requests, shown by the authenticator.
+pub const REQUEST_LABEL: &str = "example-web sign-in";
+/// The longest wait of one long-poll through the demo.
+pub const MAX_REQUEST_WAIT_SECONDS: u64 = 25;
+/// Long-polls through the demo at once: each holds one of the server's request slots (the
+/// demo's routes are bounded like the API's), so few may wait at a time.
+pub const MAX_WAITING: usize = 8;
+/// What a long-poll leaves of `request_timeout` for the read that follows its wait.
+const WAIT_MARGIN: Duration = Duration::from_secs(5);
+
+/// `POST /demo/api/request`: a new enrolment request of "example-web", for its page to show
+/// as a QR code. Counted against the demo's deposit budget: each request is a row.
+pub async fn create_request(
+    State(state): State<AppState>,
+    Extension(demo): Extension<Arc<Demo>>,
+    ClientIp(ip): ClientIp,
+) -> Result<(StatusCode, Json<EnrolmentRequestCreated>), ApiError> {
+    demo.take_deposit(Instant::now())?;
+    let service = demo.service(&state).await?;
+    let req = NewEnrolmentRequest {
+        label: Some(REQUEST_LABEL.to_owned()),
+        ..NewEnrolmentRequest::default()
+    };
+    let created = requests::create_request(&state, &service, ip, req).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// One of the [`MAX_WAITING`] long-polls, given back when dropped.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    /// A place among the waiting; `429` when all are taken.
+    fn take(count: &'a AtomicUsize) -> Result<Self, ApiError> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_WAITING).then_some(n + 1)
+            })
+            .map(|_| Waiting(count))
+            .map_err(|_| ApiError::RateLimited(1))
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The example app waits for the answer to its request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoRequestWait {
+    /// From `request`.
+    pub request_id: String,
+    /// Seconds to hold the answer (at most [`MAX_REQUEST_WAIT_SECONDS`]; default 0).
+    #[serde(default)]
+    pub wait: Option<u64>,
+}
+
+/// The request's status, with the new account once the key has come.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RequestWaited {
+    /// `pending`, `fulfilled` or `expired`.
+    pub status: String,
+    /// The demo account made from the key that answered, in the answer that retrieved it.
+    pub enrolled: Option<Enrolled>,
+}
+
+/// `POST /demo/api/request/wait`: the long-poll of the demo service's request; the key that
+/// answered it goes to a new demo account. Another service's request is `404`, as for `GET
+/// /v1/requests/{id}`.
+pub async fn wait_request(
+    State(state): State<AppState>,
+    Extension(demo): Extension<Arc<Demo>>,
+    ClientIp(ip): ClientIp,
+    ApiJson(body): ApiJson<DemoRequestWait>,
+) -> Result<Json<RequestWaited>, ApiError> {
+    let wait = body.wait.unwrap_or(0);
+    if wait > MAX_REQUEST_WAIT_SECONDS {
+        return Err(ApiError::InvalidRequest(format!(
+            "wait: at most {MAX_REQUEST_WAIT_SECONDS} seconds"
+        )));
+    }
+    // Refuse before reading, so that a full demo does not use up someone's key.
+    demo.account_room(Instant::now())?;
+    let _slot = Waiting::take(&demo.waiting)?;
+    // The demo's routes answer within `request_timeout`: the wait ends before it.
+    let wait = wait.min(
+        state
+            .settings
+            .request_timeout
+            .saturating_sub(WAIT_MARGIN)
+            .as_secs(),
+    );
+    let service = demo.service(&state).await?;
+    let status = requests::read_request(&state, &service, ip, &body.request_id, wait).await?;
+    let enrolled = status
+        .retrieval
+        .map(|got| keep_account(&demo, got))
+        .transpose()?;
+    Ok(Json(RequestWaited {
+        status: status.status,
+        enrolled,
     }))
+}
+
+/// `POST /demo/api/request/preview`: who asks for a key under the scanned code, as the demo's
+/// app key may see it. Only the demo's own service's requests are shown; any other is `404`,
+/// so that the demo cannot be used to answer other services.
+pub async fn preview_request(
+    State(state): State<AppState>,
+    Extension(demo): Extension<Arc<Demo>>,
+    ClientIp(ip): ClientIp,
+    ApiJson(body): ApiJson<RequestPreviewRequest>,
+) -> Result<Json<RequestPreview>, ApiError> {
+    let (app, service_id) = demo.app(&state).await?;
+    let preview = requests::preview_request(&state, &app, ip, &body).await?;
+    if preview.service.id != service_id {
+        return Err(ApiError::NotFound);
+    }
+    Ok(Json(preview))
 }
 
 /// A sign-in attempt of one demo account.
