@@ -3,16 +3,16 @@
 // possession and a commitment to a SAS nonce, the code as text and its code URI (with the key
 // commitment) as QR code, the key's live event stream, the device's side of the SAS exchange
 // (reveal the nonce when the service asks, show the six digits), and signing of sign-in
-// challenges. The key, the proof, the SAS and the holder's calls under /v1 are the
+// challenges; and "Scan a code": the answer to a service's enrolment request, after showing who
+// asks and the person saying yes. The key, the proof, the SAS and the holder's calls under /v1 are the
 // keymaster-client package's (./sdk/); the deposit goes through the demo's server side, which
 // holds the app key.
 
-import qrcodegen from "./qrcodegen.js";
 import {
   DeviceClient, decodeNonce, formatSas, generateDeviceKey, sas, sasCommitment, sasNonce,
   signMessage, signProof, toBase64,
 } from "./sdk/index.js";
-import { CHALLENGE_PATTERN, CHANNEL, postJson, show } from "./common.js";
+import { CHALLENGE_PATTERN, CHANNEL, postJson, qrSvg, show } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 const channel = "BroadcastChannel" in window ? new BroadcastChannel(CHANNEL) : null;
@@ -71,29 +71,7 @@ async function signText(rec, text) {
 // ---- The code and its QR code ----
 
 function renderQr(text) {
-  const qr = qrcodegen.QrCode.encodeText(text, qrcodegen.QrCode.Ecc.MEDIUM);
-  const border = 4;
-  const size = qr.size + border * 2;
-  let path = "";
-  for (let y = 0; y < qr.size; y++) {
-    for (let x = 0; x < qr.size; x++) {
-      if (qr.getModule(x, y)) path += `M${x + border},${y + border}h1v1h-1z`;
-    }
-  }
-  const ns = "http://www.w3.org/2000/svg";
-  const svg = document.createElementNS(ns, "svg");
-  svg.setAttribute("viewBox", `0 0 ${size} ${size}`);
-  svg.setAttribute("role", "img");
-  svg.setAttribute("aria-label", "QR code of the code and its key commitment");
-  const bg = document.createElementNS(ns, "rect");
-  bg.setAttribute("width", "100%");
-  bg.setAttribute("height", "100%");
-  bg.setAttribute("fill", "#fff");
-  const dark = document.createElementNS(ns, "path");
-  dark.setAttribute("d", path);
-  dark.setAttribute("fill", "#000");
-  svg.append(bg, dark);
-  $("qr").replaceChildren(svg);
+  $("qr").replaceChildren(qrSvg(text, "QR code of the code and its key commitment"));
 }
 
 function showDeposit(rec) {
@@ -253,6 +231,7 @@ async function makeKey(ev) {
       sas_commitment: await sasCommitment(nd),
     });
     await saveKey(rec);
+    $("sent").hidden = true;
     status.textContent = `Key made (${alg === "ed25519" ? "Ed25519" : "ECDSA P-256"}); the private key stays in this browser.`;
     showDeposit(rec);
     follow(rec);
@@ -261,6 +240,131 @@ async function makeKey(ev) {
     status.textContent = `Could not make the key: ${e.message}`;
   } finally {
     button.disabled = false;
+  }
+}
+
+// ---- Scan a code: answer a service's enrolment request ----
+
+let asked = null; // the request waiting for "Send my key": {send, preview}
+
+function scanError(message) {
+  $("scan").setAttribute("aria-invalid", "true");
+  show($("scan-error"), message);
+  $("scan").focus();
+}
+
+function domainsOf(service) {
+  return service.domains && service.domains.length ? ` (${service.domains.join(", ")})` : "";
+}
+
+// Asks keymaster who asks for a key under the scanned code; nothing is sent but the code.
+async function lookUp(ev) {
+  if (ev) ev.preventDefault();
+  asked = null;
+  for (const id of ["send-ask", "sent", "scan-error"]) $(id).hidden = true;
+  $("scan").removeAttribute("aria-invalid");
+  $("scan-status").textContent = "";
+  const send = $("scan").value.trim();
+  if (!send) {
+    scanError("Scan or paste the service’s code first.");
+    return;
+  }
+  $("scan-look").disabled = true;
+  try {
+    const p = await postJson("/demo/api/request/preview", { code: send });
+    asked = { send, preview: p };
+    $("send-q").textContent = `Send your key to ${p.service.name}${domainsOf(p.service)}?`;
+    $("send-label").textContent = p.label || "—";
+    $("send-expires").textContent = new Date(p.expires_at).toLocaleString();
+    $("send-ask").hidden = false;
+    // Declining is the default: Enter on the focused button sends nothing.
+    $("send-no").focus();
+  } catch (e) {
+    scanError(e.status === 404
+      ? "No service is waiting under that code: it may have expired or been answered already."
+      : e.message);
+  } finally {
+    $("scan-look").disabled = false;
+  }
+}
+
+function sendNo() {
+  asked = null;
+  $("send-ask").hidden = true;
+  $("scan-status").textContent = "Nothing was sent.";
+  $("scan").focus();
+}
+
+// The person said yes: make a key and deposit it as the answer to the request.
+async function sendYes() {
+  if (!asked) return;
+  const { send, preview } = asked;
+  asked = null;
+  $("send-ask").hidden = true;
+  $("send-yes").disabled = true;
+  $("scan-status").textContent = "Making a key pair…";
+  try {
+    const key = await makeKeyPair();
+    const proof = await signProof(key.privateKey, key.fingerprint);
+    $("scan-status").textContent = `Sending the public key to ${preview.service.name}…`;
+    const deposit = await postJson("/demo/api/deposit", {
+      public_key: key.publicKeyPem, proof, label: $("label").value.trim() || undefined,
+      request: send,
+    });
+    const rec = {
+      privateKey: key.privateKey, publicKey: key.publicKey, alg: key.algorithm, spki: key.spki,
+      deposit, sentTo: preview.service,
+    };
+    await saveKey(rec);
+    $("scan").value = "";
+    $("scan-status").textContent = "";
+    showSent(rec);
+  } catch (e) {
+    $("scan-status").textContent = "";
+    scanError(e.code === "request_fulfilled"
+      ? "That service already received a key for this code; ask it for a new one."
+      : `Could not send the key: ${e.message}`);
+  } finally {
+    $("send-yes").disabled = false;
+  }
+}
+
+function showSent(rec) {
+  $("sent-title").textContent = `Key sent to ${rec.sentTo.name}${domainsOf(rec.sentTo)}`;
+  $("sent-alg").textContent = rec.alg === "ed25519" ? "Ed25519" : "ECDSA P-256";
+  $("sent-fingerprint").textContent = rec.deposit.fingerprint;
+  $("sent").hidden = false;
+}
+
+// Reads QR codes with the browser's BarcodeDetector, where it has one, into the text field.
+async function useCamera() {
+  const video = $("camera-view");
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" } });
+  } catch (e) {
+    scanError(`No camera: ${e.message}`);
+    return;
+  }
+  const detector = new BarcodeDetector({ formats: ["qr_code"] });
+  video.srcObject = stream;
+  video.hidden = false;
+  await video.play();
+  const until = Date.now() + 60_000;
+  try {
+    while (Date.now() < until) {
+      const found = await detector.detect(video).catch(() => []);
+      const text = found.map((c) => c.rawValue).find((v) => v.startsWith("keymaster:"));
+      if (text) {
+        $("scan").value = text;
+        await lookUp();
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  } finally {
+    for (const t of stream.getTracks()) t.stop();
+    video.hidden = true;
   }
 }
 
@@ -301,6 +405,13 @@ window.addEventListener("DOMContentLoaded", async () => {
   $("make-form").addEventListener("submit", makeKey);
   $("sign-form").addEventListener("submit", sign);
   $("copy-signature").addEventListener("click", copySignature);
+  $("scan-form").addEventListener("submit", lookUp);
+  $("send-no").addEventListener("click", sendNo);
+  $("send-yes").addEventListener("click", sendYes);
+  if ("BarcodeDetector" in window && navigator.mediaDevices) {
+    $("camera").hidden = false;
+    $("camera").addEventListener("click", useCamera);
+  }
   if (channel) {
     channel.onmessage = (m) => {
       if (m.data && m.data.type === "challenge" && CHALLENGE_PATTERN.test(m.data.challenge)) {
@@ -310,7 +421,9 @@ window.addEventListener("DOMContentLoaded", async () => {
     };
   }
   const rec = await loadKey().catch(() => null);
-  if (rec && rec.deposit) {
+  if (rec && rec.sentTo) {
+    showSent(rec);
+  } else if (rec && rec.deposit) {
     showDeposit(rec);
     follow(rec);
   }

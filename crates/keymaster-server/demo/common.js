@@ -1,7 +1,9 @@
 // Shared by both demo pages: the check of what was typed or scanned as the page shows it (the
 // rules themselves are the keymaster-client package's, served under ./sdk/), a JSON POST to the
-// demo's server side that turns problem+json into an Error, and the pages' constants.
+// demo's server side that turns problem+json into an Error, a QR code as SVG, and the pages'
+// constants.
 
+import qrcodegen from "./qrcodegen.js";
 import { parseCodeUri } from "./sdk/index.js";
 
 // Checks what was typed or scanned: a code, or a code URI `keymaster:<code>?fp=<commitment>`
@@ -49,4 +51,31 @@ export const CHANNEL = "keymaster-demo";
 export function show(el, text) {
   el.textContent = text;
   el.hidden = false;
+}
+
+// The QR code of `text` as an SVG element, with `label` as its accessible name.
+export function qrSvg(text, label) {
+  const qr = qrcodegen.QrCode.encodeText(text, qrcodegen.QrCode.Ecc.MEDIUM);
+  const border = 4;
+  const size = qr.size + border * 2;
+  let path = "";
+  for (let y = 0; y < qr.size; y++) {
+    for (let x = 0; x < qr.size; x++) {
+      if (qr.getModule(x, y)) path += `M${x + border},${y + border}h1v1h-1z`;
+    }
+  }
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", `0 0 ${size} ${size}`);
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", label);
+  const bg = document.createElementNS(ns, "rect");
+  bg.setAttribute("width", "100%");
+  bg.setAttribute("height", "100%");
+  bg.setAttribute("fill", "#fff");
+  const dark = document.createElementNS(ns, "path");
+  dark.setAttribute("d", path);
+  dark.setAttribute("fill", "#000");
+  svg.append(bg, dark);
+  return svg;
 }
