@@ -2,8 +2,9 @@
 // URI of the QR code (checked here first, so that a typo never reaches the server), shows who
 // deposited the key and asks before claiming it (declining is the default), checks the key it
 // received against the code URI's commitment, runs the SAS exchange and asks the person whether
-// both pages show the same six digits; and a sign-in with a challenge that the authenticator
-// signs. Its server side holds the demo's service key; this page never does. The checks of the
+// both pages show the same six digits; "Enrol by scanning": an enrolment request shown as QR code
+// and text, waited for until the authenticator answers it; and a sign-in with a challenge that
+// the authenticator signs. Its server side holds the demo's service key; this page never does. The checks of the
 // verified handoff are made here, from the key bytes received, never from a fingerprint the
 // key master sent. The code check, the key's fingerprint and commitment, and the SAS are the
 // keymaster-client package's (./sdk/); the calls with the service key go through the demo's
@@ -13,13 +14,17 @@ import {
   commitmentMatches, decodeNonce, fingerprint, formatSas, matchesKey, sas, sasNonce, spkiFromPem,
   toBase64Url,
 } from "./sdk/index.js";
-import { CHANNEL, checkCodeInput, postJson, show } from "./common.js";
+import { CHANNEL, checkCodeInput, postJson, qrSvg, show } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 const channel = "BroadcastChannel" in window ? new BroadcastChannel(CHANNEL) : null;
 let current = null; // the open challenge: {challenge_id, challenge}
 let pending = null; // the code waiting for "Add this key": {send, uri}
 let comparing = null; // the account waiting for "They match": {enrolled, sas, checks}
+let waiting = null; // the enrolment request shown: {id, cancelled}
+
+// How long one long-poll of the request waits, in seconds (the server holds it that long).
+const REQUEST_WAIT_S = 20;
 
 // How long the page waits for the authenticator to reveal its nonce.
 const SAS_WAIT_MS = 120_000;
@@ -29,7 +34,9 @@ function account() {
 }
 
 function resetSettings() {
-  for (const id of ["preview", "compare", "refused", "enabled"]) $(id).hidden = true;
+  for (const id of ["preview", "compare", "refused", "enabled", "request"]) $(id).hidden = true;
+  if (waiting) waiting.cancelled = true;
+  waiting = null;
   $("progress").textContent = "";
   $("code-error").hidden = true;
   $("code").removeAttribute("aria-invalid");
@@ -237,6 +244,68 @@ async function sasDiffer() {
       + await dispute(enrolled, "sas_mismatch"));
 }
 
+// "Enrol by scanning": example-web asks keymaster for a request, shows its code URI as QR code
+// and its code as text, and waits for the authenticator's answer. The authenticator showed the
+// person who asks before it sent its key, so the key is taken as it comes.
+async function scanEnrol() {
+  resetSettings();
+  $("scan-enrol").disabled = true;
+  let req;
+  try {
+    req = await postJson("/demo/api/request", {});
+  } catch (e) {
+    showRefused("No code could be made", e.message);
+    return;
+  } finally {
+    $("scan-enrol").disabled = false;
+  }
+  const w = { id: req.id, cancelled: false };
+  waiting = w;
+  $("request-qr").replaceChildren(qrSvg(req.code_uri, "QR code of example-web's enrolment request"));
+  $("request-code").textContent = req.code_display;
+  $("request-uri").textContent = req.code_uri;
+  $("request-expires").textContent = new Date(req.expires_at).toLocaleString();
+  $("request").hidden = false;
+  $("progress").textContent = "Waiting for your authenticator…";
+  let got;
+  try {
+    for (;;) {
+      got = await postJson("/demo/api/request/wait", { request_id: w.id, wait: REQUEST_WAIT_S });
+      if (w.cancelled) return;
+      if (got.status !== "pending") break;
+    }
+  } catch (e) {
+    if (!w.cancelled) showRefused("Waiting for your authenticator failed", e.message);
+    return;
+  }
+  waiting = null;
+  $("request").hidden = true;
+  if (got.status === "expired") {
+    showRefused("The code expired", "Nobody answered it in time. Enrol by scanning again for a new code.");
+    return;
+  }
+  if (!got.enrolled) {
+    showRefused("The key is gone", "The answer was read already. Enrol by scanning again for a new code.");
+    return;
+  }
+  const enrolled = got.enrolled;
+  try {
+    // From here on, what is shown is computed from the key bytes received.
+    enrolled.fingerprint = await fingerprint(spkiFromPem(enrolled.public_key_pem));
+  } catch (e) {
+    showRefused("The key received is unreadable", await dispute(enrolled, "key_mismatch"));
+    return;
+  }
+  finish(enrolled, ["your authenticator showed you that example-web asks, and you said yes"]);
+}
+
+function cancelRequest() {
+  if (waiting) waiting.cancelled = true;
+  waiting = null;
+  $("request").hidden = true;
+  $("progress").textContent = "Stopped waiting. The code expires by itself.";
+}
+
 function finish(enrolled, checks) {
   const e = { ...enrolled, checked: checks.join("; ") };
   delete e.public_key_pem;
@@ -303,6 +372,8 @@ async function copyChallenge() {
 window.addEventListener("DOMContentLoaded", () => {
   $("enrol-form").addEventListener("submit", enrol);
   $("decline").addEventListener("click", decline);
+  $("scan-enrol").addEventListener("click", scanEnrol);
+  $("request-cancel").addEventListener("click", cancelRequest);
   $("accept").addEventListener("click", accept);
   $("sas-match").addEventListener("click", sasMatch);
   $("sas-differ").addEventListener("click", sasDiffer);
