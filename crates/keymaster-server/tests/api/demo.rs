@@ -1,7 +1,8 @@
 //! The browser demo's server side: pages with their CSP, and the demo API (deposit with the
 //! demo's app key, preview and enrol with its service key, the SAS exchange, activation and
-//! dispute, sign in with a signed challenge); the demo off unless asked for, refused on a
-//! non-loopback listen, and confined to its own tenant.
+//! dispute, sign in with a signed challenge, enrolment by scanning: a request of the demo's
+//! service, its preview and answer, the long-poll); the demo off unless asked for, refused on a
+//! non-loopback listen, and confined to its own tenant and service.
 
 use keymaster_client::wire::{DepositRequest, DepositResponse, KeyStatus};
 use keymaster_core::key::{generate, proof_message, sign, GenerateAlgorithm, PublicKey};
@@ -147,6 +148,9 @@ async fn the_demo_is_off_unless_asked_for() {
             json!({"account": "acct_x", "reason": "sas_mismatch"}),
         ),
         ("/demo/api/challenge", json!({"account": "acct_x"})),
+        ("/demo/api/request", json!({})),
+        ("/demo/api/request/wait", json!({"request_id": "req_x"})),
+        ("/demo/api/request/preview", json!({"code": dep.code})),
         (
             "/demo/api/verify",
             json!({"challenge_id": "chl_x", "signature": "AAAA"}),
@@ -719,4 +723,207 @@ async fn a_key_without_a_sas_commitment_is_active_at_once() {
     assert_eq!(status, 200);
     let (status, _) = post(&app, "/demo/api/activate", json!({"account": account})).await;
     assert_eq!(status, 204);
+}
+
+/// "Enrol by scanning": example-web's request, the authenticator's preview (who asks) and
+/// answer, and the long-poll that brings the key to a new account, within a second of the
+/// answer; the request answers once.
+#[tokio::test]
+async fn enrol_by_scanning_through_the_demo_api() {
+    let app = spawn_demo().await;
+    let (status, req) = post(&app, "/demo/api/request", json!({})).await;
+    assert_eq!(status, 201, "{req}");
+    let id = req["id"].as_str().unwrap().to_owned();
+    let uri = req["code_uri"].as_str().unwrap().to_owned();
+    assert_eq!(
+        uri,
+        format!("keymaster:request:{}", req["code"].as_str().unwrap())
+    );
+
+    let (status, p) = post(&app, "/demo/api/request/preview", json!({"code": uri})).await;
+    assert_eq!(status, 200, "{p}");
+    assert_eq!(p["request_id"], id.as_str());
+    assert_eq!(p["service"]["name"], "example-web");
+    assert_eq!(p["service"]["domains"], json!(["example-web.localhost"]));
+    assert_eq!(p["label"], "example-web sign-in");
+
+    // Nothing yet: a wait of 0 says pending.
+    let (status, w) = post(&app, "/demo/api/request/wait", json!({"request_id": id})).await;
+    assert_eq!(
+        (status, w["status"].as_str()),
+        (StatusCode::OK, Some("pending"))
+    );
+    assert_eq!(w["enrolled"], Value::Null);
+
+    // The example app waits; the authenticator answers meanwhile.
+    let waiter = {
+        let app_base = app.base.clone();
+        let http = app.http.clone();
+        let id = id.clone();
+        tokio::spawn(async move {
+            let resp = http
+                .post(format!("{app_base}/demo/api/request/wait"))
+                .json(&json!({"request_id": id, "wait": 20}))
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status();
+            let body: Value = resp.json().await.unwrap();
+            (status, body, std::time::Instant::now())
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (public, private, mut body) = key_and_body(GenerateAlgorithm::Ed25519);
+    body["request"] = json!(uri);
+    let (status, dep) = post(&app, "/demo/api/deposit", body.clone()).await;
+    let answered = std::time::Instant::now();
+    assert_eq!(status, 201, "{dep}");
+    assert_eq!(dep["request_id"], id.as_str());
+    assert!(dep.get("code").is_none_or(Value::is_null), "{dep}");
+    let (status, w, woke) = waiter.await.unwrap();
+    assert_eq!(status, 200, "{w}");
+    let after = woke.saturating_duration_since(answered);
+    assert!(
+        after < std::time::Duration::from_secs(1),
+        "the long-poll answered {after:?} after the deposit"
+    );
+    assert_eq!(w["status"], "fulfilled");
+    let enrolled = &w["enrolled"];
+    assert_eq!(enrolled["fingerprint"], public.fingerprint());
+    assert_eq!(enrolled["service"], "example-web");
+    assert_eq!(enrolled["active"], true);
+
+    // The account signs in with the key that answered.
+    let (status, ch) = post(
+        &app,
+        "/demo/api/challenge",
+        json!({"account": enrolled["account"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{ch}");
+    let sig = sign(&private, ch["challenge"].as_str().unwrap().as_bytes()).unwrap();
+    let (status, ok) = post(
+        &app,
+        "/demo/api/verify",
+        json!({"challenge_id": ch["challenge_id"], "signature": b64(&sig)}),
+    )
+    .await;
+    assert_eq!(status, 200, "{ok}");
+
+    // The request answers once; the key came once.
+    let (_, _, mut second) = key_and_body(GenerateAlgorithm::Ed25519);
+    second["request"] = json!(uri);
+    let (status, p) = post(&app, "/demo/api/deposit", second).await;
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (StatusCode::CONFLICT, Some("request_fulfilled"))
+    );
+    let (status, w) = post(&app, "/demo/api/request/wait", json!({"request_id": id})).await;
+    assert_eq!(status, 200);
+    assert_eq!(w["status"], "fulfilled");
+    assert_eq!(w["enrolled"], Value::Null);
+    let (status, _) = post(&app, "/demo/api/request/preview", json!({"code": uri})).await;
+    assert_eq!(status, 404);
+}
+
+/// Bad input to the scanning endpoints is refused with the API's codes.
+#[tokio::test]
+async fn enrol_by_scanning_refuses_bad_input() {
+    let app = spawn_demo().await;
+    let (_, req) = post(&app, "/demo/api/request", json!({})).await;
+    let id = req["id"].as_str().unwrap();
+    let (status, p) = post(
+        &app,
+        "/demo/api/request/wait",
+        json!({"request_id": id, "wait": 26}),
+    )
+    .await;
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_request"))
+    );
+    let (status, _) = post(
+        &app,
+        "/demo/api/request/wait",
+        json!({"request_id": "req_0123456789abcdef0123456789abcdef"}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    // A mistyped code: one digit changed.
+    let code = req["code"].as_str().unwrap();
+    let mut typo: Vec<u8> = code.bytes().collect();
+    typo[3] = if typo[3] == b'9' { b'0' } else { typo[3] + 1 };
+    let typo = String::from_utf8(typo).unwrap();
+    let (status, p) = post(&app, "/demo/api/request/preview", json!({"code": typo})).await;
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_code"))
+    );
+    let (_, _, mut body) = key_and_body(GenerateAlgorithm::Ed25519);
+    body["request"] = json!(typo);
+    let (status, p) = post(&app, "/demo/api/deposit", body).await;
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_code"))
+    );
+    // Unknown fields are refused.
+    let (status, _) = post(
+        &app,
+        "/demo/api/request/preview",
+        json!({"code": code, "x": 1}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    // The request is still there to answer.
+    let (status, p) = post(&app, "/demo/api/request/preview", json!({"code": code})).await;
+    assert_eq!(status, 200, "{p}");
+}
+
+/// Another service's request is nothing to the demo: its preview is 404, an answer through
+/// the demo is refused and leaves it pending, and its id reads 404; the service itself then
+/// gets its answer from a device of its own.
+#[tokio::test]
+async fn enrol_by_scanning_is_confined_to_the_demo_service() {
+    let app = spawn_demo().await;
+    let (_, service, _) = app.service("other-web", &["other.example"], &[]).await;
+    let req = service
+        .request(&keymaster_client::wire::NewEnrolmentRequest::default())
+        .await
+        .unwrap();
+    let (status, _) = post(
+        &app,
+        "/demo/api/request/preview",
+        json!({"code": req.code_uri}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (_, _, mut body) = key_and_body(GenerateAlgorithm::Ed25519);
+    body["request"] = json!(req.code_uri);
+    let (status, p) = post(&app, "/demo/api/deposit", body).await;
+    assert_eq!(status, 400, "{p}");
+    let (status, _) = post(
+        &app,
+        "/demo/api/request/wait",
+        json!({"request_id": req.id}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let st = service
+        .request_status(&req.id, std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(st.status, "pending");
+    let (_, device, _) = app.device().await;
+    let dep = device
+        .answer(&req.code, &deposit_request(ssh_ed25519()))
+        .await
+        .unwrap();
+    assert_eq!(dep.request_id.as_deref(), Some(req.id.as_str()));
+    // And the demo's own request is not the other service's to read.
+    let (_, own) = post(&app, "/demo/api/request", json!({})).await;
+    let err = service
+        .request_status(own["id"].as_str().unwrap(), std::time::Duration::ZERO)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(404), "{err:?}");
 }
