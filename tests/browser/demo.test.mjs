@@ -3,7 +3,8 @@
 // port with a fresh database, then walks the demo as a person would and saves a screenshot of each
 // step to docs/screenshots/: the typed code, the verified handoff (the QR code's code URI with
 // the key commitment, the preview before claiming, the six digits on both pages), a key and a
-// SAS commitment swapped between the example app and keymaster, and the sign-in.
+// SAS commitment swapped between the example app and keymaster, the sign-in, and "Enrol by
+// scanning" (the example app's enrolment request as QR code, the authenticator's "Scan a code").
 //
 // Run: npm ci && npm test (in tests/browser), or .ci/browser.sh from the repository root.
 // KEYMASTER_BIN=path skips the cargo build; CHROMIUM=path picks another browser binary.
@@ -432,6 +433,73 @@ test("a swapped SAS commitment is refused and disputed; differing digits are too
   assert.equal(await app2.locator("#start-signin").isDisabled(), true);
   await auth.locator("#key-status").filter({ hasText: "Disputed by example-web: the six digits did not match" }).waitFor();
   assert.equal(await auth.locator("#sas-box").isHidden(), true);
+  await context.close();
+  assert.deepEqual(problems, []);
+});
+
+test("enrol by scanning: the example app shows a request, the authenticator says who asks and answers", async () => {
+  const context = await browser.newContext({ viewport: { width: 1000, height: 900 } });
+  const app = await newPage(context, "/demo/example-app.html");
+  const auth = await newPage(context, "/demo/authenticator.html");
+
+  // 1. example-web makes a request and shows its code URI as QR code and its code as text.
+  await app.getByRole("button", { name: "Enrol by scanning" }).click();
+  await app.locator("#request-qr svg path").waitFor();
+  const shown = (await app.locator("#request-code").textContent()).trim();
+  assert.match(shown, /^\d{4}-\d{4}-\d{4}-\d{4}$/);
+  const png = join(tmp, "request-qr.png");
+  await app.locator("#request-qr").screenshot({ path: png });
+  const uri = execFileSync("zbarimg", ["-q", "--raw", png], {
+    encoding: "utf8", stdio: ["ignore", "pipe", "ignore"],
+  }).trim();
+  assert.equal(uri, `keymaster:request:${shown.replace(/-/g, "")}`);
+  assert.equal((await app.locator("#request-uri").textContent()).trim(), uri);
+  await app.locator("#progress").filter({ hasText: "Waiting for your authenticator" }).waitFor();
+  await shot(app, "14-example-app-request.png");
+
+  // 2. A mistyped code is refused and nothing is asked.
+  await auth.getByLabel("Scanned code").fill(uri.slice(0, -1) + ((+uri.slice(-1) + 1) % 10));
+  await auth.getByRole("button", { name: "Scan a code" }).click();
+  await auth.locator("#scan-error").waitFor();
+  assert.equal(await auth.locator("#send-ask").isHidden(), true);
+
+  // 3. The scanned URI, typed into the authenticator: it says who asks, and waits for a yes.
+  await auth.getByLabel("Scanned code").fill(uri);
+  await auth.getByRole("button", { name: "Scan a code" }).click();
+  await auth.locator("#send-ask").waitFor();
+  assert.equal((await auth.locator("#send-q").textContent()).trim(), "Send your key to example-web (example-web.localhost)?");
+  assert.equal((await auth.locator("#send-label").textContent()).trim(), "example-web sign-in");
+  assert.equal(await app.locator("#request").isVisible(), true, "nothing reached example-web before the yes");
+  await shot(auth, "15-authenticator-send-ask.png");
+  await auth.getByRole("button", { name: "Send my key" }).click();
+  await auth.getByText("Key sent to example-web (example-web.localhost)").waitFor();
+  const fingerprint = (await auth.locator("#sent-fingerprint").textContent()).trim();
+  assert.match(fingerprint, /^SHA256:[A-Za-z0-9+/]{43}$/);
+  await shot(auth, "16-authenticator-sent.png");
+
+  // 4. example-web's long-poll brings the key; sign-in is on with the key the authenticator made.
+  await app.getByText("Two-factor sign-in enabled").waitFor();
+  assert.equal((await app.locator("#enrolled-fingerprint").textContent()).trim(), fingerprint);
+  assert.match(await app.locator("#enrolled-checked").textContent(), /you said yes/);
+  assert.equal(await app.locator("#request").isHidden(), true);
+  await shot(app, "17-example-app-enabled-by-scanning.png");
+
+  // 5. Sign in with the key that answered the request.
+  await app.getByRole("button", { name: "Sign in with my authenticator" }).click();
+  const challenge = await challengeOf(app);
+  await auth.locator("#challenge-note").filter({ hasText: "sign-in request" }).waitFor();
+  assert.equal(await auth.locator("#challenge").inputValue(), challenge);
+  await auth.getByRole("button", { name: "Sign", exact: true }).click();
+  await app.waitForFunction(() => document.getElementById("signature").value.length > 0);
+  await app.getByRole("button", { name: "Verify and sign in" }).click();
+  await app.getByText("Signed in with your authenticator").waitFor();
+  assert.equal((await app.locator("#signed-in-key").textContent()).trim(), fingerprint);
+
+  // 6. The same code again: the request is answered, nobody is asked.
+  await auth.getByLabel("Scanned code").fill(uri);
+  await auth.getByRole("button", { name: "Scan a code" }).click();
+  await auth.locator("#scan-error").filter({ hasText: "No service is waiting" }).waitFor();
+  assert.equal(await auth.locator("#send-ask").isHidden(), true);
   await context.close();
   assert.deepEqual(problems, []);
 });
