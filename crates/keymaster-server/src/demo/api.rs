@@ -57,10 +57,10 @@ use super::bootstrap::{bootstrap, Credentials, SERVICE_NAME};
 use crate::crypto::new_id;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ClientIp};
-use crate::routes::requests;
 use crate::state::AppState;
 use crate::store::{AppKeyAuth, ServiceAuth};
 use crate::usecase;
+use crate::usecase::requests;
 
 /// Demo accounts of the example app held at once.
 pub const MAX_ACCOUNTS: usize = 1000;

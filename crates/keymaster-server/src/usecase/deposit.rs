@@ -9,7 +9,7 @@
 //! or /48: never the full address), keeps the device's `sas_commitment`, and answers an
 //! asymmetric key with its `code_uri` (`keymaster_core::handoff`).
 //!
-//! A deposit with `"request"` answers an enrolment request (`routes::requests`): no code, the
+//! A deposit with `"request"` answers an enrolment request (`usecase::requests`): no code, the
 //! key goes to the requesting service only.
 
 use std::net::IpAddr;
@@ -31,9 +31,9 @@ use super::{audit_record, to_millis};
 use crate::crypto::{new_holder_token, new_id, token_hash};
 use crate::error::ApiError;
 use crate::netguard;
-use crate::routes::requests;
 use crate::state::AppState;
 use crate::store::{AppKeyAuth, NewKey};
+use crate::usecase::requests;
 
 /// Attempts at a fresh code before giving up (a collision among 10^15 codes is already rare).
 const CODE_ATTEMPTS: usize = 8;

@@ -11,6 +11,7 @@
 pub mod deposit;
 pub mod handoff;
 pub mod password;
+pub mod requests;
 pub mod retrieve;
 
 use std::net::IpAddr;
