@@ -7,6 +7,8 @@
 use jiff::Timestamp;
 use keymaster_core::wire::CodeFormat;
 
+use crate::store::StoreError;
+
 /// A request about to be stored.
 #[derive(Debug, Clone)]
 pub struct NewRequest {
@@ -105,6 +107,41 @@ pub struct RawFound {
     pub state: RequestState,
     /// The tenant the requesting service is confined to (the demo's service), if any.
     pub confined_tenant_id: Option<String>,
+}
+
+/// A request's row as both backends select it: id, service id, service name, service domains
+/// (JSON), label, `expires_at` (ms), state, the service's confined tenant.
+pub type RequestRow = (
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    i64,
+    String,
+    Option<String>,
+);
+
+impl RawFound {
+    /// Decodes a selected [`RequestRow`]; a row that does not decode is `Corrupt`.
+    pub fn read(row: RequestRow) -> Result<Self, StoreError> {
+        let (id, service_id, name, domains, label, expires_at, state, confined) = row;
+        Ok(RawFound {
+            found: FoundRequest {
+                id,
+                service_id,
+                service_name: name,
+                service_domains: serde_json::from_str(&domains)
+                    .map_err(|e| StoreError::Corrupt(format!("service domains: {e}")))?,
+                label,
+                expires_at: Timestamp::from_millisecond(expires_at)
+                    .map_err(|e| StoreError::Corrupt(format!("timestamp: {e}")))?,
+            },
+            state: RequestState::parse(&state)
+                .ok_or_else(|| StoreError::Corrupt(format!("request state {state:?}")))?,
+            confined_tenant_id: confined,
+        })
+    }
 }
 
 /// The decision of a lookup, once the row (if any) is read: what to answer and whether it

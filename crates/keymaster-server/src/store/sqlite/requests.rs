@@ -15,8 +15,8 @@ const BATCH: usize = SweepReport::BATCH;
 use super::writer::db;
 use super::{ms, ts};
 use crate::store::requests::{
-    budget_subject, decide_lookup, AnswerOutcome, FoundRequest, NewRequest, RawFound,
-    RequestLookup, RequestRecord, RequestState,
+    budget_subject, decide_lookup, AnswerOutcome, NewRequest, RawFound, RequestLookup,
+    RequestRecord, RequestState,
 };
 use crate::store::{AppKeyAuth, AuditRecord, NewKey, StoreError};
 
@@ -105,26 +105,7 @@ pub fn lookup(
             break;
         }
     }
-    let raw = row
-        .map(
-            |(id, service_id, name, domains, label, expires_at, state, confined)| {
-                Ok::<_, StoreError>(RawFound {
-                    found: FoundRequest {
-                        id,
-                        service_id,
-                        service_name: name,
-                        service_domains: serde_json::from_str(&domains)
-                            .map_err(|e| StoreError::Corrupt(format!("service domains: {e}")))?,
-                        label,
-                        expires_at: ts(expires_at)?,
-                    },
-                    state: RequestState::parse(&state)
-                        .ok_or_else(|| StoreError::Corrupt(format!("request state {state:?}")))?,
-                    confined_tenant_id: confined,
-                })
-            },
-        )
-        .transpose()?;
+    let raw = row.map(RawFound::read).transpose()?;
     let (outcome, failed) = decide_lookup(raw, &app.tenant_id, now, fulfilled_is_failure);
     if failed {
         record_failure(c, &subject, now)?;
