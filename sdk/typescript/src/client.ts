@@ -4,8 +4,9 @@
 // bodies are returned as the API's JSON objects, with the API's field names.
 
 import { matchesKey, parseCodeUri, type CodeUri } from "./code.js";
-import { toBase64Url } from "./bytes.js";
-import { errorFromResponse, KeymasterError, KeyMismatch } from "./errors.js";
+import { fromBase64, toBase64Url } from "./bytes.js";
+import { errorFromResponse, KeymasterError, KeyMismatch, SasMismatch, SasTimeout } from "./errors.js";
+import { commitmentMatches, decodeNonce, sas, sasNonce } from "./sas.js";
 import { spkiFromJwk, spkiFromOpenssh, spkiFromPem } from "./spki.js";
 import { SseParser } from "./sse.js";
 import type {
@@ -22,6 +23,7 @@ import type {
   RecodeResponse,
   RetrievalContext,
   RetrievalResponse,
+  SasNonces,
   ServiceCreated,
   TenantCreated,
 } from "./types.js";
@@ -391,6 +393,79 @@ export class ServiceClient {
   async dispute(retrievalId: string, reason: DisputeReason): Promise<void> {
     await this.#conn.call("POST", ["v1", "retrievals", retrievalId, "dispute"], { body: { reason } });
   }
+
+  /**
+   * `POST /v1/retrievals/{id}/sas`: asks the device for its SAS nonce, sending the service's
+   * nonce `ns` (32 bytes, {@link sasNonce}); the device is told with `sas.requested`.
+   */
+  async requestSas(retrievalId: string, ns: Uint8Array): Promise<void> {
+    await this.#conn.call("POST", ["v1", "retrievals", retrievalId, "sas"], { body: { nonce: toBase64Url(ns) } });
+  }
+
+  /**
+   * `GET /v1/retrievals/{id}/sas`: both nonces as far as they are known (`device_nonce` is
+   * absent until the device reveals it). Check the device's nonce against the retrieval's
+   * `sas_commitment` before computing the SAS ({@link verifySas} does all of it).
+   */
+  sasNonces(retrievalId: string): Promise<SasNonces> {
+    return this.#conn.call("GET", ["v1", "retrievals", retrievalId, "sas"]);
+  }
+
+  /**
+   * The service's whole side of the SAS exchange for a key just retrieved: sends a fresh nonce,
+   * waits up to `timeoutMs` (default 120 000) for the device to reveal its own, checks it
+   * against the retrieval's `sas_commitment` and returns the six digits over the key bytes
+   * received (the DER SPKI, or a `secret`'s bytes) — show them ({@link formatSas}) and have the
+   * person compare them with the device's before using the key.
+   *
+   * A retrieval without a commitment is refused like a nonce that does not open it (a stripped
+   * commitment would let a key master search nonces offline): the retrieval is disputed
+   * (`sas_mismatch`) and {@link SasMismatch} is thrown. No reveal in time throws
+   * {@link SasTimeout}.
+   */
+  async verifySas(retrieved: RetrievalResponse, options: { timeoutMs?: number } = {}): Promise<number> {
+    const rid = retrieved.retrieval_id;
+    const commitment = retrieved.sas_commitment;
+    if (!commitment) throw await this.#refuseSas(rid, "the key was deposited without a SAS commitment");
+    const key = retrievedKeyBytes(retrieved);
+    const ns = sasNonce();
+    await this.requestSas(rid, ns);
+    const deadline = Date.now() + (options.timeoutMs ?? 120_000);
+    let revealed: string | null | undefined;
+    for (;;) {
+      revealed = (await this.sasNonces(rid)).device_nonce;
+      if (revealed) break;
+      if (Date.now() >= deadline) throw new SasTimeout(rid);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+    let nd: Uint8Array | null = null;
+    try {
+      nd = decodeNonce(revealed);
+    } catch {
+      nd = null;
+    }
+    if (nd === null || !(await commitmentMatches(commitment, nd))) {
+      throw await this.#refuseSas(rid, "the device's SAS nonce does not open its commitment");
+    }
+    return sas(key, nd, ns);
+  }
+
+  async #refuseSas(retrievalId: string, why: string): Promise<SasMismatch> {
+    let disputed = true;
+    try {
+      await this.dispute(retrievalId, "sas_mismatch");
+    } catch {
+      disputed = false;
+    }
+    return new SasMismatch(retrievalId, why, disputed);
+  }
+}
+
+/** The bytes a SAS is computed over: the DER SPKI of a public key, or a secret's bytes. */
+function retrievedKeyBytes(retrieved: RetrievalResponse): Uint8Array {
+  if (retrieved.public_key_pem) return spkiFromPem(retrieved.public_key_pem);
+  if (retrieved.secret) return fromBase64(retrieved.secret);
+  throw new KeymasterError("the retrieval holds no key", { code: "decode" });
 }
 
 /**

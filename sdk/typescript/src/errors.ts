@@ -83,6 +83,34 @@ export class KeyMismatch extends KeymasterError {
   }
 }
 
+/**
+ * The SAS exchange cannot vouch for the key: it was deposited without a commitment, or the
+ * nonce the device revealed does not open it. The retrieval was disputed (`sas_mismatch`) if
+ * `disputed`; do not use the key.
+ */
+export class SasMismatch extends KeymasterError {
+  readonly retrievalId: string;
+  readonly disputed: boolean;
+
+  constructor(retrievalId: string, why: string, disputed: boolean) {
+    super(`${why} (retrieval ${retrievalId}, ${disputed ? "disputed" : "the dispute could not be sent"})`, {
+      code: "sas_mismatch",
+    });
+    this.retrievalId = retrievalId;
+    this.disputed = disputed;
+  }
+}
+
+/** The device did not reveal its SAS nonce in time; nothing was disputed. */
+export class SasTimeout extends KeymasterError {
+  readonly retrievalId: string;
+
+  constructor(retrievalId: string) {
+    super(`the device did not reveal its SAS nonce in time (retrieval ${retrievalId})`, { code: "sas_timeout" });
+    this.retrievalId = retrievalId;
+  }
+}
+
 /** A webhook whose signature, timestamp or headers do not verify. */
 export class InvalidSignature extends KeymasterError {
   constructor(detail: string) {

@@ -21,6 +21,8 @@ export {
   NotFound,
   RateLimited,
   KeyMismatch,
+  SasMismatch,
+  SasTimeout,
   InvalidSignature,
 } from "./errors.js";
 export type * from "./types.js";

@@ -15,6 +15,7 @@ export type RetrievalRequest = Schemas["RetrievalRequest"];
 export type RetrievalResponse = Schemas["RetrievalResponse"];
 export type PreviewResponse = Schemas["PreviewResponse"];
 export type DisputeReason = Schemas["DisputeReason"];
+export type SasNonces = Schemas["SasNonces"];
 export type KeyStatus = Schemas["KeyStatus"];
 export type RecodeResponse = Schemas["RecodeResponse"];
 export type Event = Schemas["Event"];

@@ -18,6 +18,8 @@ import {
   NotFound,
   RateLimited,
   KeyMismatch,
+  SasMismatch,
+  SasTimeout,
   InvalidSignature,
   checkCode,
   keyCommitment,
@@ -29,6 +31,8 @@ import {
   commitmentMatches,
   decodeNonce,
   toBase64Url,
+  sas,
+  formatSas,
 } from "keymaster-client";
 import { startServer, startReceiver, randomDigitsCode, FAILED_PER_MINUTE } from "./helpers.mjs";
 
@@ -178,7 +182,7 @@ test("JWK, secret and SAS-commitment deposits", async () => {
 });
 
 test("revealSas: 409 before the service asks, then the service reads the nonce that opens the commitment", async () => {
-  const [created, service] = await newService();
+  const [, service] = await newService();
   const { publicKey } = generateKeyPairSync("ed25519");
   const nd = sasNonce();
   const deposit = await device.deposit({
@@ -188,22 +192,93 @@ test("revealSas: 409 before the service asks, then the service reads the nonce t
   const key = await service.retrieve(deposit.code_uri);
   const rid = key.retrieval_id;
   await rejectsWith(device.revealSas(deposit.id, deposit.holder_token, rid, nd), KeymasterError, "sas_not_requested");
-  // The service's side (not part of this package's clients): ask with its nonce.
+  assert.equal((await service.sasNonces(rid)).device_nonce ?? null, null);
   const ns = sasNonce();
-  const asked = await fetch(`${server.url}/v1/retrievals/${rid}/sas`, {
-    method: "POST",
-    headers: { authorization: `Bearer ${created.token}`, "content-type": "application/json" },
-    body: JSON.stringify({ nonce: toBase64Url(ns) }),
-  });
-  assert.equal(asked.status, 202);
+  await service.requestSas(rid, ns);
   await device.revealSas(deposit.id, deposit.holder_token, rid, nd);
-  const nonces = await (
-    await fetch(`${server.url}/v1/retrievals/${rid}/sas`, { headers: { authorization: `Bearer ${created.token}` } })
-  ).json();
+  const nonces = await service.sasNonces(rid);
   const revealed = decodeNonce(nonces.device_nonce);
   assert.ok(await commitmentMatches(key.sas_commitment, revealed));
   assert.deepEqual(revealed, nd);
   assert.equal(nonces.service_nonce, toBase64Url(ns));
+});
+
+/** The device's side of a SAS exchange: reveals `nd` as soon as the service has asked. */
+async function revealWhenAsked(deposit, rid, nd) {
+  for (let i = 0; i < 100; i++) {
+    try {
+      await device.revealSas(deposit.id, deposit.holder_token, rid, nd);
+      return;
+    } catch (err) {
+      if (!(err instanceof KeymasterError) || err.code !== "sas_not_requested") throw err;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error("the service never asked for the SAS");
+}
+
+test("verifySas: both ends compute the same six digits over the key", async () => {
+  const [, service] = await newService();
+  const { publicKey } = generateKeyPairSync("ed25519");
+  const nd = sasNonce();
+  const deposit = await device.deposit({
+    publicKey: publicKey.export({ format: "pem", type: "spki" }),
+    sasCommitment: await sasCommitment(nd),
+  });
+  const key = await service.retrieve(deposit.code_uri);
+  const [digits] = await Promise.all([
+    service.verifySas(key, { timeoutMs: 10_000 }),
+    revealWhenAsked(deposit, key.retrieval_id, nd),
+  ]);
+  const ns = decodeNonce((await service.sasNonces(key.retrieval_id)).service_nonce);
+  const spki = publicKey.export({ format: "der", type: "spki" });
+  assert.equal(digits, await sas(new Uint8Array(spki), nd, ns));
+  assert.match(formatSas(digits), /^\d{3} \d{3}$/);
+});
+
+test("verifySas: a revealed nonce swapped on the way is SasMismatch and disputed", async () => {
+  // The server refuses a reveal that does not open the commitment, so the swap is done where a
+  // key master in the middle would: in the answer of GET …/sas (through the client's fetch).
+  const [created] = await newService();
+  const swapping = async (input, init) => {
+    const response = await fetch(input, init);
+    if ((init?.method ?? "GET") !== "GET" || !String(input).endsWith("/sas")) return response;
+    const body = await response.json();
+    if (body.device_nonce) body.device_nonce = toBase64Url(sasNonce());
+    return new Response(JSON.stringify(body), { status: response.status, headers: response.headers });
+  };
+  const service = new ServiceClient(server.url, created.token, { fetch: swapping });
+  const { publicKey } = generateKeyPairSync("ed25519");
+  const nd = sasNonce();
+  const deposit = await device.deposit({
+    publicKey: publicKey.export({ format: "pem", type: "spki" }),
+    sasCommitment: await sasCommitment(nd),
+  });
+  const key = await service.retrieve(deposit.code_uri);
+  const [outcome, revealed] = await Promise.allSettled([
+    service.verifySas(key, { timeoutMs: 10_000 }),
+    revealWhenAsked(deposit, key.retrieval_id, nd),
+  ]);
+  assert.equal(revealed.status, "fulfilled", String(revealed.reason));
+  assert.equal(outcome.status, "rejected");
+  assert.ok(outcome.reason instanceof SasMismatch, String(outcome.reason));
+  assert.equal(outcome.reason.code, "sas_mismatch");
+  assert.equal(outcome.reason.disputed, true);
+  const history = (await device.status(deposit.id, deposit.holder_token)).history;
+  assert.ok(history.some((e) => e.type === "key.disputed"), JSON.stringify(history));
+});
+
+test("verifySas: no commitment is SasMismatch at once, no reveal in time is SasTimeout", async () => {
+  const [, service] = await newService();
+  const { publicKey } = generateKeyPairSync("ed25519");
+  const pem = publicKey.export({ format: "pem", type: "spki" });
+  let deposit = await device.deposit({ publicKey: pem });
+  let key = await service.retrieve(deposit.code_uri);
+  await rejectsWith(service.verifySas(key, { timeoutMs: 10_000 }), SasMismatch, "sas_mismatch");
+
+  deposit = await device.deposit({ publicKey: pem, sasCommitment: await sasCommitment(sasNonce()) });
+  key = await service.retrieve(deposit.code_uri);
+  await rejectsWith(service.verifySas(key, { timeoutMs: 300 }), SasTimeout, "sas_timeout");
 });
 
 test("other refusals are KeymasterErrors with status and code", async () => {

@@ -8,4 +8,4 @@ export { generateDeviceKey, exportSpki, signProof, signMessage, p1363ToDer, PROO
 export { sas, formatSas, sasNonce, sasCommitment, commitmentMatches, decodeNonce } from "./sas.js";
 export { toBase64, toBase64Url, fromBase64 } from "./bytes.js";
 export { spkiFromPem, spkiFromOpenssh, spkiFromJwk, spkiToPem } from "./spki.js";
-export { KeymasterError, InvalidRequest, InvalidCode, Unauthorized, Forbidden, NotFound, RateLimited, KeyMismatch, InvalidSignature, } from "./errors.js";
+export { KeymasterError, InvalidRequest, InvalidCode, Unauthorized, Forbidden, NotFound, RateLimited, KeyMismatch, SasMismatch, SasTimeout, InvalidSignature, } from "./errors.js";
