@@ -2,14 +2,19 @@
 
 - :class:`AdminClient` — the operator: tenants, app keys, services, audit.
 - :class:`DeviceClient` — a client application: deposit a key, then follow (``events``),
-  re-code and revoke it with its holder token.
+  re-code and revoke it with its holder token, and reveal its SAS nonce (``reveal_sas``).
 - :class:`ServiceClient` — an outside service: ``preview``, ``retrieve`` (checking a code URI's
-  key commitment), ``confirm``, ``dispute``.
+  key commitment), ``confirm``, ``dispute``; the SAS exchange: ``verify_sas`` (the whole of it),
+  ``request_sas``, ``sas_nonces``.
 - :class:`AsyncAdminClient`, :class:`AsyncDeviceClient`, :class:`AsyncServiceClient` — the
   same for asyncio.
 - :func:`check_code`, :func:`parse_code_uri`, :func:`fingerprint`, :func:`key_commitment` —
   offline checks; :func:`verify_webhook` — Standard Webhooks verification.
-- :class:`KeymasterError` and its kinds.
+- :func:`sas_nonce`, :func:`sas_commitment`, :func:`commitment_matches`, :func:`decode_nonce`,
+  :func:`sas`, :func:`format_sas` — the verified handoff's SAS, for either end (the published
+  test vector of docs/security.md holds).
+- :class:`KeymasterError` and its kinds (:class:`SasMismatch` and :class:`SasTimeout` from
+  ``verify_sas``).
 """
 
 __version__ = "0.1.0"
@@ -26,8 +31,11 @@ from ._errors import (  # noqa: E402
     KeyMismatch,
     NotFound,
     RateLimited,
+    SasMismatch,
+    SasTimeout,
     Unauthorized,
 )
+from ._sas import commitment_matches, decode_nonce, format_sas, sas, sas_commitment, sas_nonce  # noqa: E402
 from ._webhooks import verify_webhook  # noqa: E402
 
 PROOF_PREFIX = "keymaster-proof-of-possession:"
@@ -46,6 +54,12 @@ __all__ = [
     "fingerprint",
     "key_commitment",
     "verify_webhook",
+    "sas_nonce",
+    "sas_commitment",
+    "commitment_matches",
+    "decode_nonce",
+    "sas",
+    "format_sas",
     "PROOF_PREFIX",
     "KeymasterError",
     "InvalidRequest",
@@ -55,5 +69,7 @@ __all__ = [
     "NotFound",
     "RateLimited",
     "KeyMismatch",
+    "SasMismatch",
+    "SasTimeout",
     "InvalidSignature",
 ]

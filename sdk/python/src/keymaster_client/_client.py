@@ -14,7 +14,7 @@ import httpx
 from httpx_sse import SSEError, connect_sse
 
 from ._codes import parse_code_uri
-from ._errors import KeymasterError, KeyMismatch, from_response
+from ._errors import KeymasterError, KeyMismatch, SasMismatch, SasTimeout, from_response
 from ._http import (
     DEFAULT_TIMEOUT,
     USER_AGENT,
@@ -25,7 +25,17 @@ from ._http import (
     reconnect_delay,
     require,
 )
-from ._keys import retrieval_matches
+from ._keys import retrieval_matches, retrieved_key_bytes
+from ._sas import (
+    NO_COMMITMENT,
+    NOT_OPENED,
+    POLL_INTERVAL,
+    b64url as _b64url,
+    decoded_commitment,
+    opened_nonce,
+    sas,
+    sas_nonce,
+)
 
 __all__ = ["AdminClient", "DeviceClient", "ServiceClient"]
 
@@ -197,6 +207,13 @@ class DeviceClient(_Client):
         """``POST /v1/keys/{id}/code``: a fresh code (and ``code_uri``); the old one dies at once."""
         return self._conn.call_body("POST", "v1", "keys", key_id, "code", token=holder_token)
 
+    def reveal_sas(self, key_id: str, holder_token: str, retrieval_id: str, nd: bytes) -> None:
+        """``POST /v1/keys/{id}/sas``: reveals the device nonce ``nd`` (the one whose commitment
+        went with the deposit) for the retrieval a ``sas.requested`` event named. Before the
+        service asked, the answer is ``409 sas_not_requested``."""
+        body = {"retrieval_id": retrieval_id, "nonce": _b64url(nd)}
+        self._conn.call("POST", "v1", "keys", key_id, "sas", json_body=body, token=holder_token)
+
     def revoke(self, key_id: str, holder_token: str) -> None:
         """``DELETE /v1/keys/{id}``: the key is gone at once."""
         self._conn.call("DELETE", "v1", "keys", key_id, token=holder_token)
@@ -260,7 +277,8 @@ class DeviceClient(_Client):
 
 class ServiceClient(_Client):
     """An outside service: previews and retrieves keys by code or code URI with its ``kms_``
-    service key, checks the key received against the code URI, confirms and disputes."""
+    service key, checks the key received against the code URI, confirms and disputes, and
+    verifies the handoff's SAS with the device (:meth:`verify_sas`)."""
 
     def __init__(
         self,
@@ -320,3 +338,57 @@ class ServiceClient(_Client):
         """``POST /v1/retrievals/{id}/dispute`` with ``reason`` ``key_mismatch``,
         ``sas_mismatch`` or ``not_requested``: the holder is told with ``key.disputed``."""
         self._conn.call("POST", "v1", "retrievals", retrieval_id, "dispute", json_body={"reason": reason})
+
+    def request_sas(self, retrieval_id: str, ns: bytes) -> None:
+        """``POST /v1/retrievals/{id}/sas``: asks the device for its SAS nonce, sending the
+        service's nonce ``ns`` (32 bytes, :func:`sas_nonce`); the device is told with
+        ``sas.requested``."""
+        self._conn.call("POST", "v1", "retrievals", retrieval_id, "sas", json_body={"nonce": _b64url(ns)})
+
+    def sas_nonces(self, retrieval_id: str) -> Body:
+        """``GET /v1/retrievals/{id}/sas`` → ``{"service_nonce", "device_nonce"}`` as far as
+        they are known (``device_nonce`` is absent until the device reveals it). Check the
+        device's nonce against the retrieval's ``sas_commitment`` before computing the SAS
+        (:meth:`verify_sas` does all of it)."""
+        return self._conn.call_body("GET", "v1", "retrievals", retrieval_id, "sas")
+
+    def verify_sas(self, retrieved: Mapping[str, Any], timeout: float = 120.0) -> int:
+        """The service's whole side of the SAS exchange for a key just retrieved (the body
+        :meth:`retrieve` returned): sends a fresh nonce, waits up to ``timeout`` seconds for the
+        device to reveal its own, checks it against the retrieval's ``sas_commitment`` and
+        returns the six digits over the key bytes received (the DER SPKI, or a ``secret``'s
+        bytes) — show them (:func:`format_sas`) and have the person compare them with the
+        device's before using the key.
+
+        A retrieval without a commitment is refused like a nonce that does not open it (a
+        stripped commitment would let a key master search nonces offline): the retrieval is
+        disputed (``sas_mismatch``) and :class:`SasMismatch` is raised. No reveal in time raises
+        :class:`SasTimeout`."""
+        rid = str(retrieved.get("retrieval_id", ""))
+        commitment = decoded_commitment(retrieved.get("sas_commitment"))
+        if commitment is None:
+            raise self._refuse_sas(rid, NO_COMMITMENT)
+        key = retrieved_key_bytes(retrieved)
+        ns = sas_nonce()
+        self.request_sas(rid, ns)
+        deadline = time.monotonic() + timeout
+        while True:
+            revealed = self.sas_nonces(rid).get("device_nonce")
+            if revealed:
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise SasTimeout(rid)
+            time.sleep(min(POLL_INTERVAL, left))
+        nd = opened_nonce(commitment, revealed)
+        if nd is None:
+            raise self._refuse_sas(rid, NOT_OPENED)
+        return sas(key, nd, ns)
+
+    def _refuse_sas(self, retrieval_id: str, why: str) -> SasMismatch:
+        try:
+            self.dispute(retrieval_id, "sas_mismatch")
+            disputed = True
+        except KeymasterError:
+            disputed = False
+        return SasMismatch(retrieval_id, why, disputed)

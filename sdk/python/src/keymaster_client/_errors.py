@@ -18,6 +18,8 @@ __all__ = [
     "NotFound",
     "RateLimited",
     "KeyMismatch",
+    "SasMismatch",
+    "SasTimeout",
     "InvalidSignature",
 ]
 
@@ -93,6 +95,30 @@ class KeyMismatch(KeymasterError):
         )
         self.retrieval_id = retrieval_id
         self.disputed = disputed
+
+
+class SasMismatch(KeymasterError):
+    """The SAS exchange cannot vouch for the key: it was deposited without a commitment, or the
+    nonce the device revealed does not open it. The retrieval was disputed (``sas_mismatch``)
+    if ``disputed``; do not use the key."""
+
+    def __init__(self, retrieval_id: str, why: str, disputed: bool) -> None:
+        how = "disputed" if disputed else "the dispute could not be sent"
+        super().__init__(f"{why} (retrieval {retrieval_id}, {how})", code="sas_mismatch")
+        self.retrieval_id = retrieval_id
+        self.why = why
+        self.disputed = disputed
+
+
+class SasTimeout(KeymasterError):
+    """The device did not reveal its SAS nonce in time; nothing was disputed."""
+
+    def __init__(self, retrieval_id: str) -> None:
+        super().__init__(
+            f"the device did not reveal its SAS nonce in time (retrieval {retrieval_id})",
+            code="sas_timeout",
+        )
+        self.retrieval_id = retrieval_id
 
 
 class InvalidSignature(KeymasterError):

@@ -12,6 +12,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, x25519
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
+from ._errors import KeymasterError
+
 if TYPE_CHECKING:
     from ._codes import CodeUri
 
@@ -77,3 +79,23 @@ def retrieval_matches(uri: "CodeUri", retrieved: Dict[str, Any]) -> bool:
         if not uri.matches_key(spki):
             return False
     return True
+
+
+def retrieved_key_bytes(retrieved: Mapping[str, Any]) -> bytes:
+    """The bytes a SAS is computed over: the DER SPKI of the public key received (read from its
+    PEM), or a ``secret``'s bytes. Raises :class:`KeymasterError` (``decode``) for a retrieval
+    that holds neither in a readable form."""
+    pem = retrieved.get("public_key_pem")
+    if pem:
+        try:
+            return spki_from_pem(str(pem))
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            raise KeymasterError("the public key received cannot be read", code="decode") from None
+    secret = retrieved.get("secret")
+    if secret:
+        bare = str(secret).rstrip("=")
+        try:
+            return base64.b64decode(bare + "=" * (-len(bare) % 4), validate=True)
+        except ValueError:  # binascii.Error is a ValueError
+            raise KeymasterError("the secret received is not base64", code="decode") from None
+    raise KeymasterError("the retrieval holds no key", code="decode")
