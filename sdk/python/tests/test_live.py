@@ -1,17 +1,22 @@
 """The SDK against a live `keymaster serve`: every method and error kind of docs/api.md's "Client
-libraries" section, the code URI check with a dispute, the event stream and its resumption,
-webhook verification with the tenant's secret, and rate limiting with `retry_after`."""
+libraries" section, the code URI check with a dispute, the SAS exchange (reveal, verify_sas and
+its refusals), the event stream and its resumption, webhook verification with the tenant's
+secret, and rate limiting with `retry_after`."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import re
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, List
 
+import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa, x25519
@@ -28,11 +33,19 @@ from keymaster_client import (
     KeyMismatch,
     NotFound,
     RateLimited,
+    SasMismatch,
+    SasTimeout,
     ServiceClient,
     Unauthorized,
     check_code,
+    commitment_matches,
+    decode_nonce,
     fingerprint,
+    format_sas,
     key_commitment,
+    sas,
+    sas_commitment,
+    sas_nonce,
     verify_webhook,
 )
 
@@ -138,6 +151,128 @@ def test_jwk_secret_and_sas_commitment_deposits(world: World) -> None:
     assert deposit["kind"] == "secret" and deposit.get("code_uri") is None
     key = service.retrieve(deposit["code_display"])
     assert key["secret"] == secret
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def test_reveal_sas_is_409_before_the_service_asks_then_the_service_reads_the_nonce(world: World) -> None:
+    _, service = world.service()
+    _, pem, _ = ed25519_key()
+    nd = sas_nonce()
+    deposit = world.device.deposit(public_key=pem, sas_commitment=sas_commitment(nd))
+    key = service.retrieve(deposit["code_uri"])
+    rid = key["retrieval_id"]
+    with pytest.raises(KeymasterError) as err:
+        world.device.reveal_sas(deposit["id"], deposit["holder_token"], rid, nd)
+    assert (err.value.status, err.value.code) == (409, "sas_not_requested")
+    assert service.sas_nonces(rid).get("device_nonce") is None
+    ns = sas_nonce()
+    service.request_sas(rid, ns)
+    world.device.reveal_sas(deposit["id"], deposit["holder_token"], rid, nd)
+    nonces = service.sas_nonces(rid)
+    revealed = decode_nonce(nonces["device_nonce"])
+    assert commitment_matches(key["sas_commitment"], revealed)
+    assert revealed == nd
+    assert nonces["service_nonce"] == _b64url(ns)
+
+
+def _reveal_when_asked(world: World, deposit: Dict[str, Any], rid: str, nd: bytes) -> None:
+    """The device's side of a SAS exchange: reveals ``nd`` as soon as the service has asked."""
+    for _ in range(100):
+        try:
+            world.device.reveal_sas(deposit["id"], deposit["holder_token"], rid, nd)
+            return
+        except KeymasterError as err:
+            if err.code != "sas_not_requested":
+                raise
+        time.sleep(0.05)
+    raise AssertionError("the service never asked for the SAS")
+
+
+def test_verify_sas_both_ends_compute_the_same_six_digits(world: World) -> None:
+    _, service = world.service()
+    _, pem, spki = ed25519_key()
+    nd = sas_nonce()
+    deposit = world.device.deposit(public_key=pem, sas_commitment=sas_commitment(nd))
+    key = service.retrieve(deposit["code_uri"])
+    with ThreadPoolExecutor(1) as pool:
+        device_side = pool.submit(_reveal_when_asked, world, deposit, key["retrieval_id"], nd)
+        digits = service.verify_sas(key, timeout=10)
+        device_side.result()
+    ns = decode_nonce(service.sas_nonces(key["retrieval_id"])["service_nonce"])
+    assert digits == sas(spki, nd, ns)
+    assert re.fullmatch(r"\d{3} \d{3}", format_sas(digits))
+
+
+class _SwapDeviceNonce(httpx.BaseTransport):
+    """Where a key master in the middle would swap the device's nonce: in the answer of
+    GET …/sas (the server itself refuses a reveal that does not open the commitment)."""
+
+    def __init__(self) -> None:
+        self._inner = httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self._inner.handle_request(request)
+        if request.method != "GET" or not request.url.path.endswith("/sas"):
+            return response
+        body = json.loads(response.read())
+        if body.get("device_nonce"):
+            body["device_nonce"] = _b64url(sas_nonce())
+        return httpx.Response(response.status_code, json=body)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def test_verify_sas_refuses_and_disputes_a_revealed_nonce_swapped_on_the_way(world: World) -> None:
+    created, _ = world.service()
+    _, pem, _ = ed25519_key()
+    nd = sas_nonce()
+    deposit = world.device.deposit(public_key=pem, sas_commitment=sas_commitment(nd))
+    with httpx.Client(transport=_SwapDeviceNonce()) as http:
+        service = ServiceClient(world.server.url, created["token"], http=http)
+        key = service.retrieve(deposit["code_uri"])
+        with ThreadPoolExecutor(1) as pool:
+            device_side = pool.submit(_reveal_when_asked, world, deposit, key["retrieval_id"], nd)
+            with pytest.raises(SasMismatch) as err:
+                service.verify_sas(key, timeout=10)
+            device_side.result()
+    assert err.value.code == "sas_mismatch"
+    assert "does not open its commitment" in err.value.detail
+    assert err.value.disputed is True
+    assert err.value.retrieval_id == key["retrieval_id"]
+    assert isinstance(err.value, KeymasterError)
+    history = world.device.status(deposit["id"], deposit["holder_token"])["history"]
+    disputed = [e for e in history if e["type"] == "key.disputed"]
+    assert len(disputed) == 1, history
+    assert disputed[0]["data"]["reason"] == "sas_mismatch"
+    assert disputed[0]["data"]["retrieval_id"] == key["retrieval_id"]
+
+
+def test_verify_sas_no_commitment_is_sas_mismatch_no_reveal_in_time_is_sas_timeout(world: World) -> None:
+    _, service = world.service()
+    _, pem, _ = ed25519_key()
+    deposit = world.device.deposit(public_key=pem)
+    key = service.retrieve(deposit["code_uri"])
+    with pytest.raises(SasMismatch) as mismatch:
+        service.verify_sas(key, timeout=10)
+    assert mismatch.value.code == "sas_mismatch" and mismatch.value.disputed is True
+    assert "without a SAS commitment" in mismatch.value.detail
+    history = world.device.status(deposit["id"], deposit["holder_token"])["history"]
+    assert [e["data"]["reason"] for e in history if e["type"] == "key.disputed"] == ["sas_mismatch"]
+
+    deposit = world.device.deposit(public_key=pem, sas_commitment=sas_commitment(sas_nonce()))
+    key = service.retrieve(deposit["code_uri"])
+    started = time.monotonic()
+    with pytest.raises(SasTimeout) as timeout:
+        service.verify_sas(key, timeout=0.3)
+    assert time.monotonic() - started < 5
+    assert (timeout.value.code, timeout.value.retrieval_id) == ("sas_timeout", key["retrieval_id"])
+    # A timeout disputes nothing.
+    history = world.device.status(deposit["id"], deposit["holder_token"])["history"]
+    assert not [e for e in history if e["type"] == "key.disputed"]
 
 
 def test_other_refusals_are_keymaster_errors(world: World) -> None:

@@ -1,13 +1,29 @@
 """The offline helpers against the server's rules: check symbols (Damm, mod-37), normalisation,
-code URIs and the published test vector of docs/security.md ("Verified handoff")."""
+code URIs, the SAS and its commitment, and the published test vector of docs/security.md
+("Verified handoff")."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import secrets
 
 import pytest
 
-from keymaster_client import CodeUri, InvalidCode, check_code, fingerprint, key_commitment, parse_code_uri
+from keymaster_client import (
+    CodeUri,
+    InvalidCode,
+    check_code,
+    commitment_matches,
+    decode_nonce,
+    fingerprint,
+    format_sas,
+    key_commitment,
+    parse_code_uri,
+    sas,
+    sas_commitment,
+    sas_nonce,
+)
 
 from keys import random_digits_code
 
@@ -18,6 +34,9 @@ VECTOR_SPKI = bytes.fromhex(
     "302a300506032b6570032100d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
 )
 VECTOR_FP = "BuP9j9opu2CrWVV95h7bCuzbIxE0vjDnW0Vfjht5L6k"
+VECTOR_ND = bytes(range(0x00, 0x20))
+VECTOR_NS = bytes(range(0x20, 0x40))
+VECTOR_COMMITMENT = "Yw3NKWbEM2aRElRIu7JbT_QSpJxzLbLIq8G4WBvXEN0"
 
 
 def random_base32_code() -> str:
@@ -94,6 +113,52 @@ def test_the_published_vector() -> None:
     assert not uri.matches_key(bytes(tampered))
     assert fingerprint(VECTOR_SPKI) == "SHA256:" + VECTOR_FP.replace("-", "+").replace("_", "/")
     assert "4729" not in repr(uri)
+
+
+def test_the_sas_and_its_commitment_the_published_vector() -> None:
+    assert sas_commitment(VECTOR_ND) == VECTOR_COMMITMENT
+    assert commitment_matches(VECTOR_COMMITMENT, VECTOR_ND)
+    assert sas(VECTOR_SPKI, VECTOR_ND, VECTOR_NS) == 119503
+    assert format_sas(119503) == "119 503"
+    assert format_sas(4271) == "004 271"
+    assert format_sas(0) == "000 000"
+
+
+def test_the_sas_changes_with_any_byte_commitments_open_only_with_their_nonce() -> None:
+    base = sas(VECTOR_SPKI, VECTOR_ND, VECTOR_NS)
+    # Any change of a byte, anywhere in the key or either nonce, changes the six digits.
+    for which in range(3):
+        inputs = [VECTOR_SPKI, VECTOR_ND, VECTOR_NS]
+        for i in range(len(inputs[which])):
+            changed = bytearray(inputs[which])
+            changed[i] ^= 1 << (i % 8)
+            args = list(inputs)
+            args[which] = bytes(changed)
+            assert sas(*args) != base, (which, i)
+    # Both ends agree on random inputs, as hashlib computes it by hand.
+    nd, ns = sas_nonce(), sas_nonce()
+    assert len(nd) == 32 and nd != ns
+    digest = hashlib.sha256(b"keymaster-sas-v1" + VECTOR_SPKI + nd + ns).digest()
+    assert sas(VECTOR_SPKI, nd, ns) == int.from_bytes(digest[:4], "big") % 1_000_000
+
+    commitment = sas_commitment(nd)
+    assert commitment == base64.urlsafe_b64encode(hashlib.sha256(nd).digest()).decode().rstrip("=")
+    assert commitment_matches(commitment, nd)
+    assert not commitment_matches(commitment, ns)
+    assert not commitment_matches("not base64!", nd)
+    assert not commitment_matches(commitment[:40], nd)
+
+    b64url = base64.urlsafe_b64encode(nd).decode().rstrip("=")
+    assert decode_nonce(b64url) == nd
+    assert decode_nonce(b64url + "=") == nd
+    assert decode_nonce(base64.b64encode(nd).decode()) == nd  # standard base64, padded
+    for bad in ["", "AAAA", base64.urlsafe_b64encode(bytes(33)).decode(), "!" * 43, b64url + "A"]:
+        with pytest.raises(ValueError):
+            decode_nonce(bad)
+    with pytest.raises(ValueError):
+        sas(VECTOR_SPKI, nd[1:], ns)
+    with pytest.raises(ValueError):
+        sas(VECTOR_SPKI, nd, ns + b"\0")
 
 
 def test_code_uris_lenient_where_harmless_strict_where_not() -> None:
