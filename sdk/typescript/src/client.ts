@@ -426,7 +426,10 @@ export class ServiceClient {
   async verifySas(retrieved: RetrievalResponse, options: { timeoutMs?: number } = {}): Promise<number> {
     const rid = retrieved.retrieval_id;
     const commitment = retrieved.sas_commitment;
-    if (!commitment) throw await this.#refuseSas(rid, "the key was deposited without a SAS commitment");
+    // A commitment that is not 32 bytes of base64url is refused like none at all, before asking.
+    if (!commitment || !isNonce(commitment)) {
+      throw await this.#refuseSas(rid, "the key was deposited without a SAS commitment");
+    }
     const key = retrievedKeyBytes(retrieved);
     const ns = sasNonce();
     await this.requestSas(rid, ns);
@@ -458,6 +461,15 @@ export class ServiceClient {
       disputed = false;
     }
     return new SasMismatch(retrievalId, why, disputed);
+  }
+}
+
+function isNonce(text: string): boolean {
+  try {
+    decodeNonce(text);
+    return true;
+  } catch {
+    return false;
   }
 }
 

@@ -348,8 +348,10 @@ export class ServiceClient {
     async verifySas(retrieved, options = {}) {
         const rid = retrieved.retrieval_id;
         const commitment = retrieved.sas_commitment;
-        if (!commitment)
+        // A commitment that is not 32 bytes of base64url is refused like none at all, before asking.
+        if (!commitment || !isNonce(commitment)) {
             throw await this.#refuseSas(rid, "the key was deposited without a SAS commitment");
+        }
         const key = retrievedKeyBytes(retrieved);
         const ns = sasNonce();
         await this.requestSas(rid, ns);
@@ -384,6 +386,15 @@ export class ServiceClient {
             disputed = false;
         }
         return new SasMismatch(retrievalId, why, disputed);
+    }
+}
+function isNonce(text) {
+    try {
+        decodeNonce(text);
+        return true;
+    }
+    catch {
+        return false;
     }
 }
 /** The bytes a SAS is computed over: the DER SPKI of a public key, or a secret's bytes. */
