@@ -62,7 +62,27 @@ pub struct RequestRecord {
     pub retrieval_id: Option<String>,
 }
 
+/// The columns a service's read of its request selects, in [`RECORD_COLUMNS`]' order.
+pub type RecordRow = (String, String, i64, Option<String>, Option<String>);
+
+/// What [`RequestRecord::read`] decodes.
+pub const RECORD_COLUMNS: &str = "id, state, expires_at, key_id, retrieval_id";
+
 impl RequestRecord {
+    /// Decodes a selected [`RecordRow`]; a row that does not decode is `Corrupt`.
+    pub fn read(row: RecordRow) -> Result<Self, StoreError> {
+        let (id, state, expires_at, key_id, retrieval_id) = row;
+        Ok(RequestRecord {
+            id,
+            state: RequestState::parse(&state)
+                .ok_or_else(|| StoreError::Corrupt(format!("request state {state:?}")))?,
+            expires_at: Timestamp::from_millisecond(expires_at)
+                .map_err(|e| StoreError::Corrupt(format!("timestamp: {e}")))?,
+            key_id,
+            retrieval_id,
+        })
+    }
+
     /// The status at `now`: a pending request past its expiry is `expired` even before the
     /// sweeper has marked it.
     pub fn status_at(&self, now: Timestamp) -> RequestState {

@@ -14,10 +14,10 @@ use super::rows::{budget_spent, insert_audit, insert_coalesced_audit, record_fai
 use crate::store::SweepReport;
 
 const BATCH: usize = SweepReport::BATCH;
-use super::{db, is_unique_violation, ms, ts};
+use super::{db, is_unique_violation, ms};
 use crate::store::requests::{
-    budget_subject, decide_lookup, AnswerOutcome, NewRequest, RawFound, RequestLookup,
-    RequestRecord, RequestState, ANSWER_REASON,
+    budget_subject, decide_lookup, AnswerOutcome, NewRequest, RawFound, RecordRow, RequestLookup,
+    RequestRecord, ANSWER_REASON, RECORD_COLUMNS,
 };
 use crate::store::{AppKeyAuth, AuditRecord, NewKey, StoreError};
 
@@ -150,27 +150,15 @@ pub async fn for_service(
     id: &str,
     service_id: &str,
 ) -> Result<Option<RequestRecord>, StoreError> {
-    type Row = (String, String, i64, Option<String>, Option<String>);
-    let row: Option<Row> = sqlx::query_as(
-        "SELECT id, state, expires_at, key_id, retrieval_id FROM requests
-         WHERE id = $1 AND service_id = $2",
-    )
+    let row: Option<RecordRow> = sqlx::query_as(&format!(
+        "SELECT {RECORD_COLUMNS} FROM requests WHERE id = $1 AND service_id = $2"
+    ))
     .bind(id)
     .bind(service_id)
     .fetch_optional(&mut *c)
     .await
     .map_err(db)?;
-    row.map(|(id, state, expires_at, key_id, retrieval_id)| {
-        Ok(RequestRecord {
-            id,
-            state: RequestState::parse(&state)
-                .ok_or_else(|| StoreError::Corrupt(format!("request state {state:?}")))?,
-            expires_at: ts(expires_at)?,
-            key_id,
-            retrieval_id,
-        })
-    })
-    .transpose()
+    row.map(RequestRecord::read).transpose()
 }
 
 pub async fn mark_read(

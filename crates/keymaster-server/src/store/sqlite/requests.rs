@@ -12,11 +12,11 @@ use super::rows::{budget_spent, insert_audit, insert_coalesced_audit, record_fai
 use crate::store::SweepReport;
 
 const BATCH: usize = SweepReport::BATCH;
+use super::ms;
 use super::writer::db;
-use super::{ms, ts};
 use crate::store::requests::{
-    budget_subject, decide_lookup, AnswerOutcome, NewRequest, RawFound, RequestLookup,
-    RequestRecord, RequestState,
+    budget_subject, decide_lookup, AnswerOutcome, NewRequest, RawFound, RecordRow, RequestLookup,
+    RequestRecord, RECORD_COLUMNS,
 };
 use crate::store::{AppKeyAuth, AuditRecord, NewKey, StoreError};
 
@@ -153,12 +153,10 @@ pub fn for_service(
     id: &str,
     service_id: &str,
 ) -> Result<Option<RequestRecord>, StoreError> {
-    type Row = (String, String, i64, Option<String>, Option<String>);
-    let row: Option<Row> = c
-        .prepare_cached(
-            "SELECT id, state, expires_at, key_id, retrieval_id FROM requests
-             WHERE id = ?1 AND service_id = ?2",
-        )
+    let row: Option<RecordRow> = c
+        .prepare_cached(&format!(
+            "SELECT {RECORD_COLUMNS} FROM requests WHERE id = ?1 AND service_id = ?2"
+        ))
         .and_then(|mut s| {
             s.query_row(params![id, service_id], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
@@ -166,17 +164,7 @@ pub fn for_service(
             .optional()
         })
         .map_err(db)?;
-    row.map(|(id, state, expires_at, key_id, retrieval_id)| {
-        Ok(RequestRecord {
-            id,
-            state: RequestState::parse(&state)
-                .ok_or_else(|| StoreError::Corrupt(format!("request state {state:?}")))?,
-            expires_at: ts(expires_at)?,
-            key_id,
-            retrieval_id,
-        })
-    })
-    .transpose()
+    row.map(RequestRecord::read).transpose()
 }
 
 pub fn mark_read(c: &Connection, id: &str, retrieval_id: &str) -> Result<(), StoreError> {
