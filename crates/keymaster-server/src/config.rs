@@ -345,6 +345,11 @@ impl Settings {
                     .into(),
             ));
         }
+        if let Database::Postgres(url) = self.database() {
+            // Several hosts, `target_session_attrs`: checked here so that a bad URL is a
+            // setting's error at start, not a database error.
+            crate::store::postgres::connect::parse(&url).map_err(|e| ConfigError(e.to_string()))?;
+        }
         let listen = self.listen_addr()?;
         if self.demo && !listen.ip().is_loopback() {
             return Err(ConfigError(format!(
@@ -610,6 +615,17 @@ mod tests {
         assert_eq!(s.database(), Database::Sqlite("keymaster.db".into()));
         s.database_url = "postgres://u@h/db".into();
         assert!(matches!(s.database(), Database::Postgres(_)));
+    }
+
+    #[test]
+    fn a_postgres_url_is_checked_with_the_settings() {
+        let mut s = Settings::default();
+        s.database_url = "postgres://u:pw@h1:5432,h2:5433/db?target_session_attrs=read-write".into();
+        assert!(s.validate().is_ok());
+        s.database_url = "postgres://u:hunter2@h1,h2/db?target_session_attrs=standby".into();
+        let err = s.validate().unwrap_err().0;
+        assert!(err.starts_with("database_url: target_session_attrs"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
     }
 
     #[test]

@@ -14,6 +14,7 @@
 
 mod admin;
 mod apply;
+pub(crate) mod connect;
 mod handoff;
 mod keys;
 mod notify;
@@ -24,15 +25,14 @@ mod rotation;
 mod rows;
 mod sweep;
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
 use keymaster_core::wire::AuditEntry;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Connection, PgConnection};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::PgConnection;
 
 use super::handoff::{DisputeOutcome, RevealOutcome, SasNonceBytes, SasRequestOutcome};
 use super::outbox::{
@@ -71,6 +71,8 @@ const MAX_CONNECTIONS: u32 = 16;
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// Which host the pool uses, searched for again when it is in doubt (`connect`).
+    primary: Arc<connect::Primary>,
     /// Told after every commit of events, this replica's and (through `notify`) the others'.
     commits: Arc<CommitSignal>,
     /// Told after this replica's own commits of events: wakes the sender of `notify`.
@@ -78,22 +80,29 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
-    /// Connects to `url` and applies pending migrations.
+    /// Connects to the first host of `url` that qualifies (libpq's multi-host form and
+    /// `target_session_attrs`, see `connect`) and applies pending migrations.
     pub async fn open(url: &str) -> Result<PostgresStore, StoreError> {
-        // READ COMMITTED with row locks is what the transactions are written for, whatever
-        // the server's `default_transaction_isolation` says.
-        let options = PgConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Db(format!("database_url: {e}")))?
-            .options([("default_transaction_isolation", r"read\ committed")]);
-        let pool = PgPoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
-            .await
-            .map_err(db)?;
+        let mut targets = connect::parse(url).map_err(|e| StoreError::Db(e.to_string()))?;
+        for host in &mut targets.hosts {
+            // READ COMMITTED with row locks is what the transactions are written for, whatever
+            // the server's `default_transaction_isolation` says.
+            host.options = host
+                .options
+                .clone()
+                .options([("default_transaction_isolation", r"read\ committed")]);
+        }
+        let (pool, primary) = connect::open(
+            targets,
+            PgPoolOptions::new()
+                .max_connections(MAX_CONNECTIONS)
+                .acquire_timeout(ACQUIRE_TIMEOUT),
+        )
+        .await?;
         let (local, local_rx) = tokio::sync::watch::channel(0u64);
         let store = PostgresStore {
             pool,
+            primary: Arc::new(primary),
             commits: Arc::default(),
             local: Arc::new(local),
         };
@@ -156,70 +165,47 @@ impl PostgresStore {
         tx.commit().await.map_err(db)
     }
 
-    /// Runs `f` inside one transaction (READ COMMITTED) and commits it if `f` succeeded.
+    /// Runs `f` inside one transaction (READ COMMITTED) and commits it if `f` succeeded;
+    /// tried again, with a clone of `f`, only where nothing can have been committed
+    /// (`connect::run::transaction`).
     async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send,
         F: for<'c> FnOnce(
                 &'c mut PgConnection,
             ) -> futures::future::BoxFuture<'c, Result<T, StoreError>>
+            + Clone
             + Send,
     {
-        let mut conn = self.pool.acquire().await.map_err(unavailable)?;
-        let mut tx = conn.begin().await.map_err(unavailable)?;
-        let out = f(&mut tx).await;
-        match out {
-            Ok(v) => {
-                tx.commit().await.map_err(db)?;
-                Ok(v)
-            }
-            Err(e) => {
-                // Dropping the transaction would roll back too; saying so is clearer.
-                let _ = tx.rollback().await;
-                Err(e)
-            }
-        }
+        connect::run::transaction(&self.pool, &self.primary, f).await
     }
 
-    /// Runs a read on a pooled connection, outside any explicit transaction.
+    /// Runs a read on a pooled connection, outside any explicit transaction; tried again
+    /// when the database is unavailable (`connect::run::read`). `f` must only read.
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send,
         F: for<'c> FnOnce(
                 &'c mut PgConnection,
             ) -> futures::future::BoxFuture<'c, Result<T, StoreError>>
+            + Clone
             + Send,
     {
-        let mut conn = self.pool.acquire().await.map_err(unavailable)?;
-        f(&mut conn).await
+        connect::run::read(&self.pool, &self.primary, f).await
     }
 }
 
-/// Maps a sqlx error into the store's error: a database that cannot be reached (pool timeout,
-/// I/O, connection-class SQLSTATE `08…`, shutdown `57P…`) is `Unavailable`, the rest `Db`.
+/// Maps a sqlx error into the store's error: what the database cannot serve now but may later
+/// (a lost or missing connection, a server shutting down, a read-only standby, a serialization
+/// failure or deadlock: `connect::Failure::unavailable`) is `Unavailable`, answered `503`; the
+/// rest `Db`. Inside a transaction, `Unavailable` is also what tells `write` that retrying
+/// may succeed.
 pub(crate) fn db(e: sqlx::Error) -> StoreError {
-    let unavailable = match &e {
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(d) => d
-            .code()
-            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
-        _ => false,
-    };
-    if unavailable {
+    if connect::Failure::classify(&e).unavailable() {
         StoreError::Unavailable(e.to_string())
     } else {
         StoreError::Db(e.to_string())
     }
-}
-
-/// Maps a failure to get a connection (or to begin on it): whatever the cause, the database
-/// cannot serve this request now.
-fn unavailable(e: sqlx::Error) -> StoreError {
-    StoreError::Unavailable(e.to_string())
 }
 
 /// True when `e` is a UNIQUE violation (SQLSTATE 23505).
@@ -246,11 +232,7 @@ pub(crate) fn count(v: i64) -> Result<u32, StoreError> {
 #[async_trait]
 impl Store for PostgresStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
-            .map_err(|e| StoreError::Unavailable(e.to_string()))
+        connect::run::ping(&self.pool, &self.primary).await
     }
 
     async fn admin_token_hash(&self) -> Result<Option<Vec<u8>>, StoreError> {
