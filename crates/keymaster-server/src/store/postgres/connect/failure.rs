@@ -37,9 +37,9 @@ impl Failure {
     pub(crate) fn classify(e: &sqlx::Error) -> Failure {
         match e {
             sqlx::Error::Database(d) => {
-                let fatal = d
-                    .try_downcast_ref::<PgDatabaseError>()
-                    .is_some_and(|pg| matches!(pg.severity(), PgSeverity::Fatal | PgSeverity::Panic));
+                let fatal = d.try_downcast_ref::<PgDatabaseError>().is_some_and(|pg| {
+                    matches!(pg.severity(), PgSeverity::Fatal | PgSeverity::Panic)
+                });
                 match d.code().as_deref() {
                     // Only at the start of a session: nothing of ours was sent yet.
                     Some("57P03" | "53300") => Failure::NotConnected,

@@ -76,12 +76,14 @@ enum Attempt<T> {
 /// Runs `f` in one transaction (READ COMMITTED, as the connection is set up) and commits it
 /// if `f` succeeded. `f` is cloned for each attempt; it must do nothing outside the
 /// transaction.
-pub(crate) async fn transaction<T, F>(pool: &PgPool, primary: &Primary, f: F) -> Result<T, StoreError>
+pub(crate) async fn transaction<T, F>(
+    pool: &PgPool,
+    primary: &Primary,
+    f: F,
+) -> Result<T, StoreError>
 where
     T: Send,
-    F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T, StoreError>>
-        + Clone
-        + Send,
+    F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T, StoreError>> + Clone + Send,
 {
     let mut retry = Retry::new();
     loop {
@@ -177,14 +179,65 @@ fn failed_before_commit<T>(e: &sqlx::Error) -> Attempt<T> {
     }
 }
 
+/// Runs one autocommit statement (or a single round trip that commits by itself, such as a
+/// data-modifying CTE) and maps its failure: sent again only when it certainly did not apply
+/// (no connection was had, or an `ERROR` that may pass: read-only, conflict); a lost
+/// connection after it was sent is answered `Unavailable` at once, as its outcome is unknown.
+/// `f` is cloned for each attempt and must send one statement.
+// For the one-round-trip hot paths (issue 19), which land apart from this.
+#[allow(dead_code)]
+pub(crate) async fn autocommit<T, F>(
+    pool: &PgPool,
+    primary: &Primary,
+    f: F,
+) -> Result<T, StoreError>
+where
+    T: Send,
+    F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T, sqlx::Error>> + Clone + Send,
+{
+    let mut retry = Retry::new();
+    loop {
+        let mut conn = match acquire(pool, primary, retry.deadline).await {
+            Ok(conn) => conn,
+            Err(error) if retry.again(primary, true).await => {
+                let _ = error;
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
+        let e = match f.clone()(&mut conn).await {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        let failure = Failure::classify(&e);
+        if failure == Failure::Other {
+            // Not the server's answer (decoding what it returned): a bug, not retried.
+            return Err(super::super::db(e));
+        }
+        if failure.unavailable() {
+            conn.close_on_drop();
+        }
+        if failure.primary_in_doubt() {
+            primary.doubt();
+        }
+        drop(conn);
+        if !failure.not_applied() {
+            return Err(StoreError::Unavailable(format!(
+                "the statement's outcome is unknown: {e}"
+            )));
+        }
+        if !(failure.worth_retrying() && retry.again(primary, failure.primary_in_doubt()).await) {
+            return Err(super::super::db(e));
+        }
+    }
+}
+
 /// Runs a read on a pooled connection, outside any explicit transaction; retried like a
 /// transaction that failed before its commit, as a read changes nothing. `f` must only read.
 pub(crate) async fn read<T, F>(pool: &PgPool, primary: &Primary, f: F) -> Result<T, StoreError>
 where
     T: Send,
-    F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T, StoreError>>
-        + Clone
-        + Send,
+    F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T, StoreError>> + Clone + Send,
 {
     let mut retry = Retry::new();
     loop {
@@ -227,7 +280,9 @@ async fn acquire(
             if Failure::classify(&e).primary_in_doubt() {
                 primary.doubt();
             }
-            Err(StoreError::Unavailable(format!("no database connection: {e}")))
+            Err(StoreError::Unavailable(format!(
+                "no database connection: {e}"
+            )))
         }
         Err(_) => {
             primary.doubt();
@@ -239,21 +294,42 @@ async fn acquire(
 }
 
 /// Ready means a primary answers: a pooled connection whose session can write. A read-only
-/// answer (a standby, or a demoted primary) is not ready, whatever `target_session_attrs`.
+/// answer (a standby, or a demoted primary) is not ready, whatever `target_session_attrs`; a
+/// connection found broken is closed and another tried, as a request would.
 pub(crate) async fn ping(pool: &PgPool, primary: &Primary) -> Result<(), StoreError> {
-    let mut conn = acquire(pool, primary, Instant::now() + RETRY_WITHIN).await?;
-    let answer: Result<(bool, String), sqlx::Error> = sqlx::query_as(
-        "SELECT pg_is_in_recovery(), current_setting('transaction_read_only')",
-    )
-    .fetch_one(&mut *conn)
-    .await;
-    let why = match answer {
-        Ok((false, ro)) if ro == "off" => return Ok(()),
-        Ok((true, _)) => "the database is a standby: no primary answers".to_owned(),
-        Ok((false, _)) => "the database session is read-only: no primary answers".to_owned(),
-        Err(e) => e.to_string(),
-    };
-    conn.close_on_drop();
-    primary.doubt();
-    Err(StoreError::Unavailable(why))
+    let mut retry = Retry::new();
+    loop {
+        let mut conn = match acquire(pool, primary, retry.deadline).await {
+            Ok(conn) => conn,
+            Err(error) if retry.again(primary, true).await => {
+                let _ = error;
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
+        let answer: Result<(bool, String), sqlx::Error> =
+            sqlx::query_as("SELECT pg_is_in_recovery(), current_setting('transaction_read_only')")
+                .fetch_one(&mut *conn)
+                .await;
+        if matches!(&answer, Ok((false, ro)) if ro == "off") {
+            return Ok(());
+        }
+        // Broken, or read-only: not for the next request.
+        conn.close_on_drop();
+        let why = match answer {
+            Ok((false, ro)) if ro == "off" => return Ok(()),
+            Ok((true, _)) => "the database is a standby: no primary answers",
+            Ok((false, _)) => "the database session is read-only: no primary answers",
+            Err(e) => {
+                let failure = Failure::classify(&e);
+                drop(conn);
+                if failure.unavailable() && retry.again(primary, failure.primary_in_doubt()).await {
+                    continue;
+                }
+                return Err(StoreError::Unavailable(e.to_string()));
+            }
+        };
+        primary.doubt();
+        return Err(StoreError::Unavailable(why.into()));
+    }
 }

@@ -178,7 +178,9 @@ pub(crate) fn parse(url: &str) -> Result<Targets, UrlError> {
 /// The error never quotes the text: a misplaced password could be in it.
 fn split_host_port(spec: &str) -> Result<(&str, Option<u16>), &'static str> {
     let (host, port) = if spec.starts_with('[') {
-        let close = spec.find(']').ok_or("an IPv6 address lacks its closing ]")?;
+        let close = spec
+            .find(']')
+            .ok_or("an IPv6 address lacks its closing ]")?;
         let (host, after) = spec.split_at(close + 1);
         match after {
             "" => (host, None),
@@ -300,9 +302,16 @@ mod tests {
             attrs("target_session_attrs=primary"),
             Ok(SessionAttrs::Primary)
         );
-        let e = attrs("target_session_attrs=standby").unwrap_err().to_string();
-        assert!(e.starts_with("database_url: target_session_attrs=standby"), "{e}");
-        let e = attrs("target_session_attrs=READWRITE").unwrap_err().to_string();
+        let e = attrs("target_session_attrs=standby")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("database_url: target_session_attrs=standby"),
+            "{e}"
+        );
+        let e = attrs("target_session_attrs=READWRITE")
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             e,
             "database_url: target_session_attrs must be read-write, primary or any"
@@ -328,15 +337,33 @@ mod tests {
         let cases = [
             // A `/` in a password that should have been escaped: the "port" is the password.
             ("postgres://km:hunter2/x@h/k", "the port is not a number"),
-            ("postgres://km:hunter2@h1:99999,h2/k", "host 1 of 2: the port"),
+            (
+                "postgres://km:hunter2@h1:99999,h2/k",
+                "host 1 of 2: the port",
+            ),
             ("postgres://km:hunter2@h1,h2:0/k", "host 2 of 2: the port"),
-            ("postgres://km:hunter2@h1,,h2/k", "host 2 of 3: the host is empty"),
+            (
+                "postgres://km:hunter2@h1,,h2/k",
+                "host 2 of 3: the host is empty",
+            ),
             ("postgres://km:hunter2@[::1/k", "closing ]"),
-            ("postgres://km:hunter2@[::1]x,h/k", "must be followed by :port"),
+            (
+                "postgres://km:hunter2@[::1]x,h/k",
+                "must be followed by :port",
+            ),
             ("mysql://km:hunter2@h/k", "must start with postgres://"),
-            ("postgres://km:hunter2@h1/k?host=a,b", "a list in the host parameter"),
-            ("postgres://km:hunter2@h1,h2/k?port=5", "the port parameter would apply"),
-            ("postgres://km:hunter2@h1,h2/k?sslmode=sometimes", "host 1 of 2:"),
+            (
+                "postgres://km:hunter2@h1/k?host=a,b",
+                "a list in the host parameter",
+            ),
+            (
+                "postgres://km:hunter2@h1,h2/k?port=5",
+                "the port parameter would apply",
+            ),
+            (
+                "postgres://km:hunter2@h1,h2/k?sslmode=sometimes",
+                "host 1 of 2:",
+            ),
         ];
         for (url, want) in cases {
             let e = match parse(url) {
