@@ -619,11 +619,16 @@ mod tests {
 
     #[test]
     fn a_postgres_url_is_checked_with_the_settings() {
-        let mut s = Settings::default();
-        s.database_url =
-            "postgres://u:pw@h1:5432,h2:5433/db?target_session_attrs=read-write".into();
+        let s = Settings {
+            database_url: "postgres://u:pw@h1:5432,h2:5433/db?target_session_attrs=read-write"
+                .into(),
+            ..Settings::default()
+        };
         assert!(s.validate().is_ok());
-        s.database_url = "postgres://u:hunter2@h1,h2/db?target_session_attrs=standby".into();
+        let s = Settings {
+            database_url: "postgres://u:hunter2@h1,h2/db?target_session_attrs=standby".into(),
+            ..s
+        };
         let err = s.validate().unwrap_err().0;
         assert!(
             err.starts_with("database_url: target_session_attrs"),
