@@ -95,9 +95,10 @@ mod tests {
 
     use std::borrow::Cow;
 
-    /// A database error with a SQLSTATE and a severity, as sqlx would make from the server's
-    /// answer; `PgDatabaseError` cannot be built outside sqlx, so this stands in for its
-    /// `code()` and the classification's severity check falls back to "not fatal".
+    /// A database error with a SQLSTATE, as sqlx would make from the server's answer.
+    /// `PgDatabaseError` cannot be built outside sqlx, so this stands in for it and its
+    /// severity reads as `ERROR`; the `FATAL` path is exercised against a real server
+    /// (`tests/pg_hosts.rs`, terminated sessions).
     #[derive(Debug)]
     struct Sqlstate(&'static str);
 
