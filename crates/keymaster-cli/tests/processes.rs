@@ -10,12 +10,13 @@
 //! - webhooks that a process was sending when it was killed are sent by the other process
 //!   within seconds (its claims are short leases that only a live process renews).
 
+#[allow(dead_code)]
+#[path = "support/keymaster_process.rs"]
+mod keymaster_process;
 #[path = "support/webhook_sink.rs"]
 mod webhook_sink;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use keymaster_client::wire::{
@@ -24,9 +25,8 @@ use keymaster_client::wire::{
 use keymaster_client::{AdminClient, DeviceClient, HolderClient, ServiceClient};
 use keymaster_core::code::Code;
 use keymaster_core::key::{generate, GenerateAlgorithm};
+use keymaster_process::{Server, ADMIN_TOKEN};
 
-const ADMIN_TOKEN: &str = "processes-admin-token-0123456789abcdef";
-const SECRET: &str = "processes-secret-0123456789abcdef0123456789";
 const ENV: &str = "KEYMASTER_TEST_DATABASE_URL";
 
 /// A database of this test's own, dropped at the end.
@@ -81,58 +81,6 @@ impl Drop for Database {
     }
 }
 
-/// One `keymaster serve` process.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn start(db: &Database) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_keymaster"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--database", &db.url])
-            .env("KEYMASTER_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("KEYMASTER_SECRET", SECRET)
-            .env("KEYMASTER_MIN_TTL", "1s")
-            .env("KEYMASTER_SWEEP_INTERVAL", "200ms")
-            .env("KEYMASTER_FAILED_RETRIEVALS_PER_MINUTE", "20")
-            .env("KEYMASTER_DEMO", "false")
-            // The webhook receiver of the delivery test is on loopback.
-            .env("KEYMASTER_ALLOW_PRIVATE_WEBHOOKS", "true")
-            .env_remove("KEYMASTER_LISTEN")
-            .env_remove("KEYMASTER_DATABASE_URL")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start `keymaster serve`");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(at) = line.find("listening on http://") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(line[at + "listening on ".len()..].trim().to_owned());
-                    }
-                }
-            }
-        });
-        let url = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("`keymaster serve` printed its address");
-        Server { child, url }
-    }
-}
-
 fn ssh_key() -> String {
     let (key, _) = generate(GenerateAlgorithm::Ed25519, &mut rand::rngs::OsRng).unwrap();
     key.to_openssh().unwrap()
@@ -160,8 +108,8 @@ fn retrieval(code: &str) -> RetrievalRequest {
 #[tokio::test]
 async fn two_processes_share_one_database() {
     let db = Database::create();
-    let a = Server::start(&db);
-    let b = Server::start(&db);
+    let a = Server::start(&db.url);
+    let b = Server::start(&db.url);
 
     let admin = AdminClient::new(&a.url, ADMIN_TOKEN).unwrap();
     let tenant = admin
@@ -278,7 +226,7 @@ async fn two_processes_share_one_database() {
 async fn deliveries_of_a_killed_process_are_sent_by_the_other_within_seconds() {
     let sink = webhook_sink::Sink::start(true).await;
     let db = Database::create();
-    let a = Server::start(&db);
+    let a = Server::start(&db.url);
     let admin = AdminClient::new(&a.url, ADMIN_TOKEN).unwrap();
     let tenant = admin
         .create_tenant(&CreateTenantRequest {
@@ -298,7 +246,7 @@ async fn deliveries_of_a_killed_process_are_sent_by_the_other_within_seconds() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(sink.received(), 3, "the deliveries were not sent");
-    let b = Server::start(&db);
+    let b = Server::start(&db.url);
     sink.answer();
     let killed = Instant::now();
     drop(a); // SIGKILL
