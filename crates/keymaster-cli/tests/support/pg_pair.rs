@@ -49,9 +49,15 @@ impl PgPair {
             .map(|m| m.uid())
             .unwrap_or(0)
             == 0;
+        // In /tmp as root: `postgres` could not reach a TMPDIR under root's home.
+        let parent = if as_postgres {
+            PathBuf::from("/tmp")
+        } else {
+            std::env::temp_dir()
+        };
         let dir = tempfile::Builder::new()
             .prefix("km-failover-")
-            .tempdir()
+            .tempdir_in(parent)
             .unwrap();
         if as_postgres {
             run(Command::new("chown").arg("postgres:").arg(dir.path()));
