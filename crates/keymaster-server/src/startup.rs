@@ -81,16 +81,32 @@ const WRITER_SECONDS_BUCKETS: &[f64] = &[
     0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0,
 ];
 
-/// The Prometheus builder, with the writer's latencies as histograms.
+/// Bucket bounds of the database pages a SQLite checkpoint pass writes: 1 to 256 Ki pages
+/// (512 MiB with 2 KiB pages), by powers of 4.
+const CHECKPOINT_PAGES_BUCKETS: &[f64] = &[
+    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0,
+];
+
+/// The Prometheus builder, with the SQLite writer's and checkpointer's latencies (and the
+/// checkpointer's pages) as histograms.
 fn prometheus_builder() -> PrometheusBuilder {
     let builder = PrometheusBuilder::new();
     [
         "keymaster_sqlite_commit_seconds",
         "keymaster_sqlite_sync_seconds",
+        "keymaster_sqlite_sync_beside_checkpoint_seconds",
+        "keymaster_sqlite_checkpoint_seconds",
+        "keymaster_sqlite_checkpoint_writeback_seconds",
+        "keymaster_sqlite_checkpoint_sync_seconds",
     ]
     .into_iter()
-    .try_fold(builder, |b, name| {
-        b.set_buckets_for_metric(Matcher::Full(name.to_owned()), WRITER_SECONDS_BUCKETS)
+    .map(|name| (name, WRITER_SECONDS_BUCKETS))
+    .chain([(
+        "keymaster_sqlite_checkpoint_pages",
+        CHECKPOINT_PAGES_BUCKETS,
+    )])
+    .try_fold(builder, |b, (name, buckets)| {
+        b.set_buckets_for_metric(Matcher::Full(name.to_owned()), buckets)
     })
     // Only an empty bucket list fails, which the constant is not.
     .unwrap_or_else(|_| PrometheusBuilder::new())

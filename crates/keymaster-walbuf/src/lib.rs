@@ -28,7 +28,8 @@
 //! So a connection must run `PRAGMA synchronous=FULL` and `PRAGMA checkpoint_fullfsync=ON`
 //! with "powersafe overwrite" on (SQLite's default; without it a commit is padded and synced
 //! halfway), and be the only writer of the database; [`open`] sets and checks the first three.
-//! This crate holds all of keymaster's `unsafe` code.
+//! This crate holds all of keymaster's `unsafe` code, which is also why the checkpointer's paced
+//! writeback of the database file ([`writeback`], `sync_file_range`) lives here.
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::path::Path;
@@ -38,6 +39,8 @@ use std::sync::OnceLock;
 
 use rusqlite::ffi;
 use rusqlite::{Connection, OpenFlags};
+
+pub mod writeback;
 
 /// The name the shim is registered under.
 pub const VFS_NAME: &CStr = c"keymaster-walbuf";

@@ -37,6 +37,29 @@ async fn health_ready_metrics_openapi() {
                 "{metrics}"
             );
         }
+        // The checkpointer's own work, a pass a second: its time, its database writeback and
+        // sync, and the pages it wrote (at least the deposit's), as histograms too.
+        let mut metrics = metrics;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !checkpoint_wrote_pages(&metrics) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            metrics = get("/metrics").await.unwrap().text().await.unwrap();
+        }
+        assert!(checkpoint_wrote_pages(&metrics), "{metrics}");
+        for name in [
+            "keymaster_sqlite_checkpoint_seconds",
+            "keymaster_sqlite_checkpoint_writeback_seconds",
+            "keymaster_sqlite_checkpoint_sync_seconds",
+        ] {
+            assert!(
+                metrics.contains(&format!("# TYPE {name} histogram")),
+                "{metrics}"
+            );
+            assert!(
+                metrics.contains(&format!("{name}_bucket{{le=\"0.001\"}}")),
+                "{metrics}"
+            );
+        }
     }
 
     let doc: serde_json::Value = get("/openapi.json").await.unwrap().json().await.unwrap();
@@ -63,6 +86,24 @@ async fn health_ready_metrics_openapi() {
         );
     }
     assert!(doc["components"]["schemas"].get("DepositRequest").is_some());
+}
+
+/// True when some checkpoint pass wrote at least one database page (a `_bucket` of
+/// `keymaster_sqlite_checkpoint_pages` below 1 page holds fewer passes than all of them).
+fn checkpoint_wrote_pages(metrics: &str) -> bool {
+    let count = |prefix: &str| -> Option<f64> {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    match (
+        count("keymaster_sqlite_checkpoint_pages_bucket{le=\"1\"}"),
+        count("keymaster_sqlite_checkpoint_pages_count"),
+    ) {
+        (Some(at_most_one), Some(all)) => all > at_most_one,
+        _ => false,
+    }
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@ mod admin;
 mod apply;
 mod auth_cache;
 pub mod backup;
+mod checkpointer;
 mod handoff;
 mod job;
 mod keys;
@@ -130,7 +131,7 @@ impl SqliteStore {
         // size (`journal_size_limit` is above it), so its blocks are rewritten, not allocated.
         conn.execute_batch(&format!(
             "PRAGMA wal_autocheckpoint={};",
-            2 * writer::RESTART_WAL_FRAMES
+            2 * checkpointer::RESTART_WAL_FRAMES
         ))
         .map_err(db)?;
         let checkpointer = Connection::open(path).map_err(db)?;
@@ -140,12 +141,12 @@ impl SqliteStore {
             )
             .map_err(db)?;
         let writer = Writer::start(conn, durability)?;
-        writer::start_checkpointer(
+        checkpointer::start(
             checkpointer,
             path.to_owned(),
             &writer,
-            writer::CHECKPOINT_EVERY,
-            writer::RESTART_WAL_FRAMES,
+            checkpointer::CHECKPOINT_EVERY,
+            checkpointer::RESTART_WAL_FRAMES,
         )?;
         Ok(SqliteStore {
             writer,

@@ -16,12 +16,12 @@
 //! recovery, and none of its callers was answered. If an `fsync` fails the store stops
 //! accepting writes (the kernel may have dropped the dirty pages; retrying would lie).
 //!
-//! Checkpoints run on their own thread and connection ([`start_checkpointer`]), so that copying
+//! Checkpoints run on their own thread and connection (`checkpointer.rs`), so that copying
 //! WAL pages into the database and its two syncs never stall the writer. SQLite starts the WAL
 //! over from its beginning only when a write transaction begins with every WAL page already
 //! copied, which a checkpointer running beside a busy writer never achieves; so once the WAL is
 //! long the checkpointer pauses the writer between two transactions for one short final copy
-//! ([`Msg::Pause`]), instead of the writer checkpointing inside `COMMIT` while every caller
+//! ([`Msg::Pause`], [`pause_writer`]), instead of the writer checkpointing inside `COMMIT` while every caller
 //! waits (that made the 80–130 ms stalls behind the retrieval p99).
 //!
 //! Not responsible for reads (those use separate read-only connections) or for SQL of any
@@ -35,6 +35,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
+use super::checkpointer::Activity;
 use super::job::{run_cached, Job, Ran, WriteJob};
 use crate::store::StoreError;
 
@@ -47,17 +48,6 @@ const MAX_BATCH: usize = 512;
 const MAX_IN_FLIGHT: usize = 2;
 /// Jobs waiting for the writer before callers wait to send theirs.
 const QUEUE: usize = 4096;
-/// How often the checkpointer copies committed WAL pages into the database. Each pass copies
-/// every page changed since the last one once, however often it was changed (the right-most
-/// leaf of each append-only index changes at every commit), and then syncs the database. So
-/// passes are a second apart: every 100 ms, those leaves are copied and synced ten times as
-/// often, and deposits under `bench/run` reach about a tenth less of the ceiling. The price is
-/// up to a second more of WAL to replay after a crash.
-pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
-/// WAL length (in frames, i.e. pages) from which the checkpointer pauses the writer so that the
-/// WAL can start over: 256 MiB with 2 KiB pages, a few seconds of writes at full load. A pause
-/// lasts 4–11 ms (measured under `bench/run`), so they are kept rare.
-pub const RESTART_WAL_FRAMES: i64 = 131_072;
 /// Longest pause of the writer for the final copy; the writer resumes after it in any case.
 const MAX_PAUSE: Duration = Duration::from_millis(500);
 
@@ -89,6 +79,24 @@ pub enum Durability {
 #[derive(Clone)]
 pub struct Writer {
     jobs: mpsc::Sender<Msg>,
+    /// Whether the checkpointer is at work, for the sync thread's metrics.
+    activity: Arc<Activity>,
+}
+
+/// A handle that does not keep the writer running (the checkpointer's).
+pub(super) struct WeakWriter {
+    jobs: mpsc::WeakSender<Msg>,
+    activity: Arc<Activity>,
+}
+
+impl WeakWriter {
+    /// The writer, while any [`Writer`] handle is left.
+    pub(super) fn upgrade(&self) -> Option<Writer> {
+        Some(Writer {
+            jobs: self.jobs.upgrade()?,
+            activity: self.activity.clone(),
+        })
+    }
 }
 
 impl Writer {
@@ -97,6 +105,7 @@ impl Writer {
     /// `keymaster_walbuf` connection the store opens), and its sync thread.
     pub fn start(conn: Connection, durability: Durability) -> Result<Writer, StoreError> {
         let (tx, rx) = mpsc::channel::<Msg>(QUEUE);
+        let activity = Arc::new(Activity::default());
         let syncer = match durability {
             Durability::Normal => None,
             Durability::SyncWal(wal) => {
@@ -108,6 +117,7 @@ impl Writer {
                     batches: batches_rx,
                     in_flight: in_flight.clone(),
                     broken: broken.clone(),
+                    checkpointer: activity.clone(),
                     // Weak, so that the writer stops once every `Writer` handle is dropped.
                     wake: tx.downgrade(),
                 };
@@ -126,7 +136,20 @@ impl Writer {
             .name("km-sqlite-write".into())
             .spawn(move || BatchLoop::new(conn, syncer).run(rx))
             .map_err(|e| StoreError::Db(format!("cannot start writer thread: {e}")))?;
-        Ok(Writer { jobs: tx })
+        Ok(Writer { jobs: tx, activity })
+    }
+
+    /// A handle that lets the writer stop once every [`Writer`] is dropped.
+    pub(super) fn downgrade(&self) -> WeakWriter {
+        WeakWriter {
+            jobs: self.jobs.downgrade(),
+            activity: self.activity.clone(),
+        }
+    }
+
+    /// The checkpointer's activity, which the sync thread looks at.
+    pub(super) fn activity(&self) -> &Arc<Activity> {
+        &self.activity
     }
 
     /// Runs `f` in the next batch and returns its result once the batch is durably committed.
@@ -307,6 +330,8 @@ struct Syncer {
     batches: std_mpsc::Receiver<Vec<Box<dyn Job>>>,
     in_flight: Arc<AtomicUsize>,
     broken: Arc<AtomicBool>,
+    /// Whether the checkpointer is writing while a sync runs.
+    checkpointer: Arc<Activity>,
     wake: mpsc::WeakSender<Msg>,
 }
 
@@ -321,9 +346,16 @@ impl Syncer {
                 Err("an earlier fsync failed".to_owned())
             } else {
                 let started = std::time::Instant::now();
+                let checkpointer = self.checkpointer.now();
                 let synced = self.sync();
-                metrics::histogram!("keymaster_sqlite_sync_seconds")
-                    .record(started.elapsed().as_secs_f64());
+                let took = started.elapsed().as_secs_f64();
+                metrics::histogram!("keymaster_sqlite_sync_seconds").record(took);
+                // The same syncs again when a checkpoint ran during them: comparing the two
+                // histograms shows whether the checkpointer's writes are behind the WAL's tail.
+                if self.checkpointer.overlapped(checkpointer) {
+                    metrics::histogram!("keymaster_sqlite_sync_beside_checkpoint_seconds")
+                        .record(took);
+                }
                 synced
             };
             if let Err(e) = &result {
@@ -347,90 +379,18 @@ impl Syncer {
     }
 }
 
-/// Starts the checkpointer: `every` ([`CHECKPOINT_EVERY`]) it copies committed WAL pages into the
-/// database on `conn` (`PRAGMA wal_checkpoint(PASSIVE)`: never blocks the writer or readers;
-/// syncs the WAL before and the database after, so the WAL can be reused safely). Once the WAL
-/// holds `restart_frames` frames ([`RESTART_WAL_FRAMES`]) it catches up, pauses the writer between transactions and
-/// copies the last frames, so that the writer's next transaction starts the WAL over. Stops when
-/// the writer's channel closes, i.e. with the store.
-pub fn start_checkpointer(
-    conn: Connection,
-    database: PathBuf,
-    writer: &Writer,
-    every: Duration,
-    restart_frames: i64,
-) -> Result<(), StoreError> {
-    let alive = writer.jobs.downgrade();
-    let database = std::fs::File::open(&database)
-        .map_err(|e| StoreError::Db(format!("cannot open {}: {e}", database.display())))?;
-    std::thread::Builder::new()
-        .name("km-sqlite-ckpt".into())
-        .spawn(move || loop {
-            std::thread::sleep(every);
-            let Some(jobs) = alive.upgrade() else {
-                return;
-            };
-            let Some((log, _)) = checkpoint(&conn) else {
-                continue;
-            };
-            // SQLite syncs the database only after a pass that copied the whole WAL, which
-            // under steady writes is rare; the pages copied meanwhile would all be flushed by
-            // the sync of the final copy below, while the writer waits (160 ms seen). Flushing
-            // them here, off the writer's path, keeps that last sync short.
-            if let Err(e) = database.sync_data() {
-                tracing::warn!(error = %e, "cannot sync the SQLite database file");
-            }
-            if log >= restart_frames {
-                // Catch up first, so that the copy made while the writer waits is short.
-                checkpoint(&conn);
-                let _ = database.sync_data();
-                let started = std::time::Instant::now();
-                if let Some(restartable) = pause_writer(&jobs, || finish_copy(&conn)) {
-                    metrics::histogram!("keymaster_sqlite_pause_seconds")
-                        .record(started.elapsed().as_secs_f64());
-                    if !restartable {
-                        tracing::debug!("sqlite WAL still in use by a reader; not restarted");
-                    }
-                }
-            }
-        })
-        .map_err(|e| StoreError::Db(format!("cannot start checkpoint thread: {e}")))?;
-    Ok(())
-}
-
-/// One passive checkpoint: `(frames in the WAL, frames copied)`, or `None` when it failed.
-fn checkpoint(conn: &Connection) -> Option<(i64, i64)> {
-    let done: rusqlite::Result<(i64, i64)> =
-        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-            Ok((r.get(1)?, r.get(2)?))
-        });
-    done.map_err(|e| tracing::warn!(error = %e, "sqlite checkpoint failed"))
-        .ok()
-}
-
-/// With the writer paused: copies the WAL's last frames. True when every frame was copied
-/// (a reader still on an older snapshot can hold some back for a moment; tried a few times).
-fn finish_copy(conn: &Connection) -> bool {
-    for _ in 0..5 {
-        match checkpoint(conn) {
-            Some((log, copied)) if log == copied => return true,
-            Some(_) => std::thread::sleep(Duration::from_micros(200)),
-            None => return false,
-        }
-    }
-    false
-}
-
 /// Runs `f` while the writer waits between two transactions. `None` when the writer could not
 /// be asked (its queue is full, or it stopped) or did not answer within [`MAX_PAUSE`].
-fn pause_writer<T>(jobs: &mpsc::Sender<Msg>, f: impl FnOnce() -> T) -> Option<T> {
+pub(super) fn pause_writer<T>(writer: &Writer, f: impl FnOnce() -> T) -> Option<T> {
     let (paused_tx, paused_rx) = std_mpsc::channel();
     let (resume_tx, resume_rx) = std_mpsc::channel();
-    jobs.try_send(Msg::Pause {
-        paused: paused_tx,
-        resume: resume_rx,
-    })
-    .ok()?;
+    writer
+        .jobs
+        .try_send(Msg::Pause {
+            paused: paused_tx,
+            resume: resume_rx,
+        })
+        .ok()?;
     paused_rx.recv_timeout(MAX_PAUSE).ok()?;
     let out = f();
     let _ = resume_tx.send(());
@@ -616,7 +576,14 @@ mod tests {
             Writer::start(conn, Durability::SyncWal(path.with_extension("db-wal"))).unwrap();
         let ckpt = Connection::open(&path).unwrap();
         ckpt.execute_batch("PRAGMA synchronous=NORMAL").unwrap();
-        start_checkpointer(ckpt, path.clone(), &writer, Duration::from_millis(100), 64).unwrap();
+        super::super::checkpointer::start(
+            ckpt,
+            path.clone(),
+            &writer,
+            Duration::from_millis(100),
+            64,
+        )
+        .unwrap();
 
         const TASKS: usize = 16;
         const EACH: usize = 500;
