@@ -2,11 +2,15 @@
 //! re-code). Every change to a live key first locks its row (`FOR UPDATE`), so it serialises
 //! with retrievals and the sweeper of every replica.
 
+use std::sync::LazyLock;
+
+use futures::future::BoxFuture;
 use jiff::Timestamp;
 use sqlx::{PgConnection, Row};
 
 use super::apply::apply;
-use super::rows::{insert_audit, insert_event};
+use super::cte::{self, AuditParams, EventParams};
+use super::once::Statement;
 use super::{db, ms};
 use crate::store::columns::format_name;
 use crate::store::events::{new_event, EventType, KeyRef};
@@ -14,16 +18,125 @@ use crate::store::lifecycle::{self, read_record, Applied, LIVE_SQL, RECORD_COLUM
 use crate::store::limits;
 use crate::store::{AuditRecord, KeyRecord, NewKey, RecodeOutcome, StoreError};
 
-pub async fn deposit(
-    c: &mut PgConnection,
-    k: &NewKey,
-    a: &AuditRecord,
-) -> Result<bool, StoreError> {
-    deposit_with_event(c, k, a, None, None).await
+/// A deposit as one statement (autocommit on the hot path, [`Deposit::run`]): the key, its
+/// `key.deposited` event and the event's deliveries, the tombstone of the same code removed
+/// (a new live code supersedes it), the audit row. `ON CONFLICT DO NOTHING`: a code that is
+/// already live (or any other unique value taken) writes nothing and answers `false`, and the
+/// caller makes another code.
+static DEPOSIT_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH k AS (
+           INSERT INTO keys (id, tenant_id, holder_hash, code_hash, label, kind, algorithm, spki,
+               secret_sealed, fingerprint, ssh_fingerprint, jwk_thumbprint, proven, policy,
+               password_hash, notify, state, created_at, expires_at, max_retrievals, code_format,
+               origin_network, sas_commitment)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+               'active', $17, $18, $19, $20, $21, $22)
+           ON CONFLICT DO NOTHING
+           RETURNING id, tenant_id, notify
+         ), tb AS (
+           DELETE FROM tombstones WHERE code_hash = $4 AND EXISTS (SELECT 1 FROM k)
+         ), {}, {}
+         SELECT count(*) FROM k",
+        cte::events_ctes(17, 23),
+        cte::audit_cte(27, "EXISTS (SELECT 1 FROM k)"),
+    )
+});
+
+/// A deposit, ready to run (again, if PostgreSQL rolled it back: its ids are fixed here).
+pub struct Deposit<'a> {
+    k: &'a NewKey,
+    policy: String,
+    notify: Option<String>,
+    events: EventParams,
+    audit: AuditParams,
 }
 
-/// As [`deposit`], with the `key.deposited` event naming a service and a reason (a key that
-/// answers an enrolment request).
+impl<'a> Deposit<'a> {
+    /// The deposit of `k` audited by `a`, its `key.deposited` event naming a service and a
+    /// reason when given (a key that answers an enrolment request).
+    pub fn new(
+        k: &'a NewKey,
+        a: &AuditRecord,
+        service: Option<(&str, &str)>,
+        reason: Option<&str>,
+    ) -> Result<Deposit<'a>, StoreError> {
+        let json = |e: serde_json::Error| StoreError::Db(e.to_string());
+        let key = KeyRef {
+            key_id: &k.id,
+            tenant_id: &k.tenant_id,
+            label: k.label.as_deref(),
+        };
+        let mut events = EventParams::default();
+        events.push(&new_event(
+            EventType::Deposited,
+            &key,
+            service,
+            reason,
+            k.created_at,
+        ))?;
+        Ok(Deposit {
+            k,
+            policy: serde_json::to_string(&k.policy).map_err(json)?,
+            notify: k
+                .notify
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(json)?,
+            events,
+            audit: AuditParams::row(a),
+        })
+    }
+
+    /// Runs the one statement; `false`: a unique value is taken, nothing was written.
+    pub async fn run(&self, c: &mut PgConnection) -> Result<bool, sqlx::Error> {
+        Statement::run(self, c).await
+    }
+}
+
+impl Statement for Deposit<'_> {
+    type Out = bool;
+
+    fn run<'c>(&'c self, c: &'c mut PgConnection) -> BoxFuture<'c, Result<bool, sqlx::Error>> {
+        Box::pin(self.written(c))
+    }
+}
+
+impl Deposit<'_> {
+    async fn written(&self, c: &mut PgConnection) -> Result<bool, sqlx::Error> {
+        let k = self.k;
+        let q = sqlx::query(&DEPOSIT_SQL)
+            .bind(&k.id)
+            .bind(&k.tenant_id)
+            .bind(&k.holder_hash)
+            .bind(&k.code_hash)
+            .bind(&k.label)
+            .bind(k.kind)
+            .bind(&k.algorithm)
+            .bind(&k.spki)
+            .bind(&k.secret_sealed)
+            .bind(&k.fingerprint)
+            // Not stored, as in every backend: a retrieval derives both from the key
+            // (`PublicForms`), and the holder's view shows only `fingerprint`.
+            .bind(None::<String>)
+            .bind(None::<String>)
+            .bind(k.proven)
+            .bind(&self.policy)
+            .bind(&k.password_hash)
+            .bind(&self.notify)
+            .bind(ms(k.created_at))
+            .bind(ms(k.expires_at))
+            .bind(i64::from(k.policy.max_retrievals))
+            .bind(format_name(k.code_format))
+            .bind(k.origin_network.map(|n| n.to_string()));
+        let q = self.audit.bind(self.events.bind(q.bind(&k.sas_commitment)));
+        let written: i64 = q.fetch_one(c).await?.try_get(0)?;
+        Ok(written == 1)
+    }
+}
+
+/// [`Deposit`] inside the caller's transaction (an enrolment request's answer).
 pub async fn deposit_with_event(
     c: &mut PgConnection,
     k: &NewKey,
@@ -31,70 +144,10 @@ pub async fn deposit_with_event(
     service: Option<(&str, &str)>,
     reason: Option<&str>,
 ) -> Result<bool, StoreError> {
-    let policy = serde_json::to_string(&k.policy).map_err(|e| StoreError::Db(e.to_string()))?;
-    let notify = k
-        .notify
-        .as_ref()
-        .map(serde_json::to_string)
-        .transpose()
-        .map_err(|e| StoreError::Db(e.to_string()))?;
-    // ON CONFLICT DO NOTHING: a code that is already live (or any other unique value taken)
-    // leaves the transaction usable and tells the caller to make another code.
-    let inserted = sqlx::query(
-        "INSERT INTO keys (id, tenant_id, holder_hash, code_hash, label, kind, algorithm, spki,
-             secret_sealed, fingerprint, ssh_fingerprint, jwk_thumbprint, proven, policy,
-             password_hash, notify, state, created_at, expires_at, max_retrievals, code_format,
-             origin_network, sas_commitment)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-             'active', $17, $18, $19, $20, $21, $22)
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(&k.id)
-    .bind(&k.tenant_id)
-    .bind(&k.holder_hash)
-    .bind(&k.code_hash)
-    .bind(&k.label)
-    .bind(k.kind)
-    .bind(&k.algorithm)
-    .bind(&k.spki)
-    .bind(&k.secret_sealed)
-    .bind(&k.fingerprint)
-    // Not stored, as in every backend: a retrieval derives both from the key (`PublicForms`),
-    // and the holder's view shows only `fingerprint`.
-    .bind(None::<String>)
-    .bind(None::<String>)
-    .bind(k.proven)
-    .bind(policy)
-    .bind(&k.password_hash)
-    .bind(notify)
-    .bind(ms(k.created_at))
-    .bind(ms(k.expires_at))
-    .bind(i64::from(k.policy.max_retrievals))
-    .bind(format_name(k.code_format))
-    .bind(k.origin_network.map(|n| n.to_string()))
-    .bind(&k.sas_commitment)
-    .execute(&mut *c)
-    .await
-    .map_err(db)?
-    .rows_affected();
-    if inserted == 0 {
-        return Ok(false);
-    }
-    // A new live code supersedes any tombstone of the same value.
-    sqlx::query("DELETE FROM tombstones WHERE code_hash = $1")
-        .bind(&k.code_hash)
-        .execute(&mut *c)
+    Deposit::new(k, a, service, reason)?
+        .run(c)
         .await
-        .map_err(db)?;
-    let key = KeyRef {
-        key_id: &k.id,
-        tenant_id: &k.tenant_id,
-        label: k.label.as_deref(),
-    };
-    let event = new_event(EventType::Deposited, &key, service, reason, k.created_at);
-    insert_event(c, &event).await?;
-    insert_audit(c, a).await?;
-    Ok(true)
+        .map_err(db)
 }
 
 /// The key a holder token opens. PostgreSQL keeps its unique index of holder hashes, so the

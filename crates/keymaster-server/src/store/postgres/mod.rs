@@ -14,10 +14,13 @@
 
 mod admin;
 mod apply;
+mod apply_one;
 pub(crate) mod connect;
+mod cte;
 mod handoff;
 mod keys;
 mod notify;
+mod once;
 mod outbox;
 mod requests;
 mod retrieve;
@@ -309,35 +312,15 @@ impl Store for PostgresStore {
     }
 
     async fn deposit(&self, key: NewKey, audit: AuditRecord) -> Result<bool, StoreError> {
-        let done = self
-            .write(move |c| Box::pin(async move { keys::deposit(c, &key, &audit).await }))
-            .await;
+        // One statement in autocommit (`keys::Deposit`), not a transaction.
+        let deposit = keys::Deposit::new(&key, &audit, None, None)?;
+        let done = once::Once::new(&self.pool).write(&deposit).await;
         self.signal(done)
     }
 
     async fn retrieve(&self, cmd: RetrieveCommand) -> Result<RetrieveOutcome, StoreError> {
-        let slot = cmd.budget_slot.map(|slot| (cmd.service.clone(), slot));
-        let outcome = self
-            .write(move |c| Box::pin(async move { retrieve::retrieve(c, &cmd).await }))
-            .await;
-        let outcome = self.signal(outcome)?;
-        let succeeded = matches!(
-            outcome,
-            RetrieveOutcome::Allowed(_) | RetrieveOutcome::Previewed(_)
-        );
-        if let (Some((service, slot)), true) = (slot, succeeded) {
-            // The key is handed out (committed): a slot that cannot be given back now only
-            // leaves the budget one failure stricter for the rest of the minute.
-            let given_back = self
-                .write(move |c| {
-                    Box::pin(async move { retrieve::give_back(c, &service, slot).await })
-                })
-                .await;
-            if let Err(e) = given_back {
-                tracing::warn!(error = %e, "a retrieval's budget slot was not given back");
-            }
-        }
-        Ok(outcome)
+        let outcome = retrieve::retrieve(&self.pool, &cmd).await;
+        self.signal(outcome)
     }
 
     async fn refuse_retrieval(
@@ -346,11 +329,7 @@ impl Store for PostgresStore {
         budget_per_minute: u32,
         audit: AuditRecord,
     ) -> Result<Option<u64>, StoreError> {
-        let service = service.clone();
-        self.write(move |c| {
-            Box::pin(async move { retrieve::refuse(c, &service, budget_per_minute, &audit).await })
-        })
-        .await
+        retrieve::refuse(&self.pool, service, budget_per_minute, &audit).await
     }
 
     async fn confirm(

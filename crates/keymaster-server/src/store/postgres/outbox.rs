@@ -1,8 +1,8 @@
-//! PostgreSQL: the delivery outbox. Deliveries are added by `rows::insert_event` in the event's
-//! own transaction; dispatchers on any replica claim due ones with `FOR UPDATE SKIP LOCKED`
-//! and a short lease that they renew while the delivery is in flight, so no two deliver the same
-//! row at once and a replica that dies holds its rows for seconds only. The attempts of a batch
-//! are recorded with one statement.
+//! PostgreSQL: the delivery outbox. Deliveries are added with their event, in the event's own
+//! transaction (`rows::insert_event`) or statement (`cte::events_ctes`); dispatchers on any
+//! replica claim due ones with `FOR UPDATE SKIP LOCKED` and a short lease that they renew while
+//! the delivery is in flight, so no two deliver the same row at once and a replica that dies
+//! holds its rows for seconds only. The attempts of a batch are recorded with one statement.
 
 use jiff::Timestamp;
 use sqlx::{PgConnection, Row};
@@ -16,8 +16,20 @@ use crate::store::outbox::{
 };
 use crate::store::{AuditRecord, StoreError};
 
-/// Adds the deliveries of one event: the key's webhook and e-mail, the tenant's webhook (the
-/// same target twice is delivered once).
+/// The targets of a key's events, from a row `k` with the key's `notify` and `tenant_id`: the
+/// key's webhook and e-mail, the tenant's webhook (the same target twice is delivered once).
+pub const TARGETS_SQL: &str = "SELECT DISTINCT channel, target FROM (VALUES
+       ('webhook', (k.notify::jsonb)->>'webhook_url'),
+       ('email', (k.notify::jsonb)->>'email'),
+       ('webhook', (SELECT webhook_url FROM tenants WHERE id = k.tenant_id))
+     ) AS v(channel, target) WHERE target IS NOT NULL";
+
+/// The endpoint of a target `t` (`channel`, `target`): `smtp` for e-mail, else the URL's
+/// scheme and authority, lower-cased (`store::outbox` queues and pauses per endpoint).
+pub const ENDPOINT_SQL: &str = "CASE t.channel WHEN 'email' THEN 'smtp'
+       ELSE lower(coalesce(substring(t.target from '^[^:/?#]+://[^/?#]*'), t.target)) END";
+
+/// Adds the deliveries of one event of the key `key_id` ([`TARGETS_SQL`]).
 pub async fn enqueue(
     c: &mut PgConnection,
     event_id: &str,
@@ -25,20 +37,12 @@ pub async fn enqueue(
     tenant_id: &str,
     at: Timestamp,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    sqlx::query(&format!(
         "INSERT INTO deliveries (event_id, channel, target, tenant_id, status, next_attempt_at,
                                  created_at, endpoint)
-         SELECT $1, channel, target, $4, 'pending', $2, $2, CASE channel WHEN 'email' THEN 'smtp'
-           ELSE lower(coalesce(substring(target from '^[^:/?#]+://[^/?#]*'), target)) END
-         FROM (
-           SELECT 'webhook' AS channel, (notify::jsonb)->>'webhook_url' AS target
-             FROM keys WHERE id = $3
-           UNION
-           SELECT 'email', (notify::jsonb)->>'email' FROM keys WHERE id = $3
-           UNION
-           SELECT 'webhook', webhook_url FROM tenants WHERE id = $4
-         ) t WHERE target IS NOT NULL",
-    )
+         SELECT $1, t.channel, t.target, $4, 'pending', $2, $2, {ENDPOINT_SQL}
+         FROM keys k, LATERAL ({TARGETS_SQL}) t WHERE k.id = $3"
+    ))
     .bind(event_id)
     .bind(ms(at))
     .bind(key_id)

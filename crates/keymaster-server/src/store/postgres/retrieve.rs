@@ -1,110 +1,257 @@
-//! PostgreSQL: the retrieval transaction and confirmation, as facts loaded (and locked) for the
-//! lifecycle plans (`store::lifecycle`) and applied in the same transaction.
+//! PostgreSQL: retrievals, previews and refusals without a lock held across round trips, and
+//! confirmations.
 //!
-//! One READ COMMITTED transaction: lock the service's failure-budget row and check it, lock the
-//! live key row by code hash (`FOR UPDATE`), plan (policy decision and effects), apply. Locks
-//! are always taken budget first, then key, so racing replicas queue rather than deadlock; a request that waited for the key's lock re-reads the
-//! row and finds the code gone if the winner used it up. So a single-use code is handed out
-//! exactly once and `max_retrievals` is exact across processes.
+//! A retrieval is one read and one conditional write, in autocommit (`once`): one `SELECT`
+//! finds the key by its code hash (of the tenant the service is confined to, if it is:
+//! `ServiceAuth::confined_tenant_id`), the service's failure-budget row and, for a code that
+//! opens no key, its tombstone, all without locks; `store::lifecycle` plans from what it
+//! found, exactly as for SQLite; `apply_one` writes the plan in one statement that changes the
+//! key row only if it still holds the values the plan was made from, and counts a failure only
+//! while the budget has room. When that statement writes nothing, the retrieval reads and
+//! plans again: of several retrievals of a single-use code one ends the key, and the others
+//! then find its tombstone. After [`OPTIMISTIC`] rounds (a key that many retrieve at once, or
+//! a budget on its edge) it locks the key row in a transaction and plans once more, so that no
+//! retrieval waits without bound.
+//!
+//! Cold paths take more round trips: a code hashed under a previous server secret (looked up
+//! only when the current hash finds nothing, then rehashed: `rotation::rehash_code`), the
+//! tenant's name for a preview, the fallback transaction.
 //!
 //! A request with a password for a key that every other rule would hand out takes a slot of
-//! the budget in a first transaction and writes nothing else (`VerifyPassword`); the caller
-//! checks the password and retrieves again with the verdict and the slot, which is then the
-//! attempt's failure, or is given back if it succeeds. The slot is checked and taken under the
-//! budget row's lock, so across replicas no more passwords are checked per window than the
-//! budget allows (given clocks that agree on the minute). The second transaction does not
-//! touch the budget (its failure is already counted), so it does not queue behind the
-//! service's other retrievals; a success gives the slot back afterwards, in a transaction of
-//! its own ([`give_back`]), since taking the budget row's lock after the key's would invert
-//! the lock order.
+//! the budget (`VerifyPassword`: a failure counted in advance, only while the budget has room)
+//! and writes nothing else; the caller checks the password and retrieves again with the
+//! verdict and the slot, which is then the attempt's failure, or is given back in the
+//! statement that hands the key out. So across replicas no more passwords are checked per
+//! window than the budget allows (given clocks that agree on the minute).
 
+use std::sync::LazyLock;
+
+use futures::future::BoxFuture;
 use jiff::Timestamp;
-use sqlx::PgConnection;
+use sqlx::postgres::{PgPool, PgRow};
+use sqlx::{Connection, PgConnection};
 
 use super::apply::apply;
+use super::apply_one::{Applying, Read};
 use super::db;
-use super::rows::{budget_spent, release_failure};
+use super::once::{Once, Statement};
+use super::rows::spent;
+use crate::store::columns::Columns;
 use crate::store::lifecycle::{
     self, outcome, plan_refuse, plan_retrieve, subject, Answer, Found, HeldKey, KeyIdent, KeyRow,
     HELD_COLUMNS, KEY_COLUMNS,
 };
-use crate::store::{
-    AuditRecord, BudgetSlot, RetrieveCommand, RetrieveOutcome, ServiceAuth, StoreError,
-};
+use crate::store::{AuditRecord, RetrieveCommand, RetrieveOutcome, ServiceAuth, StoreError};
 
-/// What a retrieval finds, locking what it finds: the budget row, then the key with this code,
-/// of the tenant the service is confined to if it is (`ServiceAuth::confined_tenant_id`;
-/// another tenant's key is then neither found nor locked), under the current secret or, during
-/// a rotation, a previous one; then a dead code in `tombstones` with its key, so that a
-/// `code.stale_used` takes its place in the key's stream in commit order with the key's other
-/// events.
-async fn find(c: &mut PgConnection, cmd: &RetrieveCommand) -> Result<Found, StoreError> {
+/// Rounds of read, plan, conditional write before a retrieval locks the key row.
+const OPTIMISTIC: usize = 4;
+
+/// The key with the code hash `$1` (of tenant `$2` if given), the budget row of subject `$3`,
+/// and, when no key has the code, the key whose tombstone holds it: always one row.
+static READ_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT k.*, b.window_start, b.failures, d.id, d.tenant_id, d.label
+         FROM (SELECT 1) AS one
+         LEFT JOIN LATERAL (
+           SELECT {KEY_COLUMNS}, code_hash FROM keys
+           WHERE code_hash = $1 AND ($2::text IS NULL OR tenant_id = $2)
+         ) k ON true
+         LEFT JOIN failure_budget b ON b.subject = $3
+         LEFT JOIN LATERAL (
+           SELECT dk.id, dk.tenant_id, dk.label FROM tombstones t JOIN keys dk ON dk.id = t.key_id
+           WHERE k.id IS NULL AND t.code_hash = $1 AND ($2::text IS NULL OR dk.tenant_id = $2)
+         ) d ON true"
+    )
+});
+
+/// Where [`READ_SQL`]'s columns after the key's ([`KEY_COLUMNS`]) are.
+const CODE_HASH: usize = 25;
+const BUDGET: usize = 26;
+const DEAD: usize = 28;
+
+/// A key row as a retrieval reads it: the key, or where its code is dead, with the code hash
+/// the key row holds (the plan's guard: `apply_one`).
+type Finding = (Found, Vec<u8>);
+
+/// Loads what a retrieval plans from. `None`: a live key was found under a previous secret's
+/// hash and given the current one; read again.
+async fn find(
+    c: &mut PgConnection,
+    row: &PgRow,
+    cmd: &RetrieveCommand,
+) -> Result<Option<Finding>, StoreError> {
     // With a slot taken in advance, this attempt is already in the budget.
     if cmd.budget_slot.is_none() {
-        let subject = subject(&cmd.service);
-        if let Some(retry) = budget_spent(c, &subject, cmd.now, cmd.budget_per_minute).await? {
-            return Ok(Found::RateLimited(retry));
+        let budget = match row.opt_int(BUDGET)? {
+            Some(start) => Some((start, row.int(BUDGET + 1)?)),
+            None => None,
+        };
+        if let Some(retry) = spent(budget, cmd.now, cmd.budget_per_minute) {
+            return Ok(Some((Found::RateLimited(retry), Vec::new())));
         }
     }
+    if row.opt_text(0)?.is_some() {
+        let hash = row.opt_bytes(CODE_HASH)?.unwrap_or_default();
+        return Ok(Some((Found::Live(Box::new(KeyRow::read(row)?)), hash)));
+    }
+    if cmd.previous_code_hashes.is_empty() {
+        let dead = match row.opt_text(DEAD)? {
+            Some(id) => Found::Dead(KeyIdent::new(
+                id,
+                row.text(DEAD + 1)?,
+                row.opt_text(DEAD + 2)?,
+            )),
+            None => Found::Unknown,
+        };
+        return Ok(Some((dead, Vec::new())));
+    }
+    under_previous_secrets(c, cmd).await
+}
+
+/// A code that the current secret's hash finds nothing for, during a rotation: a key under a
+/// previous secret's hash (a live one gets the current hash, then the retrieval reads again),
+/// else a tombstone under any of the hashes.
+async fn under_previous_secrets(
+    c: &mut PgConnection,
+    cmd: &RetrieveCommand,
+) -> Result<Option<Finding>, StoreError> {
     let confined = cmd.service.confined_tenant_id.as_deref();
-    if let Some(found) = Found::from_row(load_any_secret(c, cmd, confined).await?) {
-        return Ok(found);
+    for old in &cmd.previous_code_hashes {
+        let row = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM keys
+             WHERE code_hash = $1 AND ($2::text IS NULL OR tenant_id = $2)"
+        ))
+        .bind(old)
+        .bind(confined)
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(db)?;
+        if let Some(row) = row.as_ref().map(KeyRow::read).transpose()? {
+            if !row.is_live() {
+                return Ok(Found::from_row(Some(row)).map(|f| (f, old.clone())));
+            }
+            super::rotation::rehash_code(c, &row.id, old, &cmd.code_hash).await?;
+            return Ok(None);
+        }
     }
     let previous = &cmd.previous_code_hashes;
     let dead = super::rotation::tombstone(c, &cmd.code_hash, previous, confined).await?;
-    Ok(dead.map_or(Found::Unknown, |(id, tenant, label)| {
+    let found = dead.map_or(Found::Unknown, |(id, tenant, label)| {
         Found::Dead(KeyIdent::new(id, tenant, label))
-    }))
+    });
+    Ok(Some((found, Vec::new())))
 }
 
-/// Locks and loads the key with this code hash, of `tenant` if given.
-async fn load(
-    c: &mut PgConnection,
-    code_hash: &[u8],
-    tenant: Option<&str>,
-) -> Result<Option<KeyRow>, StoreError> {
-    let row = sqlx::query(&format!(
-        "SELECT {KEY_COLUMNS} FROM keys
-         WHERE code_hash = $1 AND ($2::text IS NULL OR tenant_id = $2) FOR UPDATE"
-    ))
-    .bind(code_hash)
-    .bind(tenant)
-    .fetch_optional(&mut *c)
-    .await
-    .map_err(db)?;
-    row.as_ref().map(KeyRow::read).transpose()
+/// [`READ_SQL`] for a retrieval.
+struct ReadRow<'a> {
+    cmd: &'a RetrieveCommand,
+    subject: &'a str,
 }
 
-/// [`load`] by the code's hash under the current secret and, only when that finds nothing during
-/// a rotation, under each previous one; a key found so is rehashed to the current secret in
-/// this transaction (`rotation::rehash_code`).
-async fn load_any_secret(
-    c: &mut PgConnection,
-    cmd: &RetrieveCommand,
-    tenant: Option<&str>,
-) -> Result<Option<KeyRow>, StoreError> {
-    let found = load(c, &cmd.code_hash, tenant).await?;
-    if found.is_some() || cmd.previous_code_hashes.is_empty() {
-        return Ok(found);
+impl Statement for ReadRow<'_> {
+    type Out = PgRow;
+
+    fn run<'c>(&'c self, c: &'c mut PgConnection) -> BoxFuture<'c, Result<PgRow, sqlx::Error>> {
+        Box::pin(
+            sqlx::query(&READ_SQL)
+                .bind(&self.cmd.code_hash)
+                .bind(self.cmd.service.confined_tenant_id.as_deref())
+                .bind(self.subject)
+                .fetch_one(c),
+        )
     }
-    for old in &cmd.previous_code_hashes {
-        if let Some(row) = load(c, old, tenant).await? {
-            if row.is_live() {
-                super::rotation::rehash_code(c, &row.id, old, &cmd.code_hash).await?;
-            }
-            return Ok(Some(row));
+}
+
+/// A subject's budget row (`window_start`, `failures`).
+struct ReadBudget<'a>(&'a str);
+
+impl Statement for ReadBudget<'_> {
+    type Out = Option<(i64, i64)>;
+
+    fn run<'c>(&'c self, c: &'c mut PgConnection) -> BoxFuture<'c, Result<Self::Out, sqlx::Error>> {
+        Box::pin(
+            sqlx::query_as("SELECT window_start, failures FROM failure_budget WHERE subject = $1")
+                .bind(self.0)
+                .fetch_optional(c),
+        )
+    }
+}
+
+/// The plan of what was found, as the statement that writes it.
+fn applying(cmd: &RetrieveCommand, finding: &Finding) -> Result<(Applying, Answer), StoreError> {
+    let (found, code_hash) = finding;
+    let (plan, answer) = plan_retrieve(cmd, found)?;
+    let read = match found {
+        Found::Live(row) => Some(Read { row, code_hash }),
+        _ => None,
+    };
+    Ok((Applying::new(&plan, read, cmd.budget_per_minute)?, answer))
+}
+
+/// A retrieval or preview (see the file's header).
+pub async fn retrieve(pool: &PgPool, cmd: &RetrieveCommand) -> Result<RetrieveOutcome, StoreError> {
+    let subject = subject(&cmd.service);
+    let mut once = Once::new(pool);
+    for _ in 0..OPTIMISTIC {
+        let row = once
+            .read(&ReadRow {
+                cmd,
+                subject: &subject,
+            })
+            .await?;
+        let Some(finding) = find(once.conn().await?, &row, cmd).await? else {
+            continue;
+        };
+        let (statement, answer) = applying(cmd, &finding)?;
+        if once.write(&statement).await? {
+            return answered(once.conn().await?, finding.0, answer).await;
         }
     }
-    Ok(None)
+    locked(once.conn().await?, cmd, &subject).await
 }
 
-pub async fn retrieve(
+/// The last round of a retrieval that kept finding its key changed: the key row locked until
+/// the commit, so that the plan's guard holds (a budget without room still makes it plan
+/// again, within the same lock).
+async fn locked(
     c: &mut PgConnection,
     cmd: &RetrieveCommand,
+    subject: &str,
 ) -> Result<RetrieveOutcome, StoreError> {
-    let found = find(c, cmd).await?;
-    let (plan, answer) = plan_retrieve(cmd, &found)?;
-    apply(c, &plan).await?;
+    let mut tx = c.begin().await.map_err(db)?;
+    sqlx::query(
+        "SELECT 1 FROM keys WHERE code_hash = $1 AND ($2::text IS NULL OR tenant_id = $2)
+         FOR UPDATE",
+    )
+    .bind(&cmd.code_hash)
+    .bind(cmd.service.confined_tenant_id.as_deref())
+    .execute(&mut *tx)
+    .await
+    .map_err(db)?;
+    for _ in 0..OPTIMISTIC {
+        let read = ReadRow { cmd, subject };
+        let row = read.run(&mut tx).await.map_err(db)?;
+        let Some(finding) = find(&mut tx, &row, cmd).await? else {
+            continue;
+        };
+        let (statement, answer) = applying(cmd, &finding)?;
+        if statement.run(&mut tx).await.map_err(db)? {
+            let out = answered(&mut tx, finding.0, answer).await?;
+            tx.commit().await.map_err(db)?;
+            return Ok(out);
+        }
+    }
+    Err(StoreError::Unavailable(
+        "the retrieval's key kept changing; try again".into(),
+    ))
+}
+
+/// The outcome of an applied plan, with the tenant's name for a preview.
+async fn answered(
+    c: &mut PgConnection,
+    found: Found,
+    answer: Answer,
+) -> Result<RetrieveOutcome, StoreError> {
     let mut tenant = None;
     if let (Answer::Preview, Found::Live(row)) = (&answer, &found) {
         tenant = Some(super::handoff::tenant_name(c, &row.tenant_id).await?);
@@ -112,25 +259,29 @@ pub async fn retrieve(
     outcome(found, answer, tenant)
 }
 
-/// Gives back the slot of a retrieval that succeeded (`BudgetEffect::GiveBack`): its own
-/// transaction, after the retrieval's commit, which locked the key without the budget.
-pub async fn give_back(
-    c: &mut PgConnection,
-    service: &ServiceAuth,
-    slot: BudgetSlot,
-) -> Result<(), StoreError> {
-    release_failure(c, &subject(service), slot.taken_at).await
-}
-
+/// A refusal before any key is looked at: counted while the budget has room (one statement),
+/// else the budget row is read for the answer's `Retry-After` and a `rate_limited` refusal is
+/// coalesced into the audit.
 pub async fn refuse(
-    c: &mut PgConnection,
+    pool: &PgPool,
     service: &ServiceAuth,
-    budget_per_minute: u32,
+    per_minute: u32,
     a: &AuditRecord,
 ) -> Result<Option<u64>, StoreError> {
-    let spent = budget_spent(c, &subject(service), a.at, budget_per_minute).await?;
-    apply(c, &plan_refuse(service, spent, a)).await?;
-    Ok(spent)
+    let subject = subject(service);
+    let mut once = Once::new(pool);
+    let mut retry = None;
+    for _ in 0..OPTIMISTIC {
+        let statement = Applying::new(&plan_refuse(service, retry, a), None, per_minute)?;
+        if once.write(&statement).await? {
+            return Ok(retry);
+        }
+        let row = once.read(&ReadBudget(&subject)).await?;
+        retry = spent(row, a.at, per_minute);
+    }
+    Err(StoreError::Unavailable(
+        "the failure budget kept changing; try again".into(),
+    ))
 }
 
 pub async fn confirm(

@@ -171,30 +171,32 @@ pub async fn budget_spent(
     now: Timestamp,
     per_minute: u32,
 ) -> Result<Option<u64>, StoreError> {
-    let now = ms(now);
     sqlx::query(
         "INSERT INTO failure_budget (subject, window_start, failures) VALUES ($1, $2, 0)
          ON CONFLICT (subject) DO NOTHING",
     )
     .bind(subject)
-    .bind(now)
+    .bind(ms(now))
     .execute(&mut *c)
     .await
     .map_err(db)?;
-    let (start, failures): (i64, i64) = sqlx::query_as(
+    let row: (i64, i64) = sqlx::query_as(
         "SELECT window_start, failures FROM failure_budget WHERE subject = $1 FOR UPDATE",
     )
     .bind(subject)
     .fetch_one(&mut *c)
     .await
     .map_err(db)?;
-    Ok(
-        if now - start < 60_000 && failures >= i64::from(per_minute) {
-            Some(((start + 60_000 - now + 999) / 1000).max(1) as u64)
-        } else {
-            None
-        },
-    )
+    Ok(spent(Some(row), now, per_minute))
+}
+
+/// Seconds until a subject may try again, when its budget row (`window_start`, `failures`)
+/// says that its failures of the window that holds `now` reached `per_minute`.
+pub fn spent(row: Option<(i64, i64)>, now: Timestamp, per_minute: u32) -> Option<u64> {
+    let (start, failures) = row?;
+    let now = ms(now);
+    (now - start < 60_000 && failures >= i64::from(per_minute))
+        .then(|| ((start + 60_000 - now + 999) / 1000).max(1) as u64)
 }
 
 /// Counts one failure against `subject`'s budget (a fixed one-minute window that starts at
@@ -217,25 +219,6 @@ pub async fn record_failure(
     )
     .bind(subject)
     .bind(ms(now))
-    .execute(c)
-    .await
-    .map_err(db)?;
-    Ok(())
-}
-
-/// Gives back a failure counted in advance at `taken_at` (a `BudgetSlot`), unless the window
-/// it was counted in is over and a later one started. The caller holds the budget row's lock.
-pub async fn release_failure(
-    c: &mut PgConnection,
-    subject: &str,
-    taken_at: Timestamp,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE failure_budget SET failures = failures - 1
-         WHERE subject = $1 AND window_start <= $2 AND failures > 0",
-    )
-    .bind(subject)
-    .bind(ms(taken_at))
     .execute(c)
     .await
     .map_err(db)?;

@@ -1,0 +1,124 @@
+//! PostgreSQL: runs single statements in autocommit (no `BEGIN`/`COMMIT`), on one pooled
+//! connection kept for a whole request, for the hot paths that are one statement each (a
+//! deposit, a retrieval's read and its conditional write, a refusal).
+//!
+//! When a statement may run again — the rule this file keeps:
+//!
+//! - **A read** may always run again: it changed nothing. It is run again once when the
+//!   connection broke (on a fresh connection: a pooled connection may have died while idle) or
+//!   when PostgreSQL rolled it back (SQLSTATE class `40`).
+//! - **A write** runs again only when PostgreSQL answered with a SQLSTATE of class `40`
+//!   (`40001` serialization failure, `40P01` deadlock): the statement was rolled back, nothing
+//!   of it was committed. When the connection breaks after the statement was sent (I/O error,
+//!   class `08`, or a shutdown `57P..`, which the server may send after the commit record is
+//!   written), whether it committed is unknown: it is never run again, the request gets
+//!   `StoreError::Unavailable` (503). A caller that finds nothing written (a guard that did
+//!   not hold) decides itself whether to read and try again.
+//!
+//! Errors are mapped to the store's with `super::db` (and a failed acquire with
+//! `super::unavailable`), as every other operation of this backend.
+
+use futures::future::BoxFuture;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::PgPool;
+use sqlx::{PgConnection, Postgres};
+
+use super::{db, unavailable};
+use crate::store::StoreError;
+
+/// How many times a statement runs at most when it may run again.
+const TRIES: u32 = 3;
+
+/// One statement with its arguments, that [`Once`] may run more than once (its ids and times
+/// are fixed before it first runs).
+pub trait Statement: Sync {
+    type Out: Send;
+    fn run<'c>(&'c self, c: &'c mut PgConnection) -> BoxFuture<'c, Result<Self::Out, sqlx::Error>>;
+}
+
+/// One request's connection, taken from the pool at its first statement.
+pub struct Once<'p> {
+    pool: &'p PgPool,
+    conn: Option<PoolConnection<Postgres>>,
+}
+
+impl<'p> Once<'p> {
+    pub fn new(pool: &'p PgPool) -> Once<'p> {
+        Once { pool, conn: None }
+    }
+
+    /// The request's connection (for cold paths that run several statements or a transaction
+    /// of their own, mapping their errors themselves).
+    pub async fn conn(&mut self) -> Result<&mut PgConnection, StoreError> {
+        if self.conn.is_none() {
+            self.conn = Some(self.pool.acquire().await.map_err(unavailable)?);
+        }
+        Ok(self.conn.as_mut().expect("just acquired"))
+    }
+
+    /// Runs a statement that changes nothing (see the file's rule).
+    pub async fn read<S: Statement>(&mut self, s: &S) -> Result<S::Out, StoreError> {
+        self.run(s, |e| lost(e) || rolled_back(e)).await
+    }
+
+    /// Runs a statement that writes (see the file's rule).
+    pub async fn write<S: Statement>(&mut self, s: &S) -> Result<S::Out, StoreError> {
+        self.run(s, rolled_back).await
+    }
+
+    async fn run<S: Statement>(
+        &mut self,
+        s: &S,
+        again: impl Fn(&sqlx::Error) -> bool + Send,
+    ) -> Result<S::Out, StoreError> {
+        let mut tries = 1;
+        loop {
+            let result = s.run(self.conn().await?).await;
+            let e = match result {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            if lost(&e) {
+                // Never back into the pool: the next statement gets a fresh connection.
+                if let Some(mut c) = self.conn.take() {
+                    c.close_on_drop();
+                }
+            }
+            if tries >= TRIES || !again(&e) {
+                return Err(db(e));
+            }
+            tries += 1;
+        }
+    }
+}
+
+/// The connection broke: I/O, or PostgreSQL ended the session (`08…`, `57P…`).
+fn lost(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(d) => d
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        _ => false,
+    }
+}
+
+/// PostgreSQL rolled the statement back and says so (SQLSTATE class `40`): nothing committed.
+fn rolled_back(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| c.starts_with("40"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{lost, rolled_back};
+
+    #[test]
+    fn only_a_rollback_is_run_again_and_a_broken_connection_is_lost() {
+        let io = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(lost(&io) && !rolled_back(&io));
+        let decode = sqlx::Error::RowNotFound;
+        assert!(!lost(&decode) && !rolled_back(&decode));
+    }
+}
