@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::join_all;
 use jiff::{SignedDuration, Timestamp};
 use keymaster_core::policy::{PasswordCheck, Policy};
 use keymaster_core::wire::CodeFormat;
@@ -16,8 +17,8 @@ use keymaster_server::crypto::new_id;
 use keymaster_server::store::postgres::PostgresStore;
 use keymaster_server::store::sqlite::SqliteStore;
 use keymaster_server::store::{
-    AuditRecord, KeyState, NewKey, NewService, NewTenant, RecodeOutcome, RetrieveCommand,
-    RetrieveOutcome, ServiceAuth, Store,
+    AuditRecord, BudgetSlot, KeyRecord, KeyState, NewKey, NewService, NewTenant, RecodeOutcome,
+    RetrieveCommand, RetrieveOutcome, ServiceAuth, Store,
 };
 use sqlx::{Connection, PgConnection};
 
@@ -33,6 +34,8 @@ struct Backend {
 struct PgDb {
     maintenance: String,
     name: String,
+    /// The case's database.
+    url: String,
 }
 
 impl Drop for PgDb {
@@ -83,6 +86,7 @@ async fn backends() -> Vec<Backend> {
         let pg = PgDb {
             maintenance: url.clone(),
             name,
+            url: db_url.to_string(),
         };
         let store = PostgresStore::open(db_url.as_str()).await.unwrap();
         all.push(Backend {
@@ -98,6 +102,9 @@ async fn backends() -> Vec<Backend> {
 /// A tenant, two services and helpers to deposit and retrieve, on one backend.
 struct World {
     store: Arc<dyn Store>,
+    /// `store` and, on PostgreSQL, a second store on the same database with a pool of its own
+    /// (a second replica), for the races.
+    replicas: Vec<Arc<dyn Store>>,
     name: &'static str,
     tenant: String,
     svc: ServiceAuth,
@@ -158,8 +165,13 @@ async fn world(b: &Backend) -> World {
     }
     let other = services.pop().unwrap();
     let svc = services.pop().unwrap();
+    let mut replicas = vec![store.clone()];
+    if let Some(pg) = &b.pg {
+        replicas.push(Arc::new(PostgresStore::open(&pg.url).await.unwrap()));
+    }
     World {
         store,
+        replicas,
         name: b.name,
         tenant,
         svc,
@@ -225,15 +237,33 @@ impl World {
     }
 
     async fn state(&self, key_id: &str) -> KeyState {
-        let holder = format!("holder-{key_id}").into_bytes();
-        let rec = self.store.key_by_holder(Some(key_id), &holder).await;
-        rec.unwrap().expect("the record exists").state
+        self.record(key_id).await.state
     }
 
     /// The key's event types, oldest first.
     async fn events(&self, key_id: &str) -> Vec<String> {
         let events = self.store.key_events(key_id, 0).await.unwrap();
         events.into_iter().map(|e| e.event.event_type).collect()
+    }
+
+    /// The outcomes of `cmds`, all started at once and spread over the replicas.
+    async fn race(&self, cmds: Vec<RetrieveCommand>) -> Tally {
+        let calls = cmds.into_iter().enumerate().map(|(i, cmd)| {
+            let store = self.replicas[i % self.replicas.len()].clone();
+            tokio::spawn(async move { store.retrieve(cmd).await.unwrap() })
+        });
+        let mut tally = Tally::default();
+        for out in join_all(calls).await {
+            tally.add(&out.unwrap());
+        }
+        tally
+    }
+
+    /// The record of a key.
+    async fn record(&self, key_id: &str) -> KeyRecord {
+        let holder = format!("holder-{key_id}").into_bytes();
+        let rec = self.store.key_by_holder(Some(key_id), &holder).await;
+        rec.unwrap().expect("the record exists")
     }
 
     /// The outcomes of the audit rows of this action for this key, oldest first.
@@ -247,6 +277,39 @@ impl World {
     }
 }
 
+/// How many retrievals ended how.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Tally {
+    allowed: usize,
+    not_found: usize,
+    rate_limited: usize,
+    verify_password: Vec<BudgetSlot>,
+    other: usize,
+}
+
+impl Tally {
+    fn add(&mut self, o: &RetrieveOutcome) {
+        match o {
+            RetrieveOutcome::Allowed(_) => self.allowed += 1,
+            RetrieveOutcome::NotFound => self.not_found += 1,
+            RetrieveOutcome::RateLimited(s) if (1..=60).contains(s) => self.rate_limited += 1,
+            RetrieveOutcome::VerifyPassword { slot, .. } => self.verify_password.push(*slot),
+            _ => self.other += 1,
+        }
+    }
+
+    /// (allowed, not found, rate limited, password checks, anything else)
+    fn counts(&self) -> (usize, usize, usize, usize, usize) {
+        (
+            self.allowed,
+            self.not_found,
+            self.rate_limited,
+            self.verify_password.len(),
+            self.other,
+        )
+    }
+}
+
 fn allowed(o: &RetrieveOutcome) -> &keymaster_server::store::RetrievedKey {
     match o {
         RetrieveOutcome::Allowed(k) => k,
@@ -257,7 +320,7 @@ fn allowed(o: &RetrieveOutcome) -> &keymaster_server::store::RetrievedKey {
 /// Runs `case` on every backend.
 macro_rules! contract {
     ($name:ident, |$w:ident| $body:block) => {
-        #[tokio::test]
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn $name() {
             for b in backends().await {
                 let $w = world(&b).await;
@@ -732,3 +795,144 @@ contract!(a_confined_service_does_not_see_another_tenants_keys, |w| {
     assert_eq!(w.events(&key).await, ["key.deposited"], "{}", w.name);
     assert_eq!(w.state(&key).await, KeyState::Active, "{}", w.name);
 });
+
+// Races: what must hold however many retrievals of one code, or failures of one service, run
+// at once (on PostgreSQL spread over two stores with pools of their own, as two replicas).
+
+contract!(a_single_use_code_raced_by_many_is_handed_out_once, |w| {
+    let key = w.deposit(r#"{"max_retrievals":1}"#, b"race-1").await;
+    let raced = w.race((0..32).map(|_| w.cmd(b"race-1", &w.svc)).collect());
+    assert_eq!(raced.await.counts(), (1, 31, 0, 0, 0), "{}", w.name);
+    assert_eq!(w.state(&key).await, KeyState::Retrieved, "{}", w.name);
+    let events = w.events(&key).await;
+    let of = |ty: &str| events.iter().filter(|e| *e == ty).count();
+    assert_eq!(
+        (of("key.retrieved"), of("code.stale_used")),
+        (1, 31),
+        "{}: {events:?}",
+        w.name
+    );
+    let audited = w.audited(&key, "key.retrieve").await;
+    let successes = audited.iter().filter(|o| *o == "success").count();
+    assert_eq!(successes, 1, "{}: {audited:?}", w.name);
+});
+
+contract!(max_retrievals_is_exact_when_raced, |w| {
+    let key = w.deposit(r#"{"max_retrievals":5}"#, b"race-2").await;
+    let raced = w.race((0..40).map(|_| w.cmd(b"race-2", &w.svc)).collect());
+    assert_eq!(raced.await.counts(), (5, 35, 0, 0, 0), "{}", w.name);
+    let rec = w.record(&key).await;
+    assert_eq!(
+        (rec.state, rec.retrievals),
+        (KeyState::Retrieved, 5),
+        "{}",
+        w.name
+    );
+});
+
+contract!(a_key_that_many_retrieve_at_once_counts_each_of_them, |w| {
+    // Every retrieval but the first of a round finds the row changed and plans again: none is
+    // lost, none counted twice, none refused.
+    let key = w.deposit(r#"{"max_retrievals":1000}"#, b"race-3").await;
+    let raced = w.race((0..48).map(|_| w.cmd(b"race-3", &w.svc)).collect());
+    assert_eq!(raced.await.counts(), (48, 0, 0, 0, 0), "{}", w.name);
+    let rec = w.record(&key).await;
+    assert_eq!(
+        (rec.state, rec.retrievals),
+        (KeyState::Active, 48),
+        "{}",
+        w.name
+    );
+    let events = w.events(&key).await;
+    assert_eq!(events.len(), 49, "{}: {events:?}", w.name);
+});
+
+contract!(concurrent_failures_never_exceed_the_failure_budget, |w| {
+    // C failing attempts at once against a budget of 7: exactly 7 are counted (each a 404),
+    // the others are refused (429), for C just over the budget and far over it. The budget is
+    // exact, not merely bounded: docs/scaling.md, "The failure budget without a lock".
+    for (svc, c) in [(&w.svc, 8), (&w.other, 40)] {
+        let mut cmd = w.cmd(b"no-such-code", svc);
+        cmd.budget_per_minute = 7;
+        let raced = w.race(vec![cmd; c]).await;
+        assert_eq!(raced.counts(), (0, 7, c - 7, 0, 0), "{}: C = {c}", w.name);
+    }
+});
+
+contract!(
+    refusals_and_failed_retrievals_share_the_budget_exactly,
+    |w| {
+        let mut cmd = w.cmd(b"no-such-code", &w.svc);
+        cmd.budget_per_minute = 7;
+        let calls = (0..40).map(|i| {
+            let store = w.replicas[i % w.replicas.len()].clone();
+            let (cmd, svc) = (cmd.clone(), w.svc.clone());
+            let a = audit("svc", "key.retrieve", w.now, None);
+            tokio::spawn(async move {
+                if i % 2 == 0 {
+                    let refused = store.refuse_retrieval(&svc, 7, a).await.unwrap();
+                    usize::from(refused.is_none())
+                } else {
+                    let out = store.retrieve(cmd).await.unwrap();
+                    usize::from(matches!(out, RetrieveOutcome::NotFound))
+                }
+            })
+        });
+        let counted: usize = join_all(calls).await.into_iter().map(Result::unwrap).sum();
+        assert_eq!(counted, 7, "{}", w.name);
+    }
+);
+
+contract!(password_checks_at_once_never_exceed_the_budget, |w| {
+    let code = b"race-4";
+    w.deposit(r#"{"max_retrievals":1000,"has_password":true}"#, code)
+        .await;
+    let mut cmd = w.cmd(code, &w.svc);
+    cmd.password = PasswordCheck::Unverified;
+    cmd.budget_per_minute = 5;
+    let raced = w.race(vec![cmd.clone(); 30]).await;
+    assert_eq!(raced.counts(), (0, 0, 25, 5, 0), "{}", w.name);
+    // A right password gives its slot back, in the write that hands the key out: one check
+    // more fits, and then the budget is spent again.
+    let mut right = cmd.clone();
+    (right.password, right.budget_slot) = (PasswordCheck::Correct, Some(raced.verify_password[0]));
+    allowed(&w.store.retrieve(right).await.unwrap());
+    let again = w.store.retrieve(cmd.clone()).await.unwrap();
+    assert!(
+        matches!(again, RetrieveOutcome::VerifyPassword { .. }),
+        "{}: {again:?}",
+        w.name
+    );
+    let spent = w.store.retrieve(cmd).await.unwrap();
+    assert!(
+        matches!(spent, RetrieveOutcome::RateLimited(_)),
+        "{}: {spent:?}",
+        w.name
+    );
+});
+
+contract!(
+    the_budget_is_exact_in_each_window_and_across_a_roll_over,
+    |w| {
+        let mut cmd = w.cmd(b"no-such-code", &w.svc);
+        cmd.budget_per_minute = 3;
+        let mut one = Tally::default();
+        for _ in 0..4 {
+            one.add(&w.store.retrieve(cmd.clone()).await.unwrap());
+        }
+        assert_eq!(one.counts(), (0, 3, 1, 0, 0), "{}: sequential", w.name);
+        // The window started at the first failure and lasts a minute.
+        cmd.now = w.now + SignedDuration::from_millis(59_999);
+        let late = w.store.retrieve(cmd.clone()).await.unwrap();
+        assert!(
+            matches!(late, RetrieveOutcome::RateLimited(1)),
+            "{}: {late:?}",
+            w.name
+        );
+        // A minute on, a new window: attempts at once that arrive as it rolls over are counted
+        // exactly into it.
+        cmd.now = w.now + SignedDuration::from_secs(60);
+        let raced = w.race(vec![cmd.clone(); 12]).await;
+        assert_eq!(raced.counts(), (0, 3, 9, 0, 0), "{}: roll-over", w.name);
+    }
+);

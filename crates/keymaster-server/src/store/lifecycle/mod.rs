@@ -156,7 +156,7 @@ pub enum BudgetEffect {
     Charge,
     /// Give back the failure counted in advance for a password check that succeeded. A backend
     /// whose budget lock must be taken before the key's may do this after the commit, in a
-    /// transaction of its own (PostgreSQL).
+    /// transaction of its own (neither backend does now).
     GiveBack(BudgetSlot),
 }
 

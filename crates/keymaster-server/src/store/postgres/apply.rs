@@ -1,5 +1,7 @@
 //! PostgreSQL: executes lifecycle [`Plan`]s inside the caller's transaction, which holds the
-//! key rows' locks, in the plan's order (budget, key row, retrieval record, events, audit row).
+//! key rows' locks, in the plan's order (budget, key row, retrieval record, events, audit row):
+//! the sweeper, confirmations and the holder's operations. Retrievals and refusals are written
+//! in one statement each by `apply_one`.
 //! A key that ends also has its code moved to `tombstones` (this backend clears `code_hash`).
 
 use jiff::Timestamp;
@@ -17,9 +19,8 @@ impl_columns!(PgRow, try_get, db);
 
 /// Executes `plan`. [`Applied::CodeTaken`] leaves nothing changed.
 ///
-/// [`BudgetEffect::GiveBack`] is not done here: the budget row's lock is taken before the
-/// key's, so giving a slot back inside the transaction that locked the key would invert the
-/// lock order; the store gives it back after the commit (`PostgresStore::retrieve`).
+/// [`BudgetEffect::GiveBack`] is not done here: only a retrieval's plan has it, and those are
+/// written by `apply_one`, in the statement that hands the key out.
 pub async fn apply(c: &mut PgConnection, plan: &Plan) -> Result<Applied, StoreError> {
     apply_all(c, std::slice::from_ref(plan)).await
 }

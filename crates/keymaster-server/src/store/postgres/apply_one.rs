@@ -208,7 +208,8 @@ impl Applying {
     /// `per_minute` failures.
     pub fn new(plan: &Plan, read: Option<Read<'_>>, per_minute: u32) -> Result<Self, StoreError> {
         let at = ms(plan.at);
-        let (guard, next) = match read {
+        // A plan without a key (a password check's slot) has nothing to guard.
+        let (guard, next) = match read.filter(|_| plan.key.is_some()) {
             Some(r) => {
                 let old = RowState::of(r.row);
                 let next = old.after(&plan.change, at)?;

@@ -1,6 +1,7 @@
-//! PostgreSQL: deposits and the holder's operations on one key (status, expiry, revoke,
-//! re-code). Every change to a live key first locks its row (`FOR UPDATE`), so it serialises
-//! with retrievals and the sweeper of every replica.
+//! PostgreSQL: deposits (one statement each) and the holder's operations on one key (status,
+//! expiry, revoke, re-code). Every holder's change to a live key first locks its row (`FOR
+//! UPDATE`), so it serialises with the sweeper of every replica, and a retrieval whose guarded
+//! write waits for that lock then finds the row changed and plans again (`apply_one`).
 
 use std::sync::LazyLock;
 
@@ -91,20 +92,6 @@ impl<'a> Deposit<'a> {
 
     /// Runs the one statement; `false`: a unique value is taken, nothing was written.
     pub async fn run(&self, c: &mut PgConnection) -> Result<bool, sqlx::Error> {
-        Statement::run(self, c).await
-    }
-}
-
-impl Statement for Deposit<'_> {
-    type Out = bool;
-
-    fn run<'c>(&'c self, c: &'c mut PgConnection) -> BoxFuture<'c, Result<bool, sqlx::Error>> {
-        Box::pin(self.written(c))
-    }
-}
-
-impl Deposit<'_> {
-    async fn written(&self, c: &mut PgConnection) -> Result<bool, sqlx::Error> {
         let k = self.k;
         let q = sqlx::query(&DEPOSIT_SQL)
             .bind(&k.id)
@@ -133,6 +120,14 @@ impl Deposit<'_> {
         let q = self.audit.bind(self.events.bind(q.bind(&k.sas_commitment)));
         let written: i64 = q.fetch_one(c).await?.try_get(0)?;
         Ok(written == 1)
+    }
+}
+
+impl Statement for Deposit<'_> {
+    type Out = bool;
+
+    fn run<'c>(&'c self, c: &'c mut PgConnection) -> BoxFuture<'c, Result<bool, sqlx::Error>> {
+        Box::pin(Deposit::run(self, c))
     }
 }
 

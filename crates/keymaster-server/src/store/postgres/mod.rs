@@ -2,15 +2,18 @@
 //! acquire timeout so that no request hangs while the database is down, READ COMMITTED
 //! transactions with row locks.
 //!
-//! Meant for several replicas on one database: the retrieval transaction locks the service's
-//! failure-budget row and the key row (`FOR UPDATE`), so a single-use code is handed out once
-//! and budgets are exact across processes; the sweeper takes its batches with
+//! Meant for several replicas on one database: a deposit is one statement and a retrieval one
+//! read and one conditional write (`retrieve`, `apply_one`, run by `once`), which change the
+//! key row only if it still holds what was read and count a failure only while the budget has
+//! room, so a single-use code is handed out once and budgets are exact across processes
+//! without a lock held across round trips; the sweeper takes its batches with
 //! `FOR UPDATE SKIP LOCKED`, so each expiry is reported once however many replicas sweep;
 //! migrations run under an advisory lock and are recorded in `schema_migrations`.
 //!
 //! The SQL of each subject lives in its own file (`admin`, `keys`, `retrieve`, `sweep`,
-//! `rows`), as plain functions over a `&mut PgConnection` that is inside a transaction; this
-//! file only opens transactions and commits them. It behaves exactly like the SQLite backend.
+//! `rows`), as plain functions over a `&mut PgConnection` that is inside a transaction (or, for
+//! the one-statement paths, in autocommit); this file only opens transactions and commits
+//! them. It behaves exactly like the SQLite backend.
 
 mod admin;
 mod apply;

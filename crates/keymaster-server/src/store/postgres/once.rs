@@ -112,13 +112,63 @@ fn rolled_back(e: &sqlx::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::borrow::Cow;
+
+    use sqlx::error::{DatabaseError, ErrorKind};
+
     use super::{lost, rolled_back};
 
+    /// A statement's error as PostgreSQL reports it: a SQLSTATE.
+    #[derive(Debug)]
+    struct Sqlstate(&'static str);
+
+    impl std::fmt::Display for Sqlstate {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "SQLSTATE {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Sqlstate {}
+
+    impl DatabaseError for Sqlstate {
+        fn message(&self) -> &str {
+            self.0
+        }
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed(self.0))
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> ErrorKind {
+            ErrorKind::Other
+        }
+    }
+
+    fn state(code: &'static str) -> sqlx::Error {
+        sqlx::Error::Database(Box::new(Sqlstate(code)))
+    }
+
     #[test]
-    fn only_a_rollback_is_run_again_and_a_broken_connection_is_lost() {
+    fn only_a_rollback_runs_again_and_a_broken_connection_is_lost() {
+        // Rolled back by PostgreSQL, nothing committed: a write may run again.
+        for code in ["40001", "40P01"] {
+            assert!(rolled_back(&state(code)) && !lost(&state(code)), "{code}");
+        }
+        // The session ended: whatever was sent may have committed.
         let io = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
-        assert!(lost(&io) && !rolled_back(&io));
-        let decode = sqlx::Error::RowNotFound;
-        assert!(!lost(&decode) && !rolled_back(&decode));
+        for e in [io, state("08006"), state("57P01")] {
+            assert!(lost(&e) && !rolled_back(&e), "{e}");
+        }
+        // Any other failure is the store's error, never run again.
+        for e in [state("23505"), state("42P01"), sqlx::Error::RowNotFound] {
+            assert!(!lost(&e) && !rolled_back(&e), "{e}");
+        }
     }
 }

@@ -44,7 +44,7 @@ use crate::store::lifecycle::{
 use crate::store::{AuditRecord, RetrieveCommand, RetrieveOutcome, ServiceAuth, StoreError};
 
 /// Rounds of read, plan, conditional write before a retrieval locks the key row.
-const OPTIMISTIC: usize = 4;
+const OPTIMISTIC: usize = 3;
 
 /// The key with the code hash `$1` (of tenant `$2` if given), the budget row of subject `$3`,
 /// and, when no key has the code, the key whose tombstone holds it: always one row.
