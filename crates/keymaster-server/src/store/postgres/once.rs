@@ -50,10 +50,11 @@ impl<'p> Once<'p> {
     /// The request's connection (for cold paths that run several statements or a transaction
     /// of their own, mapping their errors themselves).
     pub async fn conn(&mut self) -> Result<&mut PgConnection, StoreError> {
-        if self.conn.is_none() {
-            self.conn = Some(self.pool.acquire().await.map_err(unavailable)?);
-        }
-        Ok(self.conn.as_mut().expect("just acquired"))
+        let conn = match self.conn.take() {
+            Some(c) => c,
+            None => self.pool.acquire().await.map_err(unavailable)?,
+        };
+        Ok(&mut *self.conn.insert(conn))
     }
 
     /// Runs a statement that changes nothing (see the file's rule).
