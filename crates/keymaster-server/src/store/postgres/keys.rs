@@ -45,23 +45,23 @@ static DEPOSIT_SQL: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// A deposit, ready to run (again, if PostgreSQL rolled it back: its ids are fixed here).
-pub struct Deposit<'a> {
-    k: &'a NewKey,
+pub struct Deposit {
+    k: NewKey,
     policy: String,
     notify: Option<String>,
     events: EventParams,
     audit: AuditParams,
 }
 
-impl<'a> Deposit<'a> {
+impl Deposit {
     /// The deposit of `k` audited by `a`, its `key.deposited` event naming a service and a
     /// reason when given (a key that answers an enrolment request).
     pub fn new(
-        k: &'a NewKey,
+        k: NewKey,
         a: &AuditRecord,
         service: Option<(&str, &str)>,
         reason: Option<&str>,
-    ) -> Result<Deposit<'a>, StoreError> {
+    ) -> Result<Deposit, StoreError> {
         let json = |e: serde_json::Error| StoreError::Db(e.to_string());
         let key = KeyRef {
             key_id: &k.id,
@@ -76,23 +76,20 @@ impl<'a> Deposit<'a> {
             reason,
             k.created_at,
         ))?;
+        let policy = serde_json::to_string(&k.policy).map_err(json)?;
+        let notify = k.notify.as_ref().map(serde_json::to_string);
         Ok(Deposit {
-            k,
-            policy: serde_json::to_string(&k.policy).map_err(json)?,
-            notify: k
-                .notify
-                .as_ref()
-                .map(serde_json::to_string)
-                .transpose()
-                .map_err(json)?,
+            policy,
+            notify: notify.transpose().map_err(json)?,
             events,
             audit: AuditParams::row(a),
+            k,
         })
     }
 
     /// Runs the one statement; `false`: a unique value is taken, nothing was written.
     pub async fn run(&self, c: &mut PgConnection) -> Result<bool, sqlx::Error> {
-        let k = self.k;
+        let k = &self.k;
         let q = sqlx::query(&DEPOSIT_SQL)
             .bind(&k.id)
             .bind(&k.tenant_id)
@@ -123,7 +120,7 @@ impl<'a> Deposit<'a> {
     }
 }
 
-impl Statement for Deposit<'_> {
+impl Statement for Deposit {
     type Out = bool;
 
     fn run<'c>(&'c self, c: &'c mut PgConnection) -> BoxFuture<'c, Result<bool, sqlx::Error>> {
@@ -139,7 +136,7 @@ pub async fn deposit_with_event(
     service: Option<(&str, &str)>,
     reason: Option<&str>,
 ) -> Result<bool, StoreError> {
-    Deposit::new(k, a, service, reason)?
+    Deposit::new(k.clone(), a, service, reason)?
         .run(c)
         .await
         .map_err(db)

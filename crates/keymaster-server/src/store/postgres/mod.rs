@@ -186,6 +186,14 @@ impl PostgresStore {
         connect::run::transaction(&self.pool, &self.primary, f).await
     }
 
+    /// Where the one-statement hot paths run (`once`).
+    fn hot(&self) -> once::Hot<'_> {
+        once::Hot {
+            pool: &self.pool,
+            primary: &self.primary,
+        }
+    }
+
     /// Runs a read on a pooled connection, outside any explicit transaction; tried again
     /// when the database is unavailable (`connect::run::read`). `f` must only read.
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -316,13 +324,13 @@ impl Store for PostgresStore {
 
     async fn deposit(&self, key: NewKey, audit: AuditRecord) -> Result<bool, StoreError> {
         // One statement in autocommit (`keys::Deposit`), not a transaction.
-        let deposit = keys::Deposit::new(&key, &audit, None, None)?;
-        let done = once::Once::new(&self.pool).write(&deposit).await;
+        let deposit = keys::Deposit::new(key, &audit, None, None)?;
+        let done = self.hot().write(Arc::new(deposit)).await;
         self.signal(done)
     }
 
     async fn retrieve(&self, cmd: RetrieveCommand) -> Result<RetrieveOutcome, StoreError> {
-        let outcome = retrieve::retrieve(&self.pool, &cmd).await;
+        let outcome = retrieve::retrieve(&self.hot(), Arc::new(cmd)).await;
         self.signal(outcome)
     }
 
@@ -332,7 +340,7 @@ impl Store for PostgresStore {
         budget_per_minute: u32,
         audit: AuditRecord,
     ) -> Result<Option<u64>, StoreError> {
-        retrieve::refuse(&self.pool, service, budget_per_minute, &audit).await
+        retrieve::refuse(&self.hot(), service, budget_per_minute, &audit).await
     }
 
     async fn confirm(

@@ -1,7 +1,8 @@
 //! PostgreSQL: retrievals, previews and refusals without a lock held across round trips, and
 //! confirmations.
 //!
-//! A retrieval is one read and one conditional write, in autocommit (`once`): one `SELECT`
+//! A retrieval is one read and one conditional write, in autocommit (`once`, `connect::run`):
+//! one `SELECT`
 //! finds the key by its code hash (of the tenant the service is confined to, if it is:
 //! `ServiceAuth::confined_tenant_id`), the service's failure-budget row and, for a code that
 //! opens no key, its tombstone, all without locks; `store::lifecycle` plans from what it
@@ -24,17 +25,18 @@
 //! statement that hands the key out. So across replicas no more passwords are checked per
 //! window than the budget allows (given clocks that agree on the minute).
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use futures::future::BoxFuture;
 use jiff::Timestamp;
-use sqlx::postgres::{PgPool, PgRow};
-use sqlx::{Connection, PgConnection};
+use sqlx::postgres::PgRow;
+use sqlx::PgConnection;
 
 use super::apply::apply;
 use super::apply_one::{Applying, Read};
+use super::connect::run;
 use super::db;
-use super::once::{Once, Statement};
+use super::once::{Hot, Statement};
 use super::rows::spent;
 use crate::store::columns::Columns;
 use crate::store::lifecycle::{
@@ -73,13 +75,9 @@ const DEAD: usize = 28;
 /// the key row holds (the plan's guard: `apply_one`).
 type Finding = (Found, Vec<u8>);
 
-/// Loads what a retrieval plans from. `None`: a live key was found under a previous secret's
-/// hash and given the current one; read again.
-async fn find(
-    c: &mut PgConnection,
-    row: &PgRow,
-    cmd: &RetrieveCommand,
-) -> Result<Option<Finding>, StoreError> {
+/// What a retrieval plans from, from its read ([`READ_SQL`]). `None`: nothing has the code
+/// under the current secret, during a rotation ([`under_previous_secrets`] looks further).
+fn found_in(row: &PgRow, cmd: &RetrieveCommand) -> Result<Option<Finding>, StoreError> {
     // With a slot taken in advance, this attempt is already in the budget.
     if cmd.budget_slot.is_none() {
         let budget = match row.opt_int(BUDGET)? {
@@ -94,23 +92,23 @@ async fn find(
         let hash = row.opt_bytes(CODE_HASH)?.unwrap_or_default();
         return Ok(Some((Found::Live(Box::new(KeyRow::read(row)?)), hash)));
     }
-    if cmd.previous_code_hashes.is_empty() {
-        let dead = match row.opt_text(DEAD)? {
-            Some(id) => Found::Dead(KeyIdent::new(
-                id,
-                row.text(DEAD + 1)?,
-                row.opt_text(DEAD + 2)?,
-            )),
-            None => Found::Unknown,
-        };
-        return Ok(Some((dead, Vec::new())));
+    if !cmd.previous_code_hashes.is_empty() {
+        return Ok(None);
     }
-    under_previous_secrets(c, cmd).await
+    let dead = match row.opt_text(DEAD)? {
+        Some(id) => Found::Dead(KeyIdent::new(
+            id,
+            row.text(DEAD + 1)?,
+            row.opt_text(DEAD + 2)?,
+        )),
+        None => Found::Unknown,
+    };
+    Ok(Some((dead, Vec::new())))
 }
 
 /// A code that the current secret's hash finds nothing for, during a rotation: a key under a
 /// previous secret's hash (a live one gets the current hash, then the retrieval reads again),
-/// else a tombstone under any of the hashes.
+/// else a tombstone under any of the hashes. `None`: a key was rehashed; read again.
 async fn under_previous_secrets(
     c: &mut PgConnection,
     cmd: &RetrieveCommand,
@@ -143,12 +141,12 @@ async fn under_previous_secrets(
 }
 
 /// [`READ_SQL`] for a retrieval.
-struct ReadRow<'a> {
-    cmd: &'a RetrieveCommand,
-    subject: &'a str,
+struct ReadRow {
+    cmd: Arc<RetrieveCommand>,
+    subject: Arc<str>,
 }
 
-impl Statement for ReadRow<'_> {
+impl Statement for ReadRow {
     type Out = PgRow;
 
     fn run<'c>(&'c self, c: &'c mut PgConnection) -> BoxFuture<'c, Result<PgRow, sqlx::Error>> {
@@ -156,22 +154,22 @@ impl Statement for ReadRow<'_> {
             sqlx::query(&READ_SQL)
                 .bind(&self.cmd.code_hash)
                 .bind(self.cmd.service.confined_tenant_id.as_deref())
-                .bind(self.subject)
+                .bind(&*self.subject)
                 .fetch_one(c),
         )
     }
 }
 
 /// A subject's budget row (`window_start`, `failures`).
-struct ReadBudget<'a>(&'a str);
+struct ReadBudget(String);
 
-impl Statement for ReadBudget<'_> {
+impl Statement for ReadBudget {
     type Out = Option<(i64, i64)>;
 
     fn run<'c>(&'c self, c: &'c mut PgConnection) -> BoxFuture<'c, Result<Self::Out, sqlx::Error>> {
         Box::pin(
             sqlx::query_as("SELECT window_start, failures FROM failure_budget WHERE subject = $1")
-                .bind(self.0)
+                .bind(&self.0)
                 .fetch_optional(c),
         )
     }
@@ -189,56 +187,86 @@ fn applying(cmd: &RetrieveCommand, finding: &Finding) -> Result<(Applying, Answe
 }
 
 /// A retrieval or preview (see the file's header).
-pub async fn retrieve(pool: &PgPool, cmd: &RetrieveCommand) -> Result<RetrieveOutcome, StoreError> {
-    let subject = subject(&cmd.service);
-    let mut once = Once::new(pool);
+pub async fn retrieve(
+    hot: &Hot<'_>,
+    cmd: Arc<RetrieveCommand>,
+) -> Result<RetrieveOutcome, StoreError> {
+    let subject: Arc<str> = subject(&cmd.service).into();
+    let read = Arc::new(ReadRow {
+        cmd: cmd.clone(),
+        subject: subject.clone(),
+    });
     for _ in 0..OPTIMISTIC {
-        let row = once
-            .read(&ReadRow {
-                cmd,
-                subject: &subject,
-            })
-            .await?;
-        let Some(finding) = find(once.conn().await?, &row, cmd).await? else {
-            continue;
+        let row = hot.read(read.clone()).await?;
+        let finding = match found_in(&row, &cmd)? {
+            Some(finding) => finding,
+            None => {
+                let cmd = cmd.clone();
+                let cold = run::transaction(hot.pool, hot.primary, move |c| {
+                    Box::pin(async move { under_previous_secrets(c, &cmd).await })
+                });
+                match cold.await? {
+                    Some(finding) => finding,
+                    None => continue,
+                }
+            }
         };
-        let (statement, answer) = applying(cmd, &finding)?;
-        if once.write(&statement).await? {
-            return answered(once.conn().await?, finding.0, answer).await;
+        let (statement, answer) = applying(&cmd, &finding)?;
+        if hot.write(Arc::new(statement)).await? {
+            let mut tenant = None;
+            if let (Answer::Preview, Found::Live(row)) = (&answer, &finding.0) {
+                let id = row.tenant_id.clone();
+                let name = run::read(hot.pool, hot.primary, move |c| {
+                    Box::pin(async move { super::handoff::tenant_name(c, &id).await })
+                });
+                tenant = Some(name.await?);
+            }
+            return outcome(finding.0, answer, tenant);
         }
     }
-    locked(once.conn().await?, cmd, &subject).await
+    run::transaction(hot.pool, hot.primary, move |c| {
+        Box::pin(async move { locked(c, &cmd, &subject).await })
+    })
+    .await
 }
 
-/// The last round of a retrieval that kept finding its key changed: the key row locked until
-/// the commit, so that the plan's guard holds (a budget without room still makes it plan
-/// again, within the same lock).
+/// The last round of a retrieval that kept finding its key changed, inside a transaction: the
+/// key row locked until the commit, so that the plan's guard holds (a budget without room
+/// still makes it plan again, within the same lock).
 async fn locked(
     c: &mut PgConnection,
-    cmd: &RetrieveCommand,
-    subject: &str,
+    cmd: &Arc<RetrieveCommand>,
+    subject: &Arc<str>,
 ) -> Result<RetrieveOutcome, StoreError> {
-    let mut tx = c.begin().await.map_err(db)?;
     sqlx::query(
         "SELECT 1 FROM keys WHERE code_hash = $1 AND ($2::text IS NULL OR tenant_id = $2)
          FOR UPDATE",
     )
     .bind(&cmd.code_hash)
     .bind(cmd.service.confined_tenant_id.as_deref())
-    .execute(&mut *tx)
+    .execute(&mut *c)
     .await
     .map_err(db)?;
+    let read = ReadRow {
+        cmd: cmd.clone(),
+        subject: subject.clone(),
+    };
     for _ in 0..OPTIMISTIC {
-        let read = ReadRow { cmd, subject };
-        let row = read.run(&mut tx).await.map_err(db)?;
-        let Some(finding) = find(&mut tx, &row, cmd).await? else {
+        let row = read.run(c).await.map_err(db)?;
+        let found = match found_in(&row, cmd)? {
+            Some(found) => Some(found),
+            None => under_previous_secrets(c, cmd).await?,
+        };
+        let Some(finding) = found else {
             continue;
         };
         let (statement, answer) = applying(cmd, &finding)?;
-        if statement.run(&mut tx).await.map_err(db)? {
-            let out = answered(&mut tx, finding.0, answer).await?;
-            tx.commit().await.map_err(db)?;
-            return Ok(out);
+        if statement.run(c).await.map_err(db)? {
+            let mut tenant = None;
+            if let (Answer::Preview, Found::Live(row)) = (&answer, &finding.0) {
+                tenant = Some(super::handoff::tenant_name(c, &row.tenant_id).await?);
+            }
+            return outcome(finding.0, answer, tenant);
         }
     }
     Err(StoreError::Unavailable(
@@ -246,38 +274,23 @@ async fn locked(
     ))
 }
 
-/// The outcome of an applied plan, with the tenant's name for a preview.
-async fn answered(
-    c: &mut PgConnection,
-    found: Found,
-    answer: Answer,
-) -> Result<RetrieveOutcome, StoreError> {
-    let mut tenant = None;
-    if let (Answer::Preview, Found::Live(row)) = (&answer, &found) {
-        tenant = Some(super::handoff::tenant_name(c, &row.tenant_id).await?);
-    }
-    outcome(found, answer, tenant)
-}
-
 /// A refusal before any key is looked at: counted while the budget has room (one statement),
 /// else the budget row is read for the answer's `Retry-After` and a `rate_limited` refusal is
 /// coalesced into the audit.
 pub async fn refuse(
-    pool: &PgPool,
+    hot: &Hot<'_>,
     service: &ServiceAuth,
     per_minute: u32,
     a: &AuditRecord,
 ) -> Result<Option<u64>, StoreError> {
-    let subject = subject(service);
-    let mut once = Once::new(pool);
+    let read = Arc::new(ReadBudget(subject(service)));
     let mut retry = None;
     for _ in 0..OPTIMISTIC {
         let statement = Applying::new(&plan_refuse(service, retry, a), None, per_minute)?;
-        if once.write(&statement).await? {
+        if hot.write(Arc::new(statement)).await? {
             return Ok(retry);
         }
-        let row = once.read(&ReadBudget(&subject)).await?;
-        retry = spent(row, a.at, per_minute);
+        retry = spent(hot.read(read.clone()).await?, a.at, per_minute);
     }
     Err(StoreError::Unavailable(
         "the failure budget kept changing; try again".into(),

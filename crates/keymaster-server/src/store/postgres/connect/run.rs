@@ -184,8 +184,6 @@ fn failed_before_commit<T>(e: &sqlx::Error) -> Attempt<T> {
 /// (no connection was had, or an `ERROR` that may pass: read-only, conflict); a lost
 /// connection after it was sent is answered `Unavailable` at once, as its outcome is unknown.
 /// `f` is cloned for each attempt and must send one statement.
-// For the one-round-trip hot paths (issue 19), which land apart from this.
-#[allow(dead_code)]
 pub(crate) async fn autocommit<T, F>(
     pool: &PgPool,
     primary: &Primary,
