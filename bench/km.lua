@@ -8,8 +8,11 @@
 --   xpair     the same across replicas (bench/run --replicas N): one wrk process per replica,
 --             replica r's thread i appends the codes it deposits to $BENCH_CODES/xr-r-i.txt and
 --             retrieves the codes that replica BENCH_PEER's thread i deposited (reading the peer's
---             file as it grows); with none waiting, it deposits. Each code is retrieved once, on
---             another replica than the one that made it.
+--             file as it grows; bench/run stocks each file with codes deposited on its replica
+--             beforehand). Each code is retrieved once, on another replica than the one that made
+--             it. Deposits and retrievals alternate, so that every replica deposits as much as it
+--             retrieves; a retrieval's turn with no code of the peer's waiting deposits instead
+--             ("unpaired", counted).
 -- Every non-2xx answer is counted as an error (wrk itself counts only >= 400 and socket errors).
 -- done() writes one JSON object to $BENCH_OUT (with BENCH_QUANTILES=1 also the latency at 1,099
 -- quantiles, so that bench/run can merge the distributions of several wrk processes).
@@ -37,6 +40,8 @@ ok2xx, bad, exhausted, retrieved = 0, 0, 0, 0 -- globals: done() reads them with
 local queue, qhead, qtail = {}, 1, 0 -- codes waiting: queue[qhead..qtail]
 local out
 local peer, partial = nil, "" -- xpair: the peer's code file, and a line it has only begun
+local turn = 0 -- xpair: 1 when the next request is a deposit
+unpaired = 0 -- xpair: deposits made on a retrieval's turn (global: done() reads it)
 local deposit_req, healthz_req
 
 local function json_escape(s)
@@ -91,6 +96,19 @@ local function poll_peer()
 end
 
 function request()
+  if mode == "xpair" then
+    turn = 1 - turn
+    if turn == 1 then return deposit_req end
+    if qhead > qtail then poll_peer() end
+    local code = queue[qhead]
+    if code == nil then
+      unpaired = unpaired + 1
+      return deposit_req
+    end
+    queue[qhead] = nil
+    qhead = qhead + 1
+    return retrieval(code)
+  end
   if mode == "healthz" then
     return healthz_req
   elseif mode == "deposit" or mode == "capture" then
@@ -105,8 +123,7 @@ function request()
     queue[qhead] = nil
     qhead = qhead + 1
     return retrieval(code)
-  else -- pair, xpair: a waiting code is retrieved first, else a new deposit
-    if mode == "xpair" and qhead > qtail then poll_peer() end
+  else -- pair: a waiting code is retrieved first, else a new deposit
     local code = queue[qhead]
     if code ~= nil then
       queue[qhead] = nil
@@ -144,8 +161,9 @@ function response(status, headers, body)
 end
 
 function done(summary, latency, requests)
-  local okc, badc, exh, ret = 0, 0, 0, 0
+  local okc, badc, exh, ret, frc = 0, 0, 0, 0, 0
   for _, t in ipairs(threads) do
+    frc = frc + (t:get("unpaired") or 0)
     okc = okc + (t:get("ok2xx") or 0)
     badc = badc + (t:get("bad") or 0)
     exh = exh + (t:get("exhausted") or 0)
@@ -165,10 +183,10 @@ function done(summary, latency, requests)
   local f = io.open(os.getenv("BENCH_OUT"), "w")
   f:write(string.format(
     '{"mode":"%s","seconds":%.3f,"requests":%d,"rps":%.1f,"ok":%d,"non2xx":%d,"socket_errors":%d,' ..
-    '"retrieved":%d,"retrieved_per_s":%.1f,"codes_exhausted":%d,' ..
+    '"retrieved":%d,"retrieved_per_s":%.1f,"codes_exhausted":%d,"unpaired_deposits":%d,' ..
     '"p50_ms":%.3f,"p90_ms":%.3f,"p99_ms":%.3f,"max_ms":%.3f,"mean_ms":%.3f%s}\n',
     mode, secs, summary.requests, summary.requests / secs, okc, badc, socket_errors,
-    ret, ret / secs, exh,
+    ret, ret / secs, exh, frc,
     latency:percentile(50) / 1000, latency:percentile(90) / 1000, latency:percentile(99) / 1000,
     latency.max / 1000, latency.mean / 1000, quantiles))
   f:close()
