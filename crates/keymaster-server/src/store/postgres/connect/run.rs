@@ -64,6 +64,24 @@ impl Retry {
     }
 }
 
+impl Retry {
+    /// A pooled connection, trying again (after a search for the primary) while the budget
+    /// of attempts and time allows: getting none changes nothing, so it is always safe.
+    async fn acquire(
+        &mut self,
+        pool: &PgPool,
+        primary: &Primary,
+    ) -> Result<PoolConnection<Postgres>, StoreError> {
+        loop {
+            match acquire(pool, primary, self.deadline).await {
+                Ok(conn) => return Ok(conn),
+                Err(error) if !self.again(primary, true).await => return Err(error),
+                Err(_) => continue,
+            }
+        }
+    }
+}
+
 /// The outcome of one attempt.
 enum Attempt<T> {
     /// Final, success or not.
@@ -195,14 +213,7 @@ where
 {
     let mut retry = Retry::new();
     loop {
-        let mut conn = match acquire(pool, primary, retry.deadline).await {
-            Ok(conn) => conn,
-            Err(error) if retry.again(primary, true).await => {
-                let _ = error;
-                continue;
-            }
-            Err(error) => return Err(error),
-        };
+        let mut conn = retry.acquire(pool, primary).await?;
         let e = match f.clone()(&mut conn).await {
             Ok(v) => return Ok(v),
             Err(e) => e,
@@ -239,18 +250,16 @@ where
 {
     let mut retry = Retry::new();
     loop {
-        let error = match acquire(pool, primary, retry.deadline).await {
-            Ok(mut conn) => match f.clone()(&mut conn).await {
-                Err(StoreError::Unavailable(m)) => {
-                    conn.close_on_drop();
-                    StoreError::Unavailable(m)
+        let mut conn = retry.acquire(pool, primary).await?;
+        match f.clone()(&mut conn).await {
+            Err(StoreError::Unavailable(m)) => {
+                conn.close_on_drop();
+                drop(conn);
+                if !retry.again(primary, true).await {
+                    return Err(StoreError::Unavailable(m));
                 }
-                done => return done,
-            },
-            Err(error) => error,
-        };
-        if !retry.again(primary, true).await {
-            return Err(error);
+            }
+            done => return done,
         }
     }
 }
@@ -297,14 +306,7 @@ async fn acquire(
 pub(crate) async fn ping(pool: &PgPool, primary: &Primary) -> Result<(), StoreError> {
     let mut retry = Retry::new();
     loop {
-        let mut conn = match acquire(pool, primary, retry.deadline).await {
-            Ok(conn) => conn,
-            Err(error) if retry.again(primary, true).await => {
-                let _ = error;
-                continue;
-            }
-            Err(error) => return Err(error),
-        };
+        let mut conn = retry.acquire(pool, primary).await?;
         let answer: Result<(bool, String), sqlx::Error> =
             sqlx::query_as("SELECT pg_is_in_recovery(), current_setting('transaction_read_only')")
                 .fetch_one(&mut *conn)
@@ -315,7 +317,6 @@ pub(crate) async fn ping(pool: &PgPool, primary: &Primary) -> Result<(), StoreEr
         // Broken, or read-only: not for the next request.
         conn.close_on_drop();
         let why = match answer {
-            Ok((false, ro)) if ro == "off" => return Ok(()),
             Ok((true, _)) => "the database is a standby: no primary answers",
             Ok((false, _)) => "the database session is read-only: no primary answers",
             Err(e) => {
