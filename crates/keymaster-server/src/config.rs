@@ -48,6 +48,9 @@ pub struct Settings {
     /// How long the record of a finished key (and the tombstone of a dead code) is kept.
     #[serde(with = "duration")]
     pub retention: Duration,
+    /// How long an audit row is kept after it was written; `0`: for ever.
+    #[serde(with = "duration")]
+    pub audit_retention: Duration,
     /// PEM certificate chain: with `tls_key`, `serve` speaks HTTPS; `SIGHUP` reads both again.
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
@@ -149,6 +152,7 @@ impl Default for Settings {
             default_ttl: Duration::from_secs(86_400),
             sweep_interval: Duration::from_secs(5),
             retention: Duration::from_secs(7 * 86_400),
+            audit_retention: Duration::from_secs(365 * 86_400),
             tls_cert: None,
             tls_key: None,
             smtp_url: None,
@@ -194,6 +198,7 @@ const ENV_KEYS: &[&str] = &[
     "default_ttl",
     "sweep_interval",
     "retention",
+    "audit_retention",
     "tls_cert",
     "tls_key",
     "smtp_url",
@@ -231,6 +236,14 @@ pub const MIN_HEADER_BYTES: usize = 8192;
 pub struct ConfigError(pub String);
 
 impl Settings {
+    /// What the sweeper keeps: `retention` and `audit_retention` (`0`: the audit log for ever).
+    pub fn retention(&self) -> crate::store::retention::Retention {
+        crate::store::retention::Retention {
+            records: self.retention,
+            audit: (!self.audit_retention.is_zero()).then_some(self.audit_retention),
+        }
+    }
+
     /// Reads defaults, then `file` (TOML) if given, then the environment; validates.
     pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
         let settings = Settings::read(file)?;
@@ -462,6 +475,22 @@ mod tests {
         assert_eq!(s.min_ttl, Duration::from_secs(1));
         assert_eq!(s.sweep_interval, Duration::from_millis(250));
         assert_eq!(s.max_ttl, Duration::from_secs(30 * 86_400));
+    }
+
+    #[test]
+    fn the_audit_log_is_kept_a_year_unless_told_otherwise() {
+        let audit = |toml: &str| {
+            let fig = Figment::from(Serialized::defaults(Settings::default()))
+                .merge(figment::providers::Toml::string(toml));
+            fig.extract::<Settings>().unwrap().retention().audit
+        };
+        assert_eq!(audit(""), Some(Duration::from_secs(365 * 86_400)));
+        assert_eq!(
+            audit("audit_retention = \"90d\""),
+            Some(Duration::from_secs(90 * 86_400))
+        );
+        assert_eq!(audit("audit_retention = 0"), None);
+        assert_eq!(audit("audit_retention = \"0s\""), None);
     }
 
     #[test]

@@ -276,7 +276,7 @@ impl App {
         let sweeper = tokio::spawn(crate::sweeper::run(
             state.store.clone(),
             settings.sweep_interval,
-            settings.retention,
+            settings.retention(),
             state.shutdown.clone(),
         ));
         let resealer = tokio::spawn(crate::reseal::run(

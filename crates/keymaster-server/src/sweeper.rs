@@ -9,6 +9,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tokio::sync::watch;
 
+use crate::store::retention::Retention;
 use crate::store::Store;
 
 /// Most batches run back to back in one tick before yielding to the next interval.
@@ -18,7 +19,7 @@ const MAX_BATCHES_PER_TICK: usize = 1000;
 pub async fn run(
     store: Arc<dyn Store>,
     interval: Duration,
-    retention: Duration,
+    retention: Retention,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut ticker = tokio::time::interval(interval);

@@ -14,7 +14,9 @@ use jiff::{SignedDuration, Timestamp};
 use keymaster_core::policy::{PasswordCheck, Policy};
 use keymaster_core::wire::CodeFormat;
 use keymaster_server::crypto::new_id;
+use keymaster_server::store::outbox::{AttemptResult, ClaimRequest};
 use keymaster_server::store::postgres::PostgresStore;
+use keymaster_server::store::retention::Retention;
 use keymaster_server::store::sqlite::SqliteStore;
 use keymaster_server::store::{
     AuditRecord, BudgetSlot, KeyRecord, KeyState, NewKey, NewService, NewTenant, RecodeOutcome,
@@ -183,9 +185,22 @@ async fn world(b: &Backend) -> World {
 impl World {
     /// Deposits a key with this policy (JSON) and code; returns its id.
     async fn deposit(&self, policy: &str, code: &[u8]) -> String {
+        self.deposit_key(self.new_key(policy, code)).await
+    }
+
+    /// Deposits `key`; returns its id.
+    async fn deposit_key(&self, key: NewKey) -> String {
+        let id = key.id.clone();
+        let a = audit("app", "key.deposit", self.now, Some(&id));
+        assert!(self.store.deposit(key, a).await.unwrap(), "{}", self.name);
+        id
+    }
+
+    /// A key of this tenant with this policy (JSON) and code, made now.
+    fn new_key(&self, policy: &str, code: &[u8]) -> NewKey {
         let id = new_id("key_");
         let policy: Policy = serde_json::from_str(policy).unwrap();
-        let key = NewKey {
+        NewKey {
             id: id.clone(),
             tenant_id: self.tenant.clone(),
             holder_hash: format!("holder-{id}").into_bytes(),
@@ -207,10 +222,7 @@ impl World {
             expires_at: self.now + SignedDuration::from_mins(60),
             origin_network: None,
             sas_commitment: None,
-        };
-        let a = audit("app", "key.deposit", self.now, Some(&id));
-        assert!(self.store.deposit(key, a).await.unwrap(), "{}", self.name);
-        id
+        }
     }
 
     fn cmd(&self, code: &[u8], service: &ServiceAuth) -> RetrieveCommand {
@@ -705,7 +717,7 @@ contract!(the_sweeper_ends_expired_keys_and_ended_graces_once, |w| {
         "{}",
         w.name
     );
-    let retention = Duration::from_secs(3600);
+    let retention = Retention::records_only(Duration::from_secs(3600));
     let first = w.store.sweep(soon, retention).await.unwrap();
     assert_eq!((first.expired, first.grace_ended), (1, 0), "{}", w.name);
     let grace_over = w.now + SignedDuration::from_secs(61);
@@ -742,6 +754,77 @@ contract!(the_sweeper_ends_expired_keys_and_ended_graces_once, |w| {
         .unwrap()
         .is_none());
 });
+
+contract!(
+    the_sweeper_purges_audit_rows_and_finished_deliveries_past_their_retention,
+    |w| {
+        let days = |n: i64| SignedDuration::from_hours(24 * n);
+        let old = audit("admin", "service.create", w.now - days(400), None);
+        let recent = audit("admin", "tenant.create", w.now - days(10), None);
+        w.store.append_audit(old).await.unwrap();
+        w.store.append_audit(recent).await.unwrap();
+        let audited = |rows: Vec<keymaster_core::wire::AuditEntry>| {
+            let horizon = (w.now - days(30)).as_millisecond();
+            let old = rows.iter().filter(|r| r.at.as_millisecond() < horizon);
+            (old.count(), rows.len())
+        };
+        let all = w.store.list_audit(1000, None).await.unwrap();
+        let (old_rows, total) = audited(all);
+        assert_eq!(old_rows, 1, "{}", w.name);
+
+        // A key that notifies a webhook: its `key.deposited` delivery is delivered, another's
+        // stays pending.
+        let notified = |code: &[u8]| {
+            let mut k = w.new_key(r#"{"max_retrievals":1}"#, code);
+            k.expires_at = w.now + days(1);
+            k.notify = Some(keymaster_core::wire::Notify {
+                webhook_url: Some("https://hooks.example/keymaster".into()),
+                email: None,
+            });
+            k
+        };
+        w.deposit_key(notified(b"code-r1")).await;
+        let claim = ClaimRequest {
+            now: w.now,
+            lease: Duration::from_secs(60),
+            limit: 10,
+            per_endpoint: 10,
+            room: Default::default(),
+        };
+        let claimed = w.store.claim_deliveries(claim).await.unwrap();
+        assert_eq!(claimed.len(), 1, "{}", w.name);
+        let done = vec![(claimed[0].id, AttemptResult::Delivered)];
+        w.store.finish_deliveries(done, w.now).await.unwrap();
+        w.deposit_key(notified(b"code-r2")).await;
+
+        // Kept: the audit log for ever, records for an hour; nothing is old enough yet.
+        let keep_audit = Retention::records_only(Duration::from_secs(3600));
+        w.store.sweep(w.now, keep_audit).await.unwrap();
+        let (old_rows, _) = audited(w.store.list_audit(1000, None).await.unwrap());
+        assert_eq!(old_rows, 1, "{}: kept without an audit retention", w.name);
+        let delivered = w.store.list_deliveries("delivered", 10).await.unwrap();
+        assert_eq!(delivered.len(), 1, "{}", w.name);
+
+        // Audit rows older than 30 days go, and only they.
+        let month = Retention {
+            records: Duration::from_secs(3600),
+            audit: Some(Duration::from_secs(30 * 86_400)),
+        };
+        let report = w.store.sweep(w.now, month).await.unwrap();
+        assert_eq!(report.purged, 1, "{}", w.name);
+        let (old_rows, left) = audited(w.store.list_audit(1000, None).await.unwrap());
+        assert_eq!((old_rows, left), (0, total + 1), "{}", w.name);
+
+        // Two hours on, the delivered delivery is past the records' retention; the pending one
+        // stays whatever its age.
+        let later = w.now + SignedDuration::from_hours(2);
+        w.store.sweep(later, month).await.unwrap();
+        let delivered = w.store.list_deliveries("delivered", 10).await.unwrap();
+        assert!(delivered.is_empty(), "{}: {delivered:?}", w.name);
+        let pending = w.store.list_deliveries("pending", 10).await.unwrap();
+        assert_eq!(pending.len(), 1, "{}: {pending:?}", w.name);
+    }
+);
 
 contract!(a_live_code_is_not_deposited_twice, |w| {
     w.deposit(r#"{"max_retrievals":1}"#, b"code-12").await;

@@ -17,6 +17,7 @@ pub mod limits;
 pub mod outbox;
 pub mod postgres;
 pub mod requests;
+pub mod retention;
 pub mod rotation;
 pub mod sqlite;
 
@@ -335,7 +336,7 @@ pub struct SweepReport {
     pub expired: usize,
     /// Held keys whose confirmation grace ended, reported `key.unconfirmed`.
     pub grace_ended: usize,
-    /// Finished records and tombstones removed after the retention period.
+    /// Finished records, tombstones, deliveries and audit rows removed after their retention.
     pub purged: usize,
     /// Pending enrolment requests that reached their expiry.
     pub requests_expired: usize,
@@ -532,7 +533,7 @@ pub trait Store: Send + Sync + 'static {
     async fn sweep(
         &self,
         now: Timestamp,
-        retention: std::time::Duration,
+        retention: retention::Retention,
     ) -> Result<SweepReport, StoreError>;
 
     /// Wakes at every commit of events (this process's, and other replicas' where the backend

@@ -493,13 +493,13 @@ impl Store for PostgresStore {
     async fn sweep(
         &self,
         now: Timestamp,
-        retention: std::time::Duration,
+        retention: crate::store::retention::Retention,
     ) -> Result<SweepReport, StoreError> {
         let done = self
             .write(move |c| {
                 Box::pin(async move {
                     let mut report = sweep::sweep(c, now, retention).await?;
-                    let (expired, purged) = requests::sweep(c, now, retention).await?;
+                    let (expired, purged) = requests::sweep(c, now, retention.records).await?;
                     report.requests_expired = expired;
                     report.purged += purged;
                     report.more |= expired >= SweepReport::BATCH || purged >= SweepReport::BATCH;

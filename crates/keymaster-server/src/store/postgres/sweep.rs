@@ -1,14 +1,13 @@
 //! PostgreSQL: the sweeper's work. Ends keys that reached their expiry (`key.expired`) and
 //! held keys whose confirmation grace passed (`key.unconfirmed`), as lifecycle plans
 //! (`lifecycle::plan_expire`), and purges finished records, their events and
-//! tombstones after the retention period. It never decides a retrieval: expiry is enforced at
+//! tombstones, and finished deliveries after the retention period, audit rows after theirs
+//! (`store::retention`). It never decides a retrieval: expiry is enforced at
 //! the moment of each request; this only tidies up and reports.
 //!
 //! Every batch is selected with `FOR UPDATE SKIP LOCKED` and changed in the same transaction,
 //! so replicas sweeping at once take disjoint batches and each expiry is reported once; a key
 //! locked by a retrieval in flight is simply left for the next sweep.
-
-use std::time::Duration;
 
 use jiff::Timestamp;
 use sqlx::PgConnection;
@@ -16,9 +15,24 @@ use sqlx::PgConnection;
 use super::apply::apply_all;
 use super::{db, ms};
 use crate::store::lifecycle::{plan_expire, Ending, Expiry, ENDING_COLUMNS, LIVE_SQL};
+use crate::store::retention::Retention;
 use crate::store::{StoreError, SweepReport};
 
 const BATCH: usize = SweepReport::BATCH;
+
+/// Finished deliveries past the horizon `$1`, among the oldest `$2` of each finished status
+/// (read through `deliveries_status`; see `store::retention`). Not locked: a replica sweeping
+/// the same rows at once waits for this delete and then finds them gone.
+const PURGE_DELIVERIES: &str = "DELETE FROM deliveries WHERE id IN (
+       SELECT id FROM (SELECT id, finished_at FROM deliveries WHERE status = 'delivered'
+                       ORDER BY id LIMIT $2) d WHERE finished_at < $1
+       UNION ALL
+       SELECT id FROM (SELECT id, finished_at FROM deliveries WHERE status = 'failed'
+                       ORDER BY id LIMIT $2) f WHERE finished_at < $1)";
+
+/// Audit rows written before the horizon `$1`, among the oldest `$2`.
+const PURGE_AUDIT: &str = "DELETE FROM audit WHERE id IN (
+       SELECT id FROM (SELECT id, at FROM audit ORDER BY id LIMIT $2) a WHERE at < $1)";
 
 /// Locks and ends the keys that `sql` selects (as `ENDING_COLUMNS`, bound to now and the batch
 /// size), skipping those locked by a retrieval in flight.
@@ -45,10 +59,9 @@ async fn end(
 pub async fn sweep(
     c: &mut PgConnection,
     now: Timestamp,
-    retention: Duration,
+    retention: Retention,
 ) -> Result<SweepReport, StoreError> {
     let mut report = SweepReport::default();
-    let now_ms = ms(now);
     let batch = BATCH as i64;
 
     report.grace_ended = end(
@@ -77,7 +90,7 @@ pub async fn sweep(
     )
     .await?;
 
-    let horizon = now_ms - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    let horizon = retention.records_horizon(now);
     let (purged_events, purged_keys): (i64, i64) = sqlx::query_as(
         "WITH doomed AS (
              SELECT id FROM keys WHERE ended_at IS NOT NULL AND ended_at < $1
@@ -106,10 +119,32 @@ pub async fn sweep(
     .await
     .map_err(db)?
     .rows_affected();
+    let purged_deliveries = purge(c, PURGE_DELIVERIES, horizon).await?;
+    let purged_audit = match retention.audit_horizon(now) {
+        Some(h) => purge(c, PURGE_AUDIT, h).await?,
+        None => 0,
+    };
     let count = |n: i64| usize::try_from(n).unwrap_or(usize::MAX);
     let (purged_events, purged_keys) = (count(purged_events), count(purged_keys));
     let purged_tombstones = usize::try_from(purged_tombstones).unwrap_or(usize::MAX);
-    report.purged = purged_keys + purged_tombstones;
-    report.more = report.batch_full(&[purged_events, purged_keys, purged_tombstones]);
+    report.purged = purged_keys + purged_tombstones + purged_deliveries + purged_audit;
+    report.more = report.batch_full(&[
+        purged_events,
+        purged_keys,
+        purged_tombstones,
+        purged_deliveries,
+        purged_audit,
+    ]);
     Ok(report)
+}
+
+/// Runs a purge statement bound to its horizon and the batch size; the rows it deleted.
+async fn purge(c: &mut PgConnection, sql: &str, horizon: i64) -> Result<usize, StoreError> {
+    let done = sqlx::query(sql)
+        .bind(horizon)
+        .bind(BATCH as i64)
+        .execute(&mut *c)
+        .await
+        .map_err(db)?;
+    Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
 }

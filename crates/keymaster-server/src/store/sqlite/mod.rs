@@ -567,13 +567,13 @@ impl Store for SqliteStore {
     async fn sweep(
         &self,
         now: Timestamp,
-        retention: std::time::Duration,
+        retention: crate::store::retention::Retention,
     ) -> Result<SweepReport, StoreError> {
         let done = self
             .writer
             .write(move |c| {
                 let mut report = sweep::sweep(c, now, retention)?;
-                let (expired, purged) = requests::sweep(c, now, retention)?;
+                let (expired, purged) = requests::sweep(c, now, retention.records)?;
                 report.requests_expired = expired;
                 report.purged += purged;
                 report.more |= expired >= SweepReport::BATCH || purged >= SweepReport::BATCH;

@@ -1,11 +1,9 @@
 //! SQLite: the sweeper's work. Ends keys that reached their expiry (`key.expired`) and held
 //! keys whose confirmation grace passed (`key.unconfirmed`), as lifecycle plans
-//! (`lifecycle::plan_expire`), and purges finished records, their events and tombstones after
-//! the retention period. It never decides a retrieval: expiry is enforced at the moment of each
+//! (`lifecycle::plan_expire`), and purges finished records, their events and tombstones, and
+//! finished deliveries after the retention period, audit rows after theirs (`store::retention`). It never decides a retrieval: expiry is enforced at the moment of each
 //! request; this only tidies up and reports, in bounded batches so that the writer is never
 //! held for long.
-
-use std::time::Duration;
 
 use jiff::Timestamp;
 use rusqlite::{params, Connection};
@@ -14,9 +12,23 @@ use super::apply::apply;
 use super::ms;
 use super::writer::db;
 use crate::store::lifecycle::{plan_expire, Ending, Expiry, ENDING_COLUMNS, LIVE_SQL};
+use crate::store::retention::Retention;
 use crate::store::{StoreError, SweepReport};
 
 const BATCH: usize = SweepReport::BATCH;
+
+/// Finished deliveries past the horizon `?1`, among the oldest `?2` of each finished status
+/// (read through `deliveries_status`; see `store::retention`).
+const PURGE_DELIVERIES: &str = "DELETE FROM deliveries WHERE id IN (
+       SELECT id FROM (SELECT id, finished_at FROM deliveries WHERE status = 'delivered'
+                       ORDER BY id LIMIT ?2) WHERE finished_at < ?1
+       UNION ALL
+       SELECT id FROM (SELECT id, finished_at FROM deliveries WHERE status = 'failed'
+                       ORDER BY id LIMIT ?2) WHERE finished_at < ?1)";
+
+/// Audit rows written before the horizon `?1`, among the oldest `?2`.
+const PURGE_AUDIT: &str = "DELETE FROM audit WHERE id IN (
+       SELECT id FROM (SELECT id, at FROM audit ORDER BY id LIMIT ?2) WHERE at < ?1)";
 
 /// Ends the keys that `sql` selects (as `ENDING_COLUMNS`, bound to now and the batch size).
 fn end(c: &Connection, sql: &str, why: Expiry, now: Timestamp) -> Result<usize, StoreError> {
@@ -37,10 +49,9 @@ fn end(c: &Connection, sql: &str, why: Expiry, now: Timestamp) -> Result<usize, 
 pub fn sweep(
     c: &Connection,
     now: Timestamp,
-    retention: Duration,
+    retention: Retention,
 ) -> Result<SweepReport, StoreError> {
     let mut report = SweepReport::default();
-    let now_ms = ms(now);
 
     report.grace_ended = end(
         c,
@@ -63,7 +74,7 @@ pub fn sweep(
         now,
     )?;
 
-    let horizon = now_ms - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    let horizon = retention.records_horizon(now);
     let purged_events = c
         .execute(
             "DELETE FROM events WHERE key_id IN
@@ -92,18 +103,21 @@ pub fn sweep(
         )
         .map_err(db)?;
     let purged_deliveries = c
-        .execute(
-            "DELETE FROM deliveries WHERE id IN
-               (SELECT id FROM deliveries WHERE status != 'pending' AND finished_at < ?1 LIMIT ?2)",
-            params![horizon, BATCH as i64],
-        )
+        .execute(PURGE_DELIVERIES, params![horizon, BATCH as i64])
         .map_err(db)?;
-    report.purged = purged_keys + purged_tombstones + purged_deliveries;
+    let purged_audit = match retention.audit_horizon(now) {
+        Some(h) => c
+            .execute(PURGE_AUDIT, params![h, BATCH as i64])
+            .map_err(db)?,
+        None => 0,
+    };
+    report.purged = purged_keys + purged_tombstones + purged_deliveries + purged_audit;
     let purged = [
         purged_events,
         purged_keys,
         purged_tombstones,
         purged_deliveries,
+        purged_audit,
     ];
     report.more = report.batch_full(&purged);
     Ok(report)
