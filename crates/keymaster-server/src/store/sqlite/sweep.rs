@@ -51,9 +51,7 @@ pub fn sweep(
     now: Timestamp,
     retention: Retention,
 ) -> Result<SweepReport, StoreError> {
-    let mut report = SweepReport::default();
-
-    report.grace_ended = end(
+    let grace_ended = end(
         c,
         &format!(
             "SELECT {ENDING_COLUMNS} FROM keys k LEFT JOIN services s ON s.id = k.pending_service_id
@@ -63,7 +61,7 @@ pub fn sweep(
         Expiry::Grace,
         now,
     )?;
-    report.expired = end(
+    let expired = end(
         c,
         &format!(
             "SELECT id, tenant_id, label, NULL, NULL FROM keys
@@ -74,6 +72,11 @@ pub fn sweep(
         now,
     )?;
 
+    let mut report = SweepReport {
+        grace_ended,
+        expired,
+        ..SweepReport::default()
+    };
     let horizon = retention.records_horizon(now);
     let purged_events = c
         .execute(
