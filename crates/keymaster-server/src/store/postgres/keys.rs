@@ -1,4 +1,4 @@
-//! PostgreSQL: deposits (one statement each) and the holder's operations on one key (status,
+//! PostgreSQL: deposits (one statement for all that wait at once, `batch`) and the holder's operations on one key (status,
 //! expiry, revoke, re-code). Every holder's change to a live key first locks its row (`FOR
 //! UPDATE`), so it serialises with the sweeper of every replica, and a retrieval whose guarded
 //! write waits for that lock then finds the row changed and plans again (`apply_one`).
@@ -10,47 +10,92 @@ use jiff::Timestamp;
 use sqlx::{PgConnection, Row};
 
 use super::apply::apply;
-use super::cte::{self, AuditParams, EventParams};
-use super::once::Statement;
+use super::batch::Batch;
+use super::outbox::{ENDPOINT_SQL, TARGETS_SQL};
 use super::{db, ms};
 use crate::store::columns::format_name;
-use crate::store::events::{new_event, EventType, KeyRef};
+use crate::store::events::{event_json, is_stream_only, new_event, EventType, KeyRef};
 use crate::store::lifecycle::{self, read_record, Applied, LIVE_SQL, RECORD_COLUMNS};
 use crate::store::limits;
 use crate::store::{AuditRecord, KeyRecord, NewKey, RecodeOutcome, StoreError};
 
-/// A deposit as one statement (autocommit on the hot path, [`Deposit::run`]): the key, its
-/// `key.deposited` event and the event's deliveries, the tombstone of the same code removed
-/// (a new live code supersedes it), the audit row. `ON CONFLICT DO NOTHING`: a code that is
-/// already live (or any other unique value taken) writes nothing and answers `false`, and the
-/// caller makes another code.
+/// Deposits as one statement over arrays, one element per deposit (`batch`: the deposits that
+/// wait at the same moment share it; a single deposit is a batch of one). `j` holds the jobs;
+/// `k` the keys written. `ON CONFLICT DO NOTHING`: a deposit whose code is already live (in
+/// the table, or earlier in the same batch), or any other unique value taken, writes nothing
+/// and answers `false`, and its caller makes another code; the others are written. For each
+/// key written: its `key.deposited` event and the event's deliveries, the tombstone of the same
+/// code removed (a new live code supersedes it), the audit row. Everything but the key is
+/// joined to `k` by the key's id, which is why two jobs with the same id never share a
+/// statement ([`Deposits::clash`]).
+///
+/// The keys go in in code-hash order, so two batches that race for the same codes wait for
+/// each other in the same order (no deadlock); the events in the batch's order.
 static DEPOSIT_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "WITH k AS (
+        "WITH j AS (
+           SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[], $5::text[],
+               $6::text[], $7::text[], $8::bytea[], $9::bytea[], $10::text[], $11::boolean[],
+               $12::text[], $13::text[], $14::text[], $15::bigint[], $16::bigint[],
+               $17::bigint[], $18::text[], $19::text[], $20::bytea[], $21::text[], $22::text[],
+               $23::text[], $24::boolean[], $25::bigint[], $26::text[], $27::text[],
+               $28::text[], $29::text[], $30::text[], $31::text[])
+           WITH ORDINALITY AS j(id, tenant_id, holder_hash, code_hash, label, kind, algorithm,
+               spki, secret_sealed, fingerprint, proven, policy, password_hash, notify,
+               created_at, expires_at, max_retrievals, code_format, origin_network,
+               sas_commitment, event_id, event_type, payload, delivered, audit_at, actor,
+               action, outcome, audit_key_id, ip, detail, n)
+         ), k AS (
            INSERT INTO keys (id, tenant_id, holder_hash, code_hash, label, kind, algorithm, spki,
                secret_sealed, fingerprint, ssh_fingerprint, jwk_thumbprint, proven, policy,
                password_hash, notify, state, created_at, expires_at, max_retrievals, code_format,
                origin_network, sas_commitment)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-               'active', $17, $18, $19, $20, $21, $22)
+           SELECT id, tenant_id, holder_hash, code_hash, label, kind, algorithm, spki,
+               secret_sealed, fingerprint, NULL, NULL, proven, policy, password_hash, notify,
+               'active', created_at, expires_at, max_retrievals, code_format, origin_network,
+               sas_commitment
+           FROM j ORDER BY code_hash, n
            ON CONFLICT DO NOTHING
-           RETURNING id, tenant_id, notify
+           RETURNING id, tenant_id, notify, code_hash
          ), tb AS (
-           DELETE FROM tombstones WHERE code_hash = $4 AND EXISTS (SELECT 1 FROM k)
-         ), {}, {}
-         SELECT count(*) FROM k",
-        cte::events_ctes(17, 23),
-        cte::audit_cte(27, "EXISTS (SELECT 1 FROM k)"),
+           DELETE FROM tombstones USING k WHERE tombstones.code_hash = k.code_hash
+         ), ev AS (
+           INSERT INTO events (id, key_id, tenant_id, type, at, payload)
+           SELECT j.event_id, k.id, k.tenant_id, j.event_type, j.created_at, j.payload
+           FROM k JOIN j ON j.id = k.id
+           ORDER BY j.n
+         ), dl AS (
+           INSERT INTO deliveries (event_id, channel, target, tenant_id, status, next_attempt_at,
+                                   created_at, endpoint)
+           SELECT j.event_id, t.channel, t.target, k.tenant_id, 'pending', j.created_at,
+                  j.created_at, {ENDPOINT_SQL}
+           FROM k JOIN j ON j.id = k.id, LATERAL ({TARGETS_SQL}) t
+           WHERE j.delivered
+           ORDER BY j.n, t.channel, t.target
+         ), au AS (
+           INSERT INTO audit (at, actor, action, outcome, key_id, ip, detail)
+           SELECT j.audit_at, j.actor, j.action, j.outcome, j.audit_key_id, j.ip, j.detail
+           FROM k JOIN j ON j.id = k.id
+           ORDER BY j.n
+         )
+         SELECT id FROM k"
     )
 });
 
-/// A deposit, ready to run (again, if PostgreSQL rolled it back: its ids are fixed here).
+/// A deposit, ready to run (again, if PostgreSQL rolled it back: its ids and times are fixed
+/// here): the key, its `key.deposited` event, its audit row.
 pub struct Deposit {
     k: NewKey,
     policy: String,
     notify: Option<String>,
-    events: EventParams,
-    audit: AuditParams,
+    origin_network: Option<String>,
+    event_id: String,
+    event_type: String,
+    payload: String,
+    /// Whether the event goes to webhooks and e-mail too (not stream-only).
+    delivered: bool,
+    audit: AuditRecord,
+    audit_ip: Option<String>,
 }
 
 impl Deposit {
@@ -68,67 +113,102 @@ impl Deposit {
             tenant_id: &k.tenant_id,
             label: k.label.as_deref(),
         };
-        let mut events = EventParams::default();
-        events.push(&new_event(
-            EventType::Deposited,
-            &key,
-            service,
-            reason,
-            k.created_at,
-        ))?;
+        let event = new_event(EventType::Deposited, &key, service, reason, k.created_at);
         let policy = serde_json::to_string(&k.policy).map_err(json)?;
         let notify = k.notify.as_ref().map(serde_json::to_string);
         Ok(Deposit {
             policy,
             notify: notify.transpose().map_err(json)?,
-            events,
-            audit: AuditParams::row(a),
+            origin_network: k.origin_network.map(|n| n.to_string()),
+            payload: event_json(&event)?,
+            delivered: !is_stream_only(&event.event_type),
+            event_id: event.id,
+            event_type: event.event_type,
+            audit: a.clone(),
+            audit_ip: a.ip.map(|ip| ip.to_string()),
             k,
         })
     }
+}
 
-    /// Runs the one statement; `false`: a unique value is taken, nothing was written.
-    pub async fn run(&self, c: &mut PgConnection) -> Result<bool, sqlx::Error> {
-        let k = &self.k;
+/// The statement of [`DEPOSIT_SQL`] over many deposits; each answers `true` when its key was
+/// written, `false` when a unique value (its code) was taken.
+pub struct Deposits;
+
+/// One column of the deposits, as the array that [`DEPOSIT_SQL`] binds.
+fn column<'a, T>(jobs: &'a [Deposit], f: impl Fn(&'a Deposit) -> T) -> Vec<T> {
+    jobs.iter().map(f).collect()
+}
+
+impl Deposits {
+    /// Runs the one statement for `jobs`, on a connection in autocommit or inside the
+    /// caller's transaction.
+    pub async fn run(jobs: &[Deposit], c: &mut PgConnection) -> Result<Vec<bool>, sqlx::Error> {
         let q = sqlx::query(&DEPOSIT_SQL)
-            .bind(&k.id)
-            .bind(&k.tenant_id)
-            .bind(&k.holder_hash)
-            .bind(&k.code_hash)
-            .bind(&k.label)
-            .bind(k.kind)
-            .bind(&k.algorithm)
-            .bind(&k.spki)
-            .bind(&k.secret_sealed)
-            .bind(&k.fingerprint)
-            // Not stored, as in every backend: a retrieval derives both from the key
-            // (`PublicForms`), and the holder's view shows only `fingerprint`.
-            .bind(None::<String>)
-            .bind(None::<String>)
-            .bind(k.proven)
-            .bind(&self.policy)
-            .bind(&k.password_hash)
-            .bind(&self.notify)
-            .bind(ms(k.created_at))
-            .bind(ms(k.expires_at))
-            .bind(i64::from(k.policy.max_retrievals))
-            .bind(format_name(k.code_format))
-            .bind(k.origin_network.map(|n| n.to_string()));
-        let q = self.audit.bind(self.events.bind(q.bind(&k.sas_commitment)));
-        let written: i64 = q.fetch_one(c).await?.try_get(0)?;
-        Ok(written == 1)
+            .bind(column(jobs, |d| d.k.id.as_str()))
+            .bind(column(jobs, |d| d.k.tenant_id.as_str()))
+            .bind(column(jobs, |d| d.k.holder_hash.as_slice()))
+            .bind(column(jobs, |d| d.k.code_hash.as_slice()))
+            .bind(column(jobs, |d| d.k.label.as_deref()))
+            .bind(column(jobs, |d| d.k.kind))
+            .bind(column(jobs, |d| d.k.algorithm.as_str()))
+            .bind(column(jobs, |d| d.k.spki.as_deref()))
+            .bind(column(jobs, |d| d.k.secret_sealed.as_deref()))
+            // `ssh_fingerprint` and `jwk_thumbprint` are not stored, as in every backend: a
+            // retrieval derives both from the key (`PublicForms`), and the holder's view
+            // shows only `fingerprint`.
+            .bind(column(jobs, |d| d.k.fingerprint.as_deref()))
+            .bind(column(jobs, |d| d.k.proven))
+            .bind(column(jobs, |d| d.policy.as_str()))
+            .bind(column(jobs, |d| d.k.password_hash.as_deref()))
+            .bind(column(jobs, |d| d.notify.as_deref()))
+            .bind(column(jobs, |d| ms(d.k.created_at)))
+            .bind(column(jobs, |d| ms(d.k.expires_at)))
+            .bind(column(jobs, |d| i64::from(d.k.policy.max_retrievals)))
+            .bind(column(jobs, |d| format_name(d.k.code_format)))
+            .bind(column(jobs, |d| d.origin_network.as_deref()))
+            .bind(column(jobs, |d| d.k.sas_commitment.as_deref()))
+            .bind(column(jobs, |d| d.event_id.as_str()))
+            .bind(column(jobs, |d| d.event_type.as_str()))
+            .bind(column(jobs, |d| d.payload.as_str()))
+            .bind(column(jobs, |d| d.delivered))
+            .bind(column(jobs, |d| ms(d.audit.at)))
+            .bind(column(jobs, |d| d.audit.actor.as_str()))
+            .bind(column(jobs, |d| d.audit.action))
+            .bind(column(jobs, |d| d.audit.outcome.as_str()))
+            .bind(column(jobs, |d| d.audit.key_id.as_deref()))
+            .bind(column(jobs, |d| d.audit_ip.as_deref()))
+            .bind(column(jobs, |d| d.audit.detail.as_deref()));
+        let written: Vec<String> = q
+            .fetch_all(c)
+            .await?
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect::<Result<_, _>>()?;
+        Ok(column(jobs, |d| written.contains(&d.k.id)))
     }
 }
 
-impl Statement for Deposit {
+impl Batch for Deposits {
+    type Job = Deposit;
     type Out = bool;
 
-    fn run<'c>(&'c self, c: &'c mut PgConnection) -> BoxFuture<'c, Result<bool, sqlx::Error>> {
-        Box::pin(Deposit::run(self, c))
+    fn run<'c>(
+        &'c self,
+        jobs: &'c [Deposit],
+        c: &'c mut PgConnection,
+    ) -> BoxFuture<'c, Result<Vec<bool>, sqlx::Error>> {
+        Box::pin(Deposits::run(jobs, c))
+    }
+
+    /// The parts after the key find their deposit by the key's id.
+    fn clash(&self, a: &Deposit, b: &Deposit) -> bool {
+        a.k.id == b.k.id
     }
 }
 
-/// [`Deposit`] inside the caller's transaction (an enrolment request's answer).
+/// [`Deposit`] inside the caller's transaction (an enrolment request's answer): a batch of
+/// one.
 pub async fn deposit_with_event(
     c: &mut PgConnection,
     k: &NewKey,
@@ -136,10 +216,9 @@ pub async fn deposit_with_event(
     service: Option<(&str, &str)>,
     reason: Option<&str>,
 ) -> Result<bool, StoreError> {
-    Deposit::new(k.clone(), a, service, reason)?
-        .run(c)
-        .await
-        .map_err(db)
+    let job = [Deposit::new(k.clone(), a, service, reason)?];
+    let written = Deposits::run(&job, c).await.map_err(db)?;
+    Ok(written == [true])
 }
 
 /// The key a holder token opens. PostgreSQL keeps its unique index of holder hashes, so the

@@ -2,7 +2,8 @@
 //! acquire timeout so that no request hangs while the database is down, READ COMMITTED
 //! transactions with row locks.
 //!
-//! Meant for several replicas on one database: a deposit is one statement and a retrieval one
+//! Meant for several replicas on one database: a deposit is one statement (shared with the
+//! deposits that wait at the same moment, `batch`) and a retrieval one
 //! read and one conditional write (`retrieve`, `apply_one`, run by `once`), which change the
 //! key row only if it still holds what was read and count a failure only while the budget has
 //! room, so a single-use code is handed out once and budgets are exact across processes
@@ -18,6 +19,7 @@
 mod admin;
 mod apply;
 mod apply_one;
+mod batch;
 pub(crate) mod connect;
 mod cte;
 mod handoff;
@@ -83,6 +85,8 @@ pub struct PostgresStore {
     commits: Arc<CommitSignal>,
     /// Told after this replica's own commits of events: wakes the sender of `notify`.
     local: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Deposits, run in batches of those that wait at once (`batch`).
+    deposits: Arc<batch::Batcher<keys::Deposits>>,
 }
 
 impl PostgresStore {
@@ -106,9 +110,17 @@ impl PostgresStore {
         )
         .await?;
         let (local, local_rx) = tokio::sync::watch::channel(0u64);
+        let primary = Arc::new(primary);
+        let deposits = batch::Batcher::start(
+            keys::Deposits,
+            pool.clone(),
+            primary.clone(),
+            batch::RUNNERS,
+        );
         let store = PostgresStore {
             pool,
-            primary: Arc::new(primary),
+            primary,
+            deposits: Arc::new(deposits),
             commits: Arc::default(),
             local: Arc::new(local),
         };
@@ -323,9 +335,10 @@ impl Store for PostgresStore {
     }
 
     async fn deposit(&self, key: NewKey, audit: AuditRecord) -> Result<bool, StoreError> {
-        // One statement in autocommit (`keys::Deposit`), not a transaction.
+        // One statement in autocommit with the deposits that wait at the same moment
+        // (`batch`, `keys::Deposits`), not a transaction.
         let deposit = keys::Deposit::new(key, &audit, None, None)?;
-        let done = self.hot().write(Arc::new(deposit)).await;
+        let done = self.deposits.run(deposit).await;
         self.signal(done)
     }
 

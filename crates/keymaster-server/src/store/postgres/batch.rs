@@ -1,0 +1,228 @@
+//! PostgreSQL: group commit in the application — the jobs of concurrent requests that wait at
+//! the same moment run as ONE autocommit statement over arrays, so that N of them cost one
+//! round trip, one executor start-up and one commit (one WAL flush) instead of N.
+//!
+//! Jobs go into a queue. A few runners (at most [`RUNNERS`]) each take the first waiting job
+//! and whatever else is already queued (at most [`MAX_JOBS`]), with no timer: at low load a
+//! batch is one job and waits for nothing, and under load the jobs that queued while the
+//! previous batches ran go together. What pgbench measured on this machine for one to 32 rows
+//! a statement is in `docs/scaling.md` ("Group commit").
+//!
+//! A batch runs through `connect::run::autocommit`, the rule of every one-statement write: sent
+//! again only when it certainly did not apply (no connection, or an `ERROR` that may pass); a
+//! lost answer is `Unavailable` for every job of the batch, never sent again. Each job owns
+//! its ids and times ([`Batch::Job`]), so a statement sent again sends the same thing. A batch
+//! refused with any other `ERROR` (a bug, or one job's bad value: nothing was applied) runs
+//! again one job a statement, so that one job cannot fail the others.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use sqlx::postgres::PgPool;
+use sqlx::PgConnection;
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use super::connect::{run, Failure, Primary};
+use crate::store::StoreError;
+
+/// Most runners of one kind of batch, each running one batch at a time on one pooled
+/// connection: half the pool, so that the other paths (reads, transactions) keep theirs.
+pub const RUNNERS: usize = super::MAX_CONNECTIONS as usize / 2;
+
+/// Most jobs in one statement.
+pub const MAX_JOBS: usize = 64;
+
+/// One statement over many jobs.
+pub trait Batch: Send + Sync + 'static {
+    /// One job: everything its statement binds, ids and times fixed.
+    type Job: Send + Sync + 'static;
+    /// A job's answer.
+    type Out: Send + 'static;
+
+    /// Runs ONE statement for `jobs` (at least one) and answers them in their order.
+    fn run<'c>(
+        &'c self,
+        jobs: &'c [Self::Job],
+        c: &'c mut PgConnection,
+    ) -> BoxFuture<'c, Result<Vec<Self::Out>, sqlx::Error>>;
+
+    /// Whether two jobs may not share a statement (the later waits for the next one), for
+    /// statements that tell jobs apart by a value that is unique only by chance.
+    fn clash(&self, _a: &Self::Job, _b: &Self::Job) -> bool {
+        false
+    }
+}
+
+/// A queued job and where its answer goes.
+struct Queued<B: Batch> {
+    job: B::Job,
+    answer: oneshot::Sender<Result<B::Out, StoreError>>,
+}
+
+/// The queue of one kind of batch and its runners. The runners end when the batcher is
+/// dropped (and the queue is empty).
+pub struct Batcher<B: Batch> {
+    queue: mpsc::UnboundedSender<Queued<B>>,
+}
+
+/// What the runners share.
+struct Runner<B: Batch> {
+    batch: B,
+    pool: PgPool,
+    primary: Arc<Primary>,
+    queue: Mutex<mpsc::UnboundedReceiver<Queued<B>>>,
+}
+
+impl<B: Batch> Batcher<B> {
+    /// Starts `runners` runners (at least one) of `batch` on the pool.
+    pub fn start(batch: B, pool: PgPool, primary: Arc<Primary>, runners: usize) -> Batcher<B> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let runner = Arc::new(Runner {
+            batch,
+            pool,
+            primary,
+            queue: Mutex::new(rx),
+        });
+        for _ in 0..runners.max(1) {
+            tokio::spawn(runner.clone().serve());
+        }
+        Batcher { queue: tx }
+    }
+
+    /// Runs `job` in the next batch and answers for it.
+    pub async fn run(&self, job: B::Job) -> Result<B::Out, StoreError> {
+        let (answer, answered) = oneshot::channel();
+        self.queue
+            .send(Queued { job, answer })
+            .map_err(|_| StoreError::Unavailable("the store is closing".into()))?;
+        answered.await.unwrap_or_else(|_| {
+            // The runner ended while the job was in its hands (it cannot, short of a panic):
+            // whether its statement applied is unknown.
+            Err(StoreError::Unavailable(
+                "the batch's outcome is unknown".into(),
+            ))
+        })
+    }
+}
+
+impl<B: Batch> Runner<B> {
+    async fn serve(self: Arc<Self>) {
+        // Jobs that clashed with a batch, first in the next one.
+        let mut held: Vec<Queued<B>> = Vec::new();
+        while let Some(jobs) = self.next_batch(&mut held).await {
+            self.run(jobs).await;
+        }
+    }
+
+    /// The held jobs and the first queued one (waiting for it when there is none), then
+    /// whatever else is queued, up to [`MAX_JOBS`]; jobs whose caller went away are dropped.
+    /// `None` when the queue is closed and empty.
+    async fn next_batch(&self, held: &mut Vec<Queued<B>>) -> Option<Vec<Queued<B>>> {
+        let mut jobs: Vec<Queued<B>> = Vec::new();
+        for q in std::mem::take(held) {
+            self.add(&mut jobs, held, q);
+        }
+        let mut queue = self.queue.lock().await;
+        while jobs.is_empty() {
+            let q = queue.recv().await?;
+            self.add(&mut jobs, held, q);
+        }
+        while jobs.len() < MAX_JOBS {
+            match queue.try_recv() {
+                Ok(q) => self.add(&mut jobs, held, q),
+                Err(_) => break,
+            }
+        }
+        Some(jobs)
+    }
+
+    /// Adds `q` to the batch `jobs`, or to `held` when it clashes with one of them; drops it
+    /// when its caller went away.
+    fn add(&self, jobs: &mut Vec<Queued<B>>, held: &mut Vec<Queued<B>>, q: Queued<B>) {
+        if q.answer.is_closed() {
+            return;
+        }
+        if jobs.iter().any(|j| self.batch.clash(&j.job, &q.job)) {
+            held.push(q);
+        } else {
+            jobs.push(q);
+        }
+    }
+
+    /// Runs one batch and answers its jobs.
+    async fn run(self: &Arc<Self>, queued: Vec<Queued<B>>) {
+        let (jobs, answers): (Vec<B::Job>, Vec<_>) =
+            queued.into_iter().map(|q| (q.job, q.answer)).unzip();
+        let (jobs, n) = (Arc::new(jobs), answers.len());
+        match self.statement(&jobs, 0..n, n > 1).await {
+            Ok(Ok(outs)) if outs.len() == n => {
+                for (answer, out) in answers.into_iter().zip(outs) {
+                    let _ = answer.send(Ok(out));
+                }
+            }
+            Ok(Ok(outs)) => {
+                let e = format!("a batch of {n} jobs answered {}", outs.len());
+                for answer in answers {
+                    let _ = answer.send(Err(StoreError::Db(e.clone())));
+                }
+            }
+            Ok(Err(refused)) => {
+                tracing::warn!(jobs = n, error = %refused,
+                    "database: a batch was refused; its jobs run one by one");
+                for (i, answer) in answers.into_iter().enumerate() {
+                    let _ = answer.send(self.alone(&jobs, i).await);
+                }
+            }
+            Err(e) => {
+                for answer in answers {
+                    let _ = answer.send(Err(same(&e)));
+                }
+            }
+        }
+    }
+
+    /// Job `i` of `jobs` in a statement of its own.
+    async fn alone(
+        self: &Arc<Self>,
+        jobs: &Arc<Vec<B::Job>>,
+        i: usize,
+    ) -> Result<B::Out, StoreError> {
+        let outs = self.statement(jobs, i..i + 1, false).await?;
+        let outs = outs.map_err(super::db)?;
+        outs.into_iter()
+            .next()
+            .ok_or_else(|| StoreError::Db("a batch of one job answered none".into()))
+    }
+
+    /// Runs the statement of `jobs[range]` (`connect::run::autocommit`); with `split`, an
+    /// `ERROR` that will not pass (nothing applied) comes back as `Ok(Err)`, for the jobs to
+    /// run one by one.
+    async fn statement(
+        self: &Arc<Self>,
+        jobs: &Arc<Vec<B::Job>>,
+        range: Range<usize>,
+        split: bool,
+    ) -> Result<Result<Vec<B::Out>, sqlx::Error>, StoreError> {
+        let (runner, jobs) = (self.clone(), jobs.clone());
+        run::autocommit(&self.pool, &self.primary, move |c| {
+            Box::pin(async move {
+                match runner.batch.run(&jobs[range], c).await {
+                    Ok(outs) => Ok(Ok(outs)),
+                    Err(e) if split && Failure::classify(&e) == Failure::Refused => Ok(Err(e)),
+                    Err(e) => Err(e),
+                }
+            })
+        })
+        .await
+    }
+}
+
+/// The same error again, for each job of a batch.
+fn same(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        StoreError::Db(m) => StoreError::Db(m.clone()),
+        StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
+    }
+}
