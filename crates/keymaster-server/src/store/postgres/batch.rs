@@ -226,3 +226,202 @@ fn same(e: &StoreError) -> StoreError {
         StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
     }
 }
+
+/// Against a real server, when `KEYMASTER_TEST_DATABASE_URL` names one (a maintenance URL, as
+/// for the store contract); without it there is nothing to run them on and they pass.
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex as Plain;
+
+    use futures::future::join_all;
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::store::postgres::connect;
+
+    /// A job of [`Probe`]: what its statement does.
+    enum Job {
+        /// Holds its batch until told (the runner is busy meanwhile).
+        Gate(Arc<Notify>, Arc<Notify>),
+        Value(u32),
+        /// Its batch fails with a serialization failure (40001) the first time.
+        ConflictOnce,
+        /// Its batch's connection is terminated (FATAL 57P01): the answer is lost.
+        Lose,
+        /// Its batch fails with an error that does not pass (22012).
+        Bad,
+    }
+
+    impl Job {
+        fn label(&self) -> String {
+            match self {
+                Job::Gate(..) => "gate".into(),
+                Job::Value(v) => v.to_string(),
+                Job::ConflictOnce => "conflict".into(),
+                Job::Lose => "lose".into(),
+                Job::Bad => "bad".into(),
+            }
+        }
+    }
+
+    /// A batch that records every statement it sends (the labels of its jobs).
+    #[derive(Default)]
+    struct Probe {
+        sent: Arc<Plain<Vec<Vec<String>>>>,
+    }
+
+    impl Batch for Probe {
+        type Job = Job;
+        type Out = u32;
+
+        fn run<'c>(
+            &'c self,
+            jobs: &'c [Job],
+            c: &'c mut PgConnection,
+        ) -> BoxFuture<'c, Result<Vec<u32>, sqlx::Error>> {
+            Box::pin(async move {
+                let first = {
+                    let mut sent = self.sent.lock().unwrap();
+                    sent.push(jobs.iter().map(Job::label).collect());
+                    !sent
+                        .iter()
+                        .rev()
+                        .skip(1)
+                        .any(|s| s.iter().any(|l| l == "conflict"))
+                };
+                let sql = if jobs.iter().any(|j| matches!(j, Job::Bad)) {
+                    "SELECT 1 / 0"
+                } else if jobs.iter().any(|j| matches!(j, Job::Lose)) {
+                    "SELECT pg_terminate_backend(pg_backend_pid())"
+                } else if first && jobs.iter().any(|j| matches!(j, Job::ConflictOnce)) {
+                    "DO $$ BEGIN RAISE EXCEPTION 'test' USING ERRCODE = '40001'; END $$"
+                } else {
+                    "SELECT 1"
+                };
+                sqlx::query(sql).execute(c).await?;
+                let mut outs = Vec::new();
+                for j in jobs {
+                    outs.push(match j {
+                        Job::Gate(entered, go) => {
+                            entered.notify_one();
+                            go.notified().await;
+                            0
+                        }
+                        Job::Value(v) => *v,
+                        _ => 1,
+                    });
+                }
+                Ok(outs)
+            })
+        }
+    }
+
+    /// A batcher of [`Probe`] with one runner, on the test server; `None` without one.
+    async fn probe() -> Option<(Arc<Batcher<Probe>>, Arc<Plain<Vec<Vec<String>>>>)> {
+        let url = std::env::var("KEYMASTER_TEST_DATABASE_URL").ok()?;
+        let targets = connect::parse(&url).unwrap();
+        let options = sqlx::postgres::PgPoolOptions::new().max_connections(2);
+        let (pool, primary) = connect::open(targets, options).await.unwrap();
+        let probe = Probe::default();
+        let sent = probe.sent.clone();
+        let batcher = Batcher::start(probe, pool, Arc::new(primary), 1);
+        Some((Arc::new(batcher), sent))
+    }
+
+    /// Runs `jobs` as one batch: the runner is held by a gate while they queue.
+    async fn one_batch(b: &Arc<Batcher<Probe>>, jobs: Vec<Job>) -> Vec<Result<u32, StoreError>> {
+        let (entered, go) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let gate = {
+            let (b, job) = (b.clone(), Job::Gate(entered.clone(), go.clone()));
+            tokio::spawn(async move { b.run(job).await })
+        };
+        entered.notified().await;
+        let mut calls: Vec<_> = jobs.into_iter().map(|j| Box::pin(b.run(j))).collect();
+        for call in &mut calls {
+            // Polled once: queued.
+            assert!(futures::poll!(call.as_mut()).is_pending());
+        }
+        go.notify_one();
+        assert_eq!(gate.await.unwrap().unwrap(), 0);
+        join_all(calls).await
+    }
+
+    fn sent(log: &Plain<Vec<Vec<String>>>) -> Vec<Vec<String>> {
+        std::mem::take(&mut *log.lock().unwrap())
+    }
+
+    fn labels(l: &[&str]) -> Vec<String> {
+        l.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[tokio::test]
+    async fn the_jobs_that_queued_meanwhile_go_in_one_statement() {
+        let Some((b, log)) = probe().await else {
+            return;
+        };
+        let got = one_batch(&b, (1..=5).map(Job::Value).collect()).await;
+        let got: Vec<u32> = got.into_iter().map(Result::unwrap).collect();
+        assert_eq!(got, [1, 2, 3, 4, 5]);
+        assert_eq!(
+            sent(&log),
+            [labels(&["gate"]), labels(&["1", "2", "3", "4", "5"])]
+        );
+        // Alone, a job waits for nothing: a batch of one.
+        assert_eq!(b.run(Job::Value(6)).await.unwrap(), 6);
+        assert_eq!(sent(&log), [labels(&["6"])]);
+    }
+
+    #[tokio::test]
+    async fn a_conflict_is_sent_again_for_the_whole_batch() {
+        let Some((b, log)) = probe().await else {
+            return;
+        };
+        let got = one_batch(&b, vec![Job::Value(1), Job::ConflictOnce, Job::Value(2)]).await;
+        let got: Vec<u32> = got.into_iter().map(Result::unwrap).collect();
+        assert_eq!(got, [1, 1, 2]);
+        let batch = labels(&["1", "conflict", "2"]);
+        assert_eq!(sent(&log), [labels(&["gate"]), batch.clone(), batch]);
+    }
+
+    #[tokio::test]
+    async fn a_lost_answer_is_unavailable_for_every_job_and_never_sent_again() {
+        let Some((b, log)) = probe().await else {
+            return;
+        };
+        let got = one_batch(&b, vec![Job::Value(1), Job::Lose, Job::Value(2)]).await;
+        for answer in got {
+            assert!(
+                matches!(answer, Err(StoreError::Unavailable(_))),
+                "{answer:?}"
+            );
+        }
+        assert_eq!(sent(&log), [labels(&["gate"]), labels(&["1", "lose", "2"])]);
+        // The next batch runs on another connection.
+        let got = one_batch(&b, vec![Job::Value(3), Job::Value(4)]).await;
+        let got: Vec<u32> = got.into_iter().map(Result::unwrap).collect();
+        assert_eq!(got, [3, 4]);
+        assert_eq!(sent(&log), [labels(&["gate"]), labels(&["3", "4"])]);
+    }
+
+    #[tokio::test]
+    async fn a_refused_batch_runs_its_jobs_one_by_one() {
+        let Some((b, log)) = probe().await else {
+            return;
+        };
+        let got = one_batch(&b, vec![Job::Value(1), Job::Bad, Job::Value(2)]).await;
+        assert_eq!(got[0].as_ref().unwrap(), &1);
+        assert!(matches!(got[1], Err(StoreError::Db(_))), "{:?}", got[1]);
+        assert_eq!(got[2].as_ref().unwrap(), &2);
+        let alone = |l: &str| labels(&[l]);
+        assert_eq!(
+            sent(&log),
+            [
+                alone("gate"),
+                labels(&["1", "bad", "2"]),
+                alone("1"),
+                alone("bad"),
+                alone("2")
+            ]
+        );
+    }
+}

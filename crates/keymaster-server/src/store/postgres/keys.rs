@@ -322,3 +322,123 @@ async fn recodes_spent(
     .map_err(db)?;
     Ok(limits::recode_retry_after(&recent, per_hour, now))
 }
+
+/// Against a real server, when `KEYMASTER_TEST_DATABASE_URL` names one (a maintenance URL, as
+/// for the store contract; a database is made for the test and dropped); without it they pass.
+#[cfg(test)]
+mod tests {
+    use sqlx::Connection;
+
+    use super::*;
+    use crate::store::postgres::PostgresStore;
+
+    /// A store on a database of its own, and the URL to drop it with.
+    async fn store() -> Option<(PostgresStore, String, String)> {
+        let url = std::env::var("KEYMASTER_TEST_DATABASE_URL").ok()?;
+        let name = crate::crypto::new_id("km_batch_").to_lowercase();
+        let mut c = PgConnection::connect(&url).await.unwrap();
+        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+            .execute(&mut c)
+            .await
+            .unwrap();
+        let mut db = url::Url::parse(&url).unwrap();
+        db.set_path(&format!("/{name}"));
+        Some((PostgresStore::open(db.as_str()).await.unwrap(), url, name))
+    }
+
+    async fn drop_db(url: &str, name: &str) {
+        let mut c = PgConnection::connect(url).await.unwrap();
+        let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+        sqlx::raw_sql(&sql).execute(&mut c).await.unwrap();
+    }
+
+    fn deposit(code: &str, at: Timestamp) -> Deposit {
+        let id = crate::crypto::new_id("key_");
+        let k = NewKey {
+            id: id.clone(),
+            tenant_id: "ten_test".into(),
+            holder_hash: format!("holder-{id}").into_bytes(),
+            code_hash: code.as_bytes().to_vec(),
+            code_format: keymaster_core::wire::CodeFormat::Digits,
+            label: None,
+            kind: "secret",
+            algorithm: "secret".into(),
+            spki: None,
+            secret_sealed: Some(vec![7; 40]),
+            fingerprint: None,
+            ssh_fingerprint: None,
+            jwk_thumbprint: None,
+            proven: false,
+            policy: serde_json::from_str(r#"{"max_retrievals":1}"#).unwrap(),
+            password_hash: None,
+            notify: None,
+            created_at: at,
+            expires_at: at + jiff::SignedDuration::from_mins(5),
+            origin_network: None,
+            sas_commitment: None,
+        };
+        let a = AuditRecord {
+            at,
+            actor: "app".into(),
+            action: "key.deposit",
+            outcome: "success".into(),
+            key_id: Some(id),
+            ip: None,
+            detail: None,
+        };
+        Deposit::new(k, &a, None, None).unwrap()
+    }
+
+    async fn count(c: &mut PgConnection, sql: &str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(c).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn one_statement_writes_each_free_code_once_and_refuses_the_rest() {
+        let Some((store, url, name)) = store().await else {
+            return;
+        };
+        let now = Timestamp::from_millisecond(Timestamp::now().as_millisecond()).unwrap();
+        let mut c = store.pool.acquire().await.unwrap();
+        assert_eq!(
+            Deposits::run(&[deposit("live", now)], &mut c)
+                .await
+                .unwrap(),
+            [true]
+        );
+        sqlx::query("INSERT INTO tombstones VALUES ('fresh'::bytea, 'key_old', 0), ('other'::bytea, 'key_old', 0)")
+            .execute(&mut *c)
+            .await
+            .unwrap();
+        // Two deposits of one code in the same statement, one of a live code, two free ones
+        // (one of them a dead code's): the first of the pair and the free ones are written.
+        let jobs = [
+            deposit("x", now),
+            deposit("fresh", now),
+            deposit("x", now),
+            deposit("live", now),
+            deposit("y", now),
+        ];
+        let written = Deposits::run(&jobs, &mut c).await.unwrap();
+        assert_eq!(written, [true, true, false, false, true]);
+        for (job, written) in jobs.iter().zip(written) {
+            let of = |table: &str, column: &str| {
+                format!(
+                    "SELECT count(*) FROM {table} WHERE {column} = '{}'",
+                    job.k.id
+                )
+            };
+            let want = i64::from(written);
+            assert_eq!(count(&mut c, &of("keys", "id")).await, want);
+            assert_eq!(count(&mut c, &of("events", "key_id")).await, want);
+            assert_eq!(count(&mut c, &of("audit", "key_id")).await, want);
+        }
+        let tombstones = "SELECT count(*) FROM tombstones WHERE code_hash = 'fresh'::bytea";
+        assert_eq!(count(&mut c, tombstones).await, 0);
+        let other = "SELECT count(*) FROM tombstones WHERE code_hash = 'other'::bytea";
+        assert_eq!(count(&mut c, other).await, 1);
+        drop(c);
+        drop(store);
+        drop_db(&url, &name).await;
+    }
+}
