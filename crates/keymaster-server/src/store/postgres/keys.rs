@@ -1,7 +1,8 @@
-//! PostgreSQL: deposits (one statement for all that wait at once, `batch`) and the holder's operations on one key (status,
-//! expiry, revoke, re-code). Every holder's change to a live key first locks its row (`FOR
-//! UPDATE`), so it serialises with the sweeper of every replica, and a retrieval whose guarded
-//! write waits for that lock then finds the row changed and plans again (`apply_one`).
+//! PostgreSQL: deposits (one statement for all that wait at the same moment, `batch`) and the
+//! holder's operations on one key (status, expiry, revoke, re-code). Every holder's change to a
+//! live key first locks its row (`FOR UPDATE`), so it serialises with the sweeper of every
+//! replica, and a retrieval whose guarded write waits for that lock then finds the row changed
+//! and plans again (`apply_one`).
 
 use std::sync::LazyLock;
 

@@ -3,8 +3,8 @@
 //! transactions with row locks.
 //!
 //! Meant for several replicas on one database: a deposit is one statement (shared with the
-//! deposits that wait at the same moment, `batch`) and a retrieval one
-//! read and one conditional write (`retrieve`, `apply_one`, run by `once`), which change the
+//! deposits that wait at the same moment, `batch`) and a retrieval one read and one
+//! conditional write (`retrieve`, `apply_one`, run by `once`), which change the
 //! key row only if it still holds what was read and count a failure only while the budget has
 //! room, so a single-use code is handed out once and budgets are exact across processes
 //! without a lock held across round trips; the sweeper takes its batches with
