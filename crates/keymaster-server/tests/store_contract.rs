@@ -861,6 +861,69 @@ contract!(a_live_code_is_not_deposited_twice, |w| {
     assert!(w.store.deposit(key, a).await.unwrap(), "{}", w.name);
 });
 
+contract!(
+    deposits_at_once_answer_false_for_exactly_the_taken_codes,
+    |w| {
+        // 90 deposits at once over the replicas (on PostgreSQL they share batched statements,
+        // `store::postgres::batch`): three for each of 30 codes, and three more for a code that is
+        // already live. Exactly one of each code is written, with its event and audit row; the
+        // others answer `false` and leave nothing behind.
+        let live = w.deposit(r#"{"max_retrievals":1}"#, b"dup-live").await;
+        let codes: Vec<Vec<u8>> = (0..30)
+            .map(|i| format!("dup-{i}").into_bytes())
+            .chain(std::iter::once(b"dup-live".to_vec()))
+            .collect();
+        let calls = (0..codes.len() * 3).map(|i| {
+            let store = w.replicas[i % w.replicas.len()].clone();
+            let mut key = w.new_key(r#"{"max_retrievals":1}"#, &codes[i % codes.len()]);
+            let id = key.id.clone();
+            key.secret_sealed = Some(vec![u8::try_from(i).unwrap(); 40]);
+            let a = audit("app", "key.deposit", w.now, Some(&id));
+            tokio::spawn(async move { (key.code_hash.clone(), id, store.deposit(key, a).await) })
+        });
+        let mut written = std::collections::HashMap::new();
+        let mut refused = Vec::new();
+        for done in join_all(calls).await {
+            let (code, id, ok) = done.unwrap();
+            if ok.unwrap() {
+                assert!(
+                    written.insert(code, id).is_none(),
+                    "{}: a code written twice",
+                    w.name
+                );
+            } else {
+                refused.push(id);
+            }
+        }
+        assert_eq!((written.len(), refused.len()), (30, 63), "{}", w.name);
+        assert!(!written.contains_key(&b"dup-live"[..]), "{}", w.name);
+        for (code, id) in &written {
+            assert_eq!(w.events(id).await, ["key.deposited"], "{}", w.name);
+            assert_eq!(
+                w.audited(id, "key.deposit").await,
+                ["success"],
+                "{}",
+                w.name
+            );
+            let got = w.retrieve(code).await;
+            assert_eq!(allowed(&got).key_id, *id, "{}", w.name);
+        }
+        for id in &refused {
+            let holder = format!("holder-{id}").into_bytes();
+            let rec = w.store.key_by_holder(Some(id), &holder).await.unwrap();
+            assert!(rec.is_none(), "{}: a refused deposit left its key", w.name);
+            assert!(w.events(id).await.is_empty(), "{}", w.name);
+            assert!(w.audited(id, "key.deposit").await.is_empty(), "{}", w.name);
+        }
+        assert_eq!(
+            allowed(&w.retrieve(b"dup-live").await).key_id,
+            live,
+            "{}",
+            w.name
+        );
+    }
+);
+
 contract!(a_confined_service_does_not_see_another_tenants_keys, |w| {
     let key = w.deposit(r#"{"max_retrievals":1}"#, b"code-13").await;
     let mut confined = w.svc.clone();
