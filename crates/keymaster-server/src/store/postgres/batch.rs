@@ -39,9 +39,6 @@ pub trait Batch: Send + Sync + 'static {
     type Job: Send + Sync + 'static;
     /// A job's answer.
     type Out: Send + 'static;
-    /// Whether the statement only reads: then a batch is sent again after any failure that
-    /// may pass, a lost answer included (`connect::run::read`).
-    const READ_ONLY: bool = false;
 
     /// Runs ONE statement for `jobs` (at least one) and answers them in their order.
     fn run<'c>(
@@ -208,36 +205,16 @@ impl<B: Batch> Runner<B> {
         split: bool,
     ) -> Result<Result<Vec<B::Out>, sqlx::Error>, StoreError> {
         let (runner, jobs) = (self.clone(), jobs.clone());
-        if B::READ_ONLY {
-            run::read(&self.pool, &self.primary, move |c| {
-                Box::pin(async move {
-                    let outs = runner.batch.run(&jobs[range], c).await;
-                    split_refused(outs, split).map_err(super::db)
-                })
+        run::autocommit(&self.pool, &self.primary, move |c| {
+            Box::pin(async move {
+                match runner.batch.run(&jobs[range], c).await {
+                    Ok(outs) => Ok(Ok(outs)),
+                    Err(e) if split && Failure::classify(&e) == Failure::Refused => Ok(Err(e)),
+                    Err(e) => Err(e),
+                }
             })
-            .await
-        } else {
-            run::autocommit(&self.pool, &self.primary, move |c| {
-                Box::pin(async move {
-                    let outs = runner.batch.run(&jobs[range], c).await;
-                    split_refused(outs, split)
-                })
-            })
-            .await
-        }
-    }
-}
-
-/// With `split`, an `ERROR` that will not pass (nothing applied) as `Ok(Err)`.
-#[allow(clippy::type_complexity)]
-fn split_refused<T>(
-    outs: Result<T, sqlx::Error>,
-    split: bool,
-) -> Result<Result<T, sqlx::Error>, sqlx::Error> {
-    match outs {
-        Ok(outs) => Ok(Ok(outs)),
-        Err(e) if split && Failure::classify(&e) == Failure::Refused => Ok(Err(e)),
-        Err(e) => Err(e),
+        })
+        .await
     }
 }
 

@@ -327,14 +327,14 @@ async fn recodes_spent(
 /// Against a real server, when `KEYMASTER_TEST_DATABASE_URL` names one (a maintenance URL, as
 /// for the store contract; a database is made for the test and dropped); without it they pass.
 #[cfg(test)]
-pub(super) mod tests {
+mod tests {
     use sqlx::Connection;
 
     use super::*;
     use crate::store::postgres::PostgresStore;
 
     /// A store on a database of its own, and the URL to drop it with.
-    pub(in crate::store::postgres) async fn store() -> Option<(PostgresStore, String, String)> {
+    async fn store() -> Option<(PostgresStore, String, String)> {
         let url = std::env::var("KEYMASTER_TEST_DATABASE_URL").ok()?;
         let name = crate::crypto::new_id("km_batch_").to_lowercase();
         let mut c = PgConnection::connect(&url).await.unwrap();
@@ -347,13 +347,13 @@ pub(super) mod tests {
         Some((PostgresStore::open(db.as_str()).await.unwrap(), url, name))
     }
 
-    pub(in crate::store::postgres) async fn drop_db(url: &str, name: &str) {
+    async fn drop_db(url: &str, name: &str) {
         let mut c = PgConnection::connect(url).await.unwrap();
         let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
         sqlx::raw_sql(&sql).execute(&mut c).await.unwrap();
     }
 
-    pub(in crate::store::postgres) fn deposit(code: &str, at: Timestamp) -> Deposit {
+    fn deposit(code: &str, at: Timestamp) -> Deposit {
         let id = crate::crypto::new_id("key_");
         let k = NewKey {
             id: id.clone(),

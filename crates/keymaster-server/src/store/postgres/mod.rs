@@ -87,8 +87,6 @@ pub struct PostgresStore {
     local: Arc<tokio::sync::watch::Sender<u64>>,
     /// Deposits, run in batches of those that wait at once (`batch`).
     deposits: Arc<batch::Batcher<keys::Deposits>>,
-    /// Retrievals' reads, the same way.
-    reads: Arc<batch::Batcher<retrieve::Reads>>,
 }
 
 impl PostgresStore {
@@ -119,17 +117,10 @@ impl PostgresStore {
             primary.clone(),
             batch::RUNNERS,
         );
-        let reads = batch::Batcher::start(
-            retrieve::Reads,
-            pool.clone(),
-            primary.clone(),
-            batch::RUNNERS,
-        );
         let store = PostgresStore {
             pool,
             primary,
             deposits: Arc::new(deposits),
-            reads: Arc::new(reads),
             commits: Arc::default(),
             local: Arc::new(local),
         };
@@ -212,7 +203,6 @@ impl PostgresStore {
         once::Hot {
             pool: &self.pool,
             primary: &self.primary,
-            reads: &self.reads,
         }
     }
 

@@ -15,9 +15,7 @@ use futures::future::BoxFuture;
 use sqlx::postgres::PgPool;
 use sqlx::PgConnection;
 
-use super::batch::Batcher;
 use super::connect::{run, Primary};
-use super::retrieve::Reads;
 use crate::store::StoreError;
 
 /// One statement with its arguments.
@@ -26,12 +24,10 @@ pub trait Statement: Send + Sync + 'static {
     fn run<'c>(&'c self, c: &'c mut PgConnection) -> BoxFuture<'c, Result<Self::Out, sqlx::Error>>;
 }
 
-/// Where the hot paths run: the store's pool and its primary, and the batcher of retrievals'
-/// reads.
+/// Where the hot paths run: the store's pool and its primary.
 pub struct Hot<'s> {
     pub pool: &'s PgPool,
     pub primary: &'s Primary,
-    pub reads: &'s Batcher<Reads>,
 }
 
 impl Hot<'_> {

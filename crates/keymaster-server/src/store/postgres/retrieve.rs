@@ -34,7 +34,6 @@ use sqlx::PgConnection;
 
 use super::apply::apply;
 use super::apply_one::{Applying, Read};
-use super::batch::Batch;
 use super::connect::run;
 use super::db;
 use super::once::{Hot, Statement};
@@ -49,38 +48,21 @@ use crate::store::{AuditRecord, RetrieveCommand, RetrieveOutcome, ServiceAuth, S
 /// Rounds of read, plan, conditional write before a retrieval locks the key row.
 const OPTIMISTIC: usize = 3;
 
-/// The key with the code hash `{code}` (of tenant `{tenant}` if given), the budget row of
-/// subject `{subject}`, and, when no key has the code, the key whose tombstone holds it: always
-/// one row.
-fn read_sql(code: &str, tenant: &str, subject: &str) -> String {
+/// The key with the code hash `$1` (of tenant `$2` if given), the budget row of subject `$3`,
+/// and, when no key has the code, the key whose tombstone holds it: always one row.
+static READ_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT k.*, b.window_start, b.failures, d.id, d.tenant_id, d.label
          FROM (SELECT 1) AS one
          LEFT JOIN LATERAL (
            SELECT {KEY_COLUMNS}, code_hash FROM keys
-           WHERE code_hash = {code} AND ({tenant}::text IS NULL OR tenant_id = {tenant})
+           WHERE code_hash = $1 AND ($2::text IS NULL OR tenant_id = $2)
          ) k ON true
-         LEFT JOIN failure_budget b ON b.subject = {subject}
+         LEFT JOIN failure_budget b ON b.subject = $3
          LEFT JOIN LATERAL (
            SELECT dk.id, dk.tenant_id, dk.label FROM tombstones t JOIN keys dk ON dk.id = t.key_id
-           WHERE k.id IS NULL AND t.code_hash = {code}
-             AND ({tenant}::text IS NULL OR dk.tenant_id = {tenant})
+           WHERE k.id IS NULL AND t.code_hash = $1 AND ($2::text IS NULL OR dk.tenant_id = $2)
          ) d ON true"
-    )
-}
-
-/// [`read_sql`] of one retrieval (`$1`, `$2`, `$3`).
-static READ_SQL: LazyLock<String> = LazyLock::new(|| read_sql("$1", "$2", "$3"));
-
-/// [`read_sql`] of many retrievals at once (`batch`), one row each, in their order: the code
-/// hashes, tenants and subjects as arrays.
-static READS_SQL: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "SELECT r.* FROM unnest($1::bytea[], $2::text[], $3::text[])
-           WITH ORDINALITY AS j(code_hash, tenant, subject, n)
-         CROSS JOIN LATERAL ({}) r
-         ORDER BY j.n",
-        read_sql("j.code_hash", "j.tenant", "j.subject")
     )
 });
 
@@ -178,41 +160,6 @@ impl Statement for ReadRow {
     }
 }
 
-/// The reads of retrievals that wait at the same moment, as one statement ([`READS_SQL`]); a
-/// read changes nothing, so a batch of them is sent again whenever it failed.
-pub struct Reads;
-
-/// One retrieval's read: the code hash, the tenant its service is confined to, the budget's
-/// subject.
-pub struct ReadJob {
-    code_hash: Vec<u8>,
-    tenant: Option<String>,
-    subject: Arc<str>,
-}
-
-impl Batch for Reads {
-    type Job = ReadJob;
-    type Out = PgRow;
-    const READ_ONLY: bool = true;
-
-    fn run<'c>(
-        &'c self,
-        jobs: &'c [ReadJob],
-        c: &'c mut PgConnection,
-    ) -> BoxFuture<'c, Result<Vec<PgRow>, sqlx::Error>> {
-        let codes: Vec<&[u8]> = jobs.iter().map(|j| j.code_hash.as_slice()).collect();
-        let tenants: Vec<Option<&str>> = jobs.iter().map(|j| j.tenant.as_deref()).collect();
-        let subjects: Vec<&str> = jobs.iter().map(|j| &*j.subject).collect();
-        Box::pin(
-            sqlx::query(&READS_SQL)
-                .bind(codes)
-                .bind(tenants)
-                .bind(subjects)
-                .fetch_all(c),
-        )
-    }
-}
-
 /// A subject's budget row (`window_start`, `failures`).
 struct ReadBudget(String);
 
@@ -245,15 +192,12 @@ pub async fn retrieve(
     cmd: Arc<RetrieveCommand>,
 ) -> Result<RetrieveOutcome, StoreError> {
     let subject: Arc<str> = subject(&cmd.service).into();
+    let read = Arc::new(ReadRow {
+        cmd: cmd.clone(),
+        subject: subject.clone(),
+    });
     for _ in 0..OPTIMISTIC {
-        let row = hot
-            .reads
-            .run(ReadJob {
-                code_hash: cmd.code_hash.clone(),
-                tenant: cmd.service.confined_tenant_id.clone(),
-                subject: subject.clone(),
-            })
-            .await?;
+        let row = hot.read(read.clone()).await?;
         let finding = match found_in(&row, &cmd)? {
             Some(finding) => finding,
             None => {
@@ -372,67 +316,5 @@ pub async fn confirm(
     match lifecycle::plan_confirm(held, service, now)? {
         Some(plan) => apply(c, &plan).await.map(|_| true),
         None => Ok(false),
-    }
-}
-
-/// Against a real server, when `KEYMASTER_TEST_DATABASE_URL` names one; without it they pass.
-#[cfg(test)]
-mod tests {
-    use sqlx::Row;
-
-    use super::*;
-    use crate::store::postgres::keys::tests::{deposit, drop_db, store};
-    use crate::store::postgres::keys::Deposits;
-
-    #[tokio::test]
-    async fn reads_of_many_retrievals_answer_each_in_its_order() {
-        let Some((store, url, name)) = store().await else {
-            return;
-        };
-        let now = Timestamp::from_millisecond(Timestamp::now().as_millisecond()).unwrap();
-        let mut c = store.pool.acquire().await.unwrap();
-        let (a, b) = (deposit("a", now), deposit("b", now));
-        let written = Deposits::run(&[a, b], &mut c).await.unwrap();
-        assert_eq!(written, [true, true]);
-        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM keys ORDER BY code_hash")
-            .fetch_all(&mut *c)
-            .await
-            .unwrap();
-        sqlx::query("INSERT INTO tombstones VALUES ('dead'::bytea, $1, 0)")
-            .bind(&ids[0])
-            .execute(&mut *c)
-            .await
-            .unwrap();
-        let job = |code: &str, tenant: Option<&str>| ReadJob {
-            code_hash: code.as_bytes().to_vec(),
-            tenant: tenant.map(str::to_owned),
-            subject: "svc_test".into(),
-        };
-        let jobs = [
-            job("b", None),
-            job("nothing", None),
-            job("a", Some("ten_test")),
-            job("dead", None),
-            job("a", Some("ten_other")),
-        ];
-        let rows = Reads.run(&jobs, &mut c).await.unwrap();
-        let got: Vec<(Option<String>, Option<String>)> = rows
-            .iter()
-            .map(|r| (r.try_get(0).unwrap(), r.try_get(DEAD).unwrap()))
-            .collect();
-        let (a, b) = (Some(ids[0].clone()), Some(ids[1].clone()));
-        assert_eq!(
-            got,
-            [
-                (b, None),
-                (None, None),
-                (a.clone(), None),
-                (None, a),
-                (None, None)
-            ]
-        );
-        drop(c);
-        drop(store);
-        drop_db(&url, &name).await;
     }
 }
