@@ -32,6 +32,11 @@ pub(crate) const OID_P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.
 /// rsaEncryption (RFC 3279).
 pub(crate) const OID_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 
+/// The DER SubjectPublicKeyInfo of an Ed25519 key (RFC 8410) before its 32 key bytes.
+pub(crate) const ED25519_SPKI_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+
 /// Little-endian u-coordinates of the low-order points of Curve25519 and its twist, in canonical
 /// form (u < p): 0, 1, the two points of order 8, and p − 1. (As in libsodium's blocklist; with
 /// non-canonical encodings refused separately, this list is complete.)
@@ -174,6 +179,19 @@ impl Material {
     /// RFC 5480 with a named curve and an uncompressed point for EC, RFC 3279 `rsaEncryption`
     /// with NULL parameters for RSA.
     pub(crate) fn to_spki_der(&self) -> Result<Vec<u8>, KeyError> {
+        if let Material::Ed25519(key) = self {
+            // A fixed layout: the prefix, then the 32 key bytes (what the DER encoder below
+            // writes, without its allocations).
+            let mut der = Vec::with_capacity(ED25519_SPKI_PREFIX.len() + 32);
+            der.extend_from_slice(&ED25519_SPKI_PREFIX);
+            der.extend_from_slice(key.as_bytes());
+            return Ok(der);
+        }
+        self.to_spki_der_by_encoder()
+    }
+
+    /// [`Material::to_spki_der`] by the `spki` crate's DER encoder, for every algorithm.
+    fn to_spki_der_by_encoder(&self) -> Result<Vec<u8>, KeyError> {
         let (algorithm, key): (spki::AlgorithmIdentifierOwned, Vec<u8>) = match self {
             Material::Ed25519(key) => (plain_alg(OID_ED25519), key.to_bytes().to_vec()),
             Material::X25519(key) => (plain_alg(OID_X25519), key.to_vec()),
@@ -283,6 +301,18 @@ fn x25519_is_canonical(u: &[u8; 32]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_ed25519_spki_is_what_the_der_encoder_writes() {
+        for _ in 0..16 {
+            let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng).verifying_key();
+            let material = super::Material::Ed25519(key);
+            assert_eq!(
+                material.to_spki_der().unwrap(),
+                material.to_spki_der_by_encoder().unwrap()
+            );
+        }
+    }
+
     use super::ed25519_is_canonical;
     use proptest::prelude::*;
 

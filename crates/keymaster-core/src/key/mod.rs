@@ -154,21 +154,20 @@ pub struct PublicKey {
     material: Material,
     /// Canonical DER SPKI of `material`: what is stored and what `fingerprint` hashes.
     spki: Vec<u8>,
-    /// PEM `PUBLIC KEY` of `spki`, made once so that `to_pem` cannot fail.
-    pem: String,
-    /// OpenSSH line (no comment) and `ssh-keygen -l` fingerprint; `None` for X25519.
-    openssh: Option<(String, String)>,
+    /// OpenSSH blob and `ssh-keygen -l` fingerprint; `None` for X25519. Made at construction,
+    /// so that a key `ssh-key` cannot encode is refused then; the PEM and the OpenSSH line are
+    /// plain encodings of `spki` and of the blob, made only when asked for (a deposit answers
+    /// with neither).
+    openssh: Option<openssh::SshForms>,
 }
 
 impl PublicKey {
     fn from_material(material: Material) -> Result<Self, KeyError> {
         let spki = material.to_spki_der()?;
-        let pem = parse::spki_pem(&spki)?;
         let openssh = openssh::openssh_forms(&material)?;
         Ok(PublicKey {
             material,
             spki,
-            pem,
             openssh,
         })
     }
@@ -213,7 +212,7 @@ impl PublicKey {
     /// Exactly what `ssh-keygen -lf` prints as the fingerprint (`SHA256:…`); `None` for X25519,
     /// which has no OpenSSH form.
     pub fn ssh_fingerprint(&self) -> Option<String> {
-        self.openssh.as_ref().map(|(_, fp)| fp.clone())
+        self.openssh.as_ref().map(|forms| forms.fingerprint.clone())
     }
 
     /// The RFC 7638 JWK thumbprint (SHA-256), base64url without padding.
@@ -223,12 +222,14 @@ impl PublicKey {
 
     /// The key as PEM `PUBLIC KEY` (SPKI), LF line endings, 64-column base64.
     pub fn to_pem(&self) -> String {
-        self.pem.clone()
+        parse::spki_pem(&self.spki)
     }
 
     /// The OpenSSH public key line without comment (`ssh-ed25519 AAAA…`); `None` for X25519.
     pub fn to_openssh(&self) -> Option<String> {
-        self.openssh.as_ref().map(|(line, _)| line.clone())
+        self.openssh
+            .as_ref()
+            .map(|forms| openssh::line(&forms.wire))
     }
 
     /// The public JWK as a JSON object with the members of RFC 7517/7518/8037 (`kty`, `crv`,

@@ -6,6 +6,8 @@
 //! Not here: the OpenSSH line itself (`openssh.rs`), validation of the key values
 //! (`material.rs`).
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 use der::{Decode, Encode};
 
 use super::material::{
@@ -161,10 +163,24 @@ pub(crate) fn parse_pkcs1_der(der_bytes: &[u8]) -> Result<Material, KeyError> {
     Material::rsa(key.modulus.as_bytes(), key.public_exponent.as_bytes())
 }
 
-/// PEM `PUBLIC KEY` of a DER SPKI, LF line endings.
-pub(crate) fn spki_pem(spki_der: &[u8]) -> Result<String, KeyError> {
-    der::pem::encode_string("PUBLIC KEY", der::pem::LineEnding::LF, spki_der)
-        .map_err(|_| KeyError::invalid("the key could not be PEM-encoded"))
+/// PEM `PUBLIC KEY` of a DER SPKI, LF line endings: what `der::pem::encode_string` writes
+/// (RFC 7468: the base64 in lines of 64 characters), without its fallible encoder.
+pub(crate) fn spki_pem(spki_der: &[u8]) -> String {
+    const BEGIN: &str = "-----BEGIN PUBLIC KEY-----\n";
+    const END: &str = "-----END PUBLIC KEY-----\n";
+    let body = STANDARD.encode(spki_der);
+    let mut pem = String::with_capacity(BEGIN.len() + body.len() + body.len() / 64 + 1 + END.len());
+    pem.push_str(BEGIN);
+    let mut rest = body.as_str();
+    while !rest.is_empty() {
+        // Base64 is ASCII: any byte index is a character boundary.
+        let (line, tail) = rest.split_at(rest.len().min(64));
+        pem.push_str(line);
+        pem.push('\n');
+        rest = tail;
+    }
+    pem.push_str(END);
+    pem
 }
 
 fn no_parameters(present: bool, name: &str) -> Result<(), KeyError> {
@@ -204,4 +220,19 @@ fn algorithm_name(oid: &der::asn1::ObjectIdentifier) -> String {
         other => return format!("with OID {other}"),
     };
     name.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pem_is_what_the_der_crate_writes() {
+        for len in [0, 1, 2, 3, 44, 47, 48, 49, 91, 294, 550, 1000] {
+            let der: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+            let reference =
+                der::pem::encode_string("PUBLIC KEY", der::pem::LineEnding::LF, &der).unwrap();
+            assert_eq!(spki_pem(&der), reference, "{len} bytes");
+        }
+    }
 }

@@ -6,17 +6,14 @@
 //! already. For Ed25519 the forms are plain encodings of the 32 key bytes, so they are built
 //! here without curve arithmetic; other algorithms go through the full parse.
 
-use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use super::material::ED25519_SPKI_PREFIX;
+use super::openssh;
 use super::{KeyError, PublicKey};
-
-/// The DER SubjectPublicKeyInfo of an Ed25519 key (RFC 8410) before its 32 key bytes.
-const ED25519_SPKI_PREFIX: [u8; 12] = [
-    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-];
 
 /// A key's PEM `PUBLIC KEY`, OpenSSH line (`None` for X25519) and public JWK, with the
 /// fingerprints of the last two (so that the store need not keep them).
@@ -41,23 +38,15 @@ impl PublicKey {
     /// for DER from outside: it does not check that an Ed25519 key is a valid point.
     pub fn forms_of_stored_spki(der: &[u8]) -> Result<PublicForms, KeyError> {
         if let Some(raw) = der.strip_prefix(&ED25519_SPKI_PREFIX[..]) {
-            if raw.len() == 32 {
-                let pem = super::parse::spki_pem(der)?;
-                let mut wire = Vec::with_capacity(4 + 11 + 4 + 32);
-                wire.extend_from_slice(&11u32.to_be_bytes());
-                wire.extend_from_slice(b"ssh-ed25519");
-                wire.extend_from_slice(&32u32.to_be_bytes());
-                wire.extend_from_slice(raw);
+            if let Ok(raw) = <&[u8; 32]>::try_from(raw) {
+                let wire = openssh::ed25519_wire(raw);
                 let x = URL_SAFE_NO_PAD.encode(raw);
                 // RFC 7638: the required members in lexicographic order, no whitespace.
                 let thumbprint_input = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
                 return Ok(PublicForms {
-                    pem,
-                    openssh: Some(format!("ssh-ed25519 {}", STANDARD.encode(&wire))),
-                    ssh_fingerprint: Some(format!(
-                        "SHA256:{}",
-                        STANDARD_NO_PAD.encode(Sha256::digest(&wire))
-                    )),
+                    pem: super::parse::spki_pem(der),
+                    openssh: Some(openssh::line(&wire)),
+                    ssh_fingerprint: Some(openssh::wire_fingerprint(&wire)),
                     jwk: json!({"kty": "OKP", "crv": "Ed25519", "x": x}),
                     jwk_thumbprint: URL_SAFE_NO_PAD.encode(Sha256::digest(thumbprint_input)),
                 });
