@@ -36,8 +36,10 @@ pub struct Keys {
 
 /// The purpose keys of one server secret.
 struct SecretKeys {
-    /// HMAC-SHA-256 key for codes.
-    code_hmac: Zeroizing<[u8; 32]>,
+    /// HMAC-SHA-256 for codes, keyed once: each code's HMAC starts from a copy of this state
+    /// instead of hashing the key's inner and outer pads again (two of the four SHA-256 blocks
+    /// of a code's HMAC). The state is as secret as the key it was made from and lives as long.
+    code_mac: Hmac<Sha256>,
     /// AEAD key for secrets stored at rest.
     aead: XChaCha20Poly1305,
     /// Names the AEAD key in every blob (the first bytes of SHA-256 over the key), so that a
@@ -108,19 +110,20 @@ impl SecretKeys {
         let digest = Sha256::digest(aead_key.as_ref());
         let mut aead_id = [0u8; KEY_ID_LEN];
         aead_id.copy_from_slice(&digest[..KEY_ID_LEN]);
+        // HMAC accepts keys of any length; this cannot fail.
+        let code_mac = match <Hmac<Sha256> as Mac>::new_from_slice(code_hmac.as_ref()) {
+            Ok(m) => m,
+            Err(_) => unreachable_hmac(),
+        };
         SecretKeys {
-            code_hmac,
+            code_mac,
             aead: XChaCha20Poly1305::new(aead_key.as_ref().into()),
             aead_id,
         }
     }
 
     fn code_hash(&self, normalised_code: &str) -> Vec<u8> {
-        // HMAC accepts keys of any length; this cannot fail.
-        let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(self.code_hmac.as_ref()) {
-            Ok(m) => m,
-            Err(_) => unreachable_hmac(),
-        };
+        let mut mac = self.code_mac.clone();
         mac.update(normalised_code.as_bytes());
         mac.finalize().into_bytes().to_vec()
     }
@@ -343,6 +346,23 @@ mod tests {
         assert_eq!(previous[1], old.code_hash("1234"));
         assert!(!after.rotating());
         assert!(after.previous_code_hashes("1234").is_empty());
+    }
+
+    #[test]
+    fn code_hash_is_the_hmac_under_the_derived_key() {
+        // The HMAC state is keyed once at derivation; each hash must still be a fresh HMAC.
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let keys = Keys::derive(secret);
+        let mut key = [0u8; 32];
+        Hkdf::<Sha256>::new(Some(b"keymaster v1"), secret)
+            .expand(b"code-hmac", &mut key)
+            .unwrap();
+        for code in ["1234", "123456789012345", "abcd-efgh", ""] {
+            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).unwrap();
+            mac.update(code.as_bytes());
+            assert_eq!(keys.code_hash(code), mac.finalize().into_bytes().to_vec());
+        }
+        assert_eq!(keys.code_hash("1234"), keys.code_hash("1234"));
     }
 
     #[test]
