@@ -147,7 +147,7 @@ async fn attempt(
     };
     let code_hash = state.keys.code_hash(code.as_str());
 
-    let mut cmd = RetrieveCommand {
+    let cmd = RetrieveCommand {
         code_hash,
         previous_code_hashes: state.keys.previous_code_hashes(code.as_str()),
         service: service.clone(),
@@ -163,9 +163,17 @@ async fn attempt(
         budget_slot: None,
         preview,
     };
-    let mut outcome = state.store.retrieve(cmd.clone()).await?;
+    // Kept for a second round only when a password was given: the store asks for a password
+    // check (`VerifyPassword`) of no other request, so the others need no copy.
+    let again = req.password.is_some().then(|| cmd.clone());
+    let mut outcome = state.store.retrieve(cmd).await?;
     if let RetrieveOutcome::VerifyPassword { hash, slot } = outcome {
         // Asked only of a request that carried a password (`PasswordCheck::Unverified`).
+        let Some(mut cmd) = again else {
+            return Err(ApiError::Internal(
+                "the store asked for a password check of a request without one".into(),
+            ));
+        };
         let given = req.password.clone().unwrap_or_default();
         state.count_password_verification();
         cmd.password = verify_password(given, hash).await?;
