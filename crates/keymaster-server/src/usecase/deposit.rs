@@ -317,7 +317,13 @@ async fn deposit_inner(
             });
         }
         if state.store.deposit(key, audit).await? {
-            let code_uri = spki.as_deref().map(|spki| handoff::code_uri(&code, spki));
+            // The key commitment is the digest inside `fingerprint`: not hashed a second time.
+            let code_uri = spki.as_deref().map(|spki| {
+                fingerprint
+                    .as_deref()
+                    .and_then(|fp| handoff::code_uri_from_fingerprint(&code, fp))
+                    .unwrap_or_else(|| handoff::code_uri(&code, spki))
+            });
             return Ok(DepositResponse {
                 id,
                 code: code.as_str().to_owned(),
