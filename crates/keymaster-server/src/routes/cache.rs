@@ -11,10 +11,18 @@
 //! Not responsible for the service endpoints (`/healthz`, `/metrics`, `/openapi.json`) or the
 //! demo's pages, which carry nothing secret and set their own caching.
 
-use axum::extract::Request;
-use axum::http::{header, HeaderValue};
-use axum::middleware::Next;
+//!
+//! A tower layer of its own rather than `axum::middleware::from_fn`, which boxes the inner
+//! service and its future for every request: here the answer's future is the inner one, with a
+//! plain function mapped over it on an escrow path.
+
+use std::task::{Context, Poll};
+
+use axum::http::{header, HeaderValue, Request};
 use axum::response::Response;
+use futures::future::{Either, Map};
+use futures::FutureExt;
+use tower::{Layer, Service};
 
 /// Whether answers to `path` must not be stored by any cache.
 pub fn is_escrow_path(path: &str) -> bool {
@@ -23,14 +31,51 @@ pub fn is_escrow_path(path: &str) -> bool {
 
 /// Sets `Cache-Control: no-store` on the answer to an escrow path, replacing any other value
 /// (the event stream's `no-cache` included: `no-store` is the stricter of the two).
-pub async fn no_store(req: Request, next: Next) -> Response {
-    let escrow = is_escrow_path(req.uri().path());
-    let mut resp = next.run(req).await;
-    if escrow {
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoStoreLayer;
+
+impl<S> Layer<S> for NoStoreLayer {
+    type Service = NoStore<S>;
+
+    fn layer(&self, inner: S) -> NoStore<S> {
+        NoStore(inner)
+    }
+}
+
+/// The service of [`NoStoreLayer`].
+#[derive(Clone, Debug)]
+pub struct NoStore<S>(S);
+
+/// What an escrow path's answer goes through.
+type Mark<E> = fn(Result<Response, E>) -> Result<Response, E>;
+
+impl<S, B> Service<Request<B>> for NoStore<S>
+where
+    S: Service<Request<B>, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Either<Map<S::Future, Mark<S::Error>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        if is_escrow_path(req.uri().path()) {
+            Either::Left(self.0.call(req).map(mark_no_store as Mark<S::Error>))
+        } else {
+            Either::Right(self.0.call(req))
+        }
+    }
+}
+
+fn mark_no_store<E>(answer: Result<Response, E>) -> Result<Response, E> {
+    answer.map(|mut resp| {
         resp.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    }
-    resp
+        resp
+    })
 }
 
 #[cfg(test)]

@@ -114,7 +114,7 @@ pub fn router(state: AppState) -> Router {
         // A panic is a bug; the client still gets a problem+json 500, not a dropped connection.
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
         // Outside the panic handler, so that every answer of the API is marked, a 500 included.
-        .layer(axum::middleware::from_fn(cache::no_store))
+        .layer(cache::NoStoreLayer)
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http().make_span_with(
             |req: &axum::http::Request<axum::body::Body>| {
