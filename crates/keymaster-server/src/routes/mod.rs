@@ -10,6 +10,7 @@ pub mod handoff;
 pub mod health;
 pub mod holder;
 pub mod keys;
+pub mod request_id;
 pub mod requests;
 pub mod retrievals;
 
@@ -22,7 +23,7 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::{BoxError, ServiceBuilder};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -128,7 +129,10 @@ pub fn router(state: AppState) -> Router {
                 tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
             },
         ))
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(
+            request_id,
+            crate::routes::request_id::MakeRequestUuid,
+        ))
         .with_state(state)
 }
 
