@@ -87,6 +87,24 @@ pub(crate) fn to_jwk(material: &Material) -> Value {
 /// The RFC 7638 thumbprint: SHA-256 over the required members in lexicographic order, without
 /// whitespace; base64url without padding.
 pub(crate) fn thumbprint(material: &Material) -> String {
+    match material {
+        // The members of an OKP key in their order, without building and sorting the list.
+        Material::Ed25519(key) => {
+            okp_thumbprint("Ed25519", &URL_SAFE_NO_PAD.encode(key.as_bytes()))
+        }
+        _ => thumbprint_of_members(material),
+    }
+}
+
+/// The thumbprint of an OKP key (`crv` and `x`, base64url): what [`thumbprint`] computes.
+pub(crate) fn okp_thumbprint(crv: &str, x: &str) -> String {
+    // RFC 7638: the required members in lexicographic order, no whitespace.
+    let input = format!(r#"{{"crv":"{crv}","kty":"OKP","x":"{x}"}}"#);
+    URL_SAFE_NO_PAD.encode(Sha256::digest(input))
+}
+
+/// [`thumbprint`] from the list of required members, for every key type.
+fn thumbprint_of_members(material: &Material) -> String {
     let mut members = members(material);
     members.sort_by(|a, b| a.0.cmp(b.0));
     // Member names and values are fixed ASCII names and base64url, so none needs JSON escaping.
@@ -167,4 +185,18 @@ fn unsupported_curve(crv: &str, expected: &str) -> KeyError {
     KeyError::invalid(format!(
         "the JWK curve {crv:?} is not supported; use {expected}"
     ))
+}
+
+#[cfg(test)]
+mod thumbprint_tests {
+    use super::*;
+
+    #[test]
+    fn the_ed25519_thumbprint_is_that_of_its_sorted_members() {
+        for _ in 0..8 {
+            let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng).verifying_key();
+            let material = Material::Ed25519(key);
+            assert_eq!(thumbprint(&material), thumbprint_of_members(&material));
+        }
+    }
 }

@@ -172,12 +172,16 @@ pub(crate) fn spki_pem(spki_der: &[u8]) -> String {
     let mut pem = String::with_capacity(BEGIN.len() + body.len() + body.len() / 64 + 1 + END.len());
     pem.push_str(BEGIN);
     let mut rest = body.as_str();
-    while !rest.is_empty() {
+    // At least one line, an empty one for no bytes (as der's encoder writes).
+    loop {
         // Base64 is ASCII: any byte index is a character boundary.
         let (line, tail) = rest.split_at(rest.len().min(64));
         pem.push_str(line);
         pem.push('\n');
         rest = tail;
+        if rest.is_empty() {
+            break;
+        }
     }
     pem.push_str(END);
     pem

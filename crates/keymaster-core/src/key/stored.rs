@@ -9,7 +9,6 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use super::material::ED25519_SPKI_PREFIX;
 use super::openssh;
@@ -41,14 +40,13 @@ impl PublicKey {
             if let Ok(raw) = <&[u8; 32]>::try_from(raw) {
                 let wire = openssh::ed25519_wire(raw);
                 let x = URL_SAFE_NO_PAD.encode(raw);
-                // RFC 7638: the required members in lexicographic order, no whitespace.
-                let thumbprint_input = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
+                let jwk_thumbprint = super::jwk::okp_thumbprint("Ed25519", &x);
                 return Ok(PublicForms {
                     pem: super::parse::spki_pem(der),
                     openssh: Some(openssh::line(&wire)),
                     ssh_fingerprint: Some(openssh::wire_fingerprint(&wire)),
                     jwk: json!({"kty": "OKP", "crv": "Ed25519", "x": x}),
-                    jwk_thumbprint: URL_SAFE_NO_PAD.encode(Sha256::digest(thumbprint_input)),
+                    jwk_thumbprint,
                 });
             }
         }
