@@ -18,8 +18,7 @@
 
 use std::task::{Context, Poll};
 
-use axum::http::{header, HeaderValue, Request};
-use axum::response::Response;
+use axum::http::{header, HeaderValue, Request, Response};
 use futures::future::{Either, Map};
 use futures::FutureExt;
 use tower::{Layer, Service};
@@ -47,15 +46,15 @@ impl<S> Layer<S> for NoStoreLayer {
 pub struct NoStore<S>(S);
 
 /// What an escrow path's answer goes through.
-type Mark<E> = fn(Result<Response, E>) -> Result<Response, E>;
+type Mark<R, E> = fn(Result<Response<R>, E>) -> Result<Response<R>, E>;
 
-impl<S, B> Service<Request<B>> for NoStore<S>
+impl<S, B, R> Service<Request<B>> for NoStore<S>
 where
-    S: Service<Request<B>, Response = Response>,
+    S: Service<Request<B>, Response = Response<R>>,
 {
-    type Response = Response;
+    type Response = Response<R>;
     type Error = S::Error;
-    type Future = Either<Map<S::Future, Mark<S::Error>>, S::Future>;
+    type Future = Either<Map<S::Future, Mark<R, S::Error>>, S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.0.poll_ready(cx)
@@ -63,14 +62,14 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         if is_escrow_path(req.uri().path()) {
-            Either::Left(self.0.call(req).map(mark_no_store as Mark<S::Error>))
+            Either::Left(self.0.call(req).map(mark_no_store as Mark<R, S::Error>))
         } else {
             Either::Right(self.0.call(req))
         }
     }
 }
 
-fn mark_no_store<E>(answer: Result<Response, E>) -> Result<Response, E> {
+fn mark_no_store<R, E>(answer: Result<Response<R>, E>) -> Result<Response<R>, E> {
     answer.map(|mut resp| {
         resp.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
