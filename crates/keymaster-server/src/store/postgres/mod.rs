@@ -107,6 +107,8 @@ impl PostgresStore {
             PgPoolOptions::new()
                 .max_connections(MAX_CONNECTIONS)
                 .acquire_timeout(ACQUIRE_TIMEOUT),
+            // The commit listener holds one connection and the notifier borrows one.
+            (MAX_CONNECTIONS - 2) as usize,
         )
         .await?;
         let (local, local_rx) = tokio::sync::watch::channel(0u64);

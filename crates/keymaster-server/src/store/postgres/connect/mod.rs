@@ -50,6 +50,7 @@
 //! without a retry.
 
 mod failure;
+mod kept;
 pub(crate) mod run;
 mod url;
 
@@ -62,6 +63,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 pub(crate) use failure::Failure;
+pub(crate) use kept::{Kept, Lease};
 pub(crate) use url::{parse, SessionAttrs, Targets};
 
 use crate::store::StoreError;
@@ -73,13 +75,16 @@ const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 /// The longest pause between two searches while no host qualifies.
 const MAX_SEARCH_PAUSE: Duration = Duration::from_secs(2);
 
-/// A store's handle on the search for the primary.
+/// A store's handle on the search for the primary, and its connections kept between pieces of
+/// work ([`kept`]).
 pub(crate) struct Primary {
     /// Bumped to ask the searching task for a new search. Only the store holds it strongly:
     /// the task ends when the store is dropped.
     ask: Arc<watch::Sender<u64>>,
     /// Bumped by the task at the end of each search, whatever it found.
     done: watch::Receiver<u64>,
+    /// Where `run` gets its connections.
+    pub(crate) kept: Kept,
 }
 
 impl Primary {
@@ -113,9 +118,13 @@ fn bump(tx: &watch::Sender<u64>) {
 /// more than [`PING_IF_IDLE_FOR`] is pinged (one that a restart or a firewall may have cut
 /// while nobody used it); a connection that breaks while in use fails its next statement,
 /// which the error path handles: closed, and retried where nothing can have been applied.
+///
+/// `leases`: how many pieces of work may hold a connection at once ([`Kept`]); the rest of
+/// the pool's connections are for its other users.
 pub(crate) async fn open(
     targets: Targets,
     pool: PgPoolOptions,
+    leases: usize,
 ) -> Result<(PgPool, Primary), StoreError> {
     let targets = Arc::new(targets);
     let first = search(&targets).await.map_err(StoreError::Unavailable)?;
@@ -152,7 +161,14 @@ pub(crate) async fn open(
         ask_rx,
         done_tx,
     ));
-    Ok((pool, Primary { ask, done }))
+    Ok((
+        pool,
+        Primary {
+            ask,
+            done,
+            kept: Kept::new(leases),
+        },
+    ))
 }
 
 /// The pool's check of each new connection: one that does not qualify is closed (sqlx then

@@ -5,12 +5,11 @@
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPool;
-use sqlx::{Connection, PgConnection, Postgres};
+use sqlx::{Connection, PgConnection};
 use tokio::time::Instant;
 
-use super::{Failure, Primary};
+use super::{Failure, Lease, Primary};
 use crate::store::StoreError;
 
 /// How long one piece of work may take, retries included, before it is answered
@@ -67,11 +66,11 @@ impl Retry {
 impl Retry {
     /// A pooled connection, trying again (after a search for the primary) while the budget
     /// of attempts and time allows: getting none changes nothing, so it is always safe.
-    async fn acquire(
+    async fn acquire<'p>(
         &mut self,
         pool: &PgPool,
-        primary: &Primary,
-    ) -> Result<PoolConnection<Postgres>, StoreError> {
+        primary: &'p Primary,
+    ) -> Result<Lease<'p>, StoreError> {
         loop {
             match acquire(pool, primary, self.deadline).await {
                 Ok(conn) => return Ok(conn),
@@ -134,6 +133,8 @@ where
     if !keep {
         // Broken, read-only, or holding an outcome nobody knows: not for the next request.
         conn.close_on_drop();
+    } else if matches!(attempt, Attempt::Done(Ok(_))) {
+        conn.keep();
     }
     attempt
 }
@@ -215,7 +216,10 @@ where
     loop {
         let mut conn = retry.acquire(pool, primary).await?;
         let e = match f.clone()(&mut conn).await {
-            Ok(v) => return Ok(v),
+            Ok(v) => {
+                conn.keep();
+                return Ok(v);
+            }
             Err(e) => e,
         };
         let failure = Failure::classify(&e);
@@ -252,6 +256,10 @@ where
     loop {
         let mut conn = retry.acquire(pool, primary).await?;
         match f.clone()(&mut conn).await {
+            Ok(v) => {
+                conn.keep();
+                return Ok(v);
+            }
             Err(StoreError::Unavailable(m)) => {
                 conn.close_on_drop();
                 drop(conn);
@@ -264,14 +272,14 @@ where
     }
 }
 
-/// Gets a pooled connection by `deadline`; puts the primary in doubt when that is slow or
-/// fails.
-async fn acquire(
+/// Gets a connection by `deadline` (a kept one, else the pool's: `Kept`); puts the primary in
+/// doubt when that is slow or fails.
+async fn acquire<'p>(
     pool: &PgPool,
-    primary: &Primary,
+    primary: &'p Primary,
     deadline: Instant,
-) -> Result<PoolConnection<Postgres>, StoreError> {
-    let acquire = tokio::time::timeout_at(deadline, pool.acquire());
+) -> Result<Lease<'p>, StoreError> {
+    let acquire = tokio::time::timeout_at(deadline, primary.kept.acquire(pool));
     tokio::pin!(acquire);
     let slow = tokio::time::sleep_until((Instant::now() + SLOW_ACQUIRE).min(deadline));
     let got = tokio::select! {
@@ -312,6 +320,7 @@ pub(crate) async fn ping(pool: &PgPool, primary: &Primary) -> Result<(), StoreEr
                 .fetch_one(&mut *conn)
                 .await;
         if matches!(&answer, Ok((false, ro)) if ro == "off") {
+            conn.keep();
             return Ok(());
         }
         // Broken, or read-only: not for the next request.
