@@ -283,6 +283,8 @@ async fn acquire<'p>(
     tokio::pin!(acquire);
     let slow = tokio::time::sleep_until((Instant::now() + SLOW_ACQUIRE).min(deadline));
     let got = tokio::select! {
+        // The connection first: a kept one is ready at once, and the timer then never starts.
+        biased;
         got = &mut acquire => got,
         () = slow => {
             primary.doubt();
