@@ -12,6 +12,8 @@
 //!
 //! Not responsible for batching, committing or syncing (the writer thread, `writer.rs`).
 
+use std::time::Instant;
+
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
@@ -37,6 +39,8 @@ pub trait Job: Send {
     fn run(&mut self, conn: &Connection, guarded: bool) -> Ran;
     /// Answers the caller: the kept result if `commit` succeeded, else the commit's error.
     fn answer(self: Box<Self>, commit: Result<(), String>);
+    /// When the caller queued it, and when it first ran (for `timing`).
+    fn stamps(&self) -> (Instant, Option<Instant>);
 }
 
 /// A job made of a function of the connection, whose result goes to a waiting caller.
@@ -44,6 +48,8 @@ pub struct WriteJob<T, F> {
     f: F,
     result: Option<Result<T, StoreError>>,
     reply: oneshot::Sender<Result<T, StoreError>>,
+    queued: Instant,
+    ran: Option<Instant>,
 }
 
 impl<T, F> WriteJob<T, F> {
@@ -52,6 +58,8 @@ impl<T, F> WriteJob<T, F> {
             f,
             result: None,
             reply,
+            queued: Instant::now(),
+            ran: None,
         }
     }
 }
@@ -62,6 +70,7 @@ where
     F: Fn(&Connection) -> Result<T, StoreError> + Send,
 {
     fn run(&mut self, conn: &Connection, guarded: bool) -> Ran {
+        self.ran.get_or_insert_with(Instant::now);
         let before = conn.total_changes();
         let result = if guarded {
             in_savepoint(conn, &self.f)
@@ -91,6 +100,10 @@ where
         };
         // The caller may have gone away (client disconnected); the change stands.
         let _ = self.reply.send(out);
+    }
+
+    fn stamps(&self) -> (Instant, Option<Instant>) {
+        (self.queued, self.ran)
     }
 }
 

@@ -19,6 +19,7 @@ mod retrieve;
 mod rotation;
 mod rows;
 mod sweep;
+mod timing;
 mod writer;
 
 use std::path::{Path, PathBuf};

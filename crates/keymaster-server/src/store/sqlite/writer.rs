@@ -30,13 +30,14 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::checkpointer::Activity;
 use super::job::{run_cached, Job, Ran, WriteJob};
+use super::timing;
 use crate::store::StoreError;
 
 /// Most jobs committed together.
@@ -109,7 +110,7 @@ impl Writer {
         let syncer = match durability {
             Durability::Normal => None,
             Durability::SyncWal(wal) => {
-                let (batches_tx, batches_rx) = std_mpsc::channel::<Vec<Box<dyn Job>>>();
+                let (batches_tx, batches_rx) = std_mpsc::channel::<Committed>();
                 let in_flight = Arc::new(AtomicUsize::new(0));
                 let broken = Arc::new(AtomicBool::new(false));
                 let sync = Syncer {
@@ -161,18 +162,25 @@ impl Writer {
         F: Fn(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
+        let sent = Instant::now();
         self.jobs
             .send(Msg::Job(Box::new(WriteJob::new(f, tx))))
             .await
             .map_err(|_| StoreError::Unavailable("writer thread stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError::Unavailable("writer thread stopped".into()))?
+        let out = rx
+            .await
+            .map_err(|_| StoreError::Unavailable("writer thread stopped".into()))?;
+        timing::written(sent.elapsed());
+        out
     }
 }
 
+/// A committed batch on its way to the sync thread, with the end of its `COMMIT`.
+type Committed = (Instant, Vec<Box<dyn Job>>);
+
 /// The writer's side of the sync thread.
 struct SyncHandle {
-    batches: std_mpsc::Sender<Vec<Box<dyn Job>>>,
+    batches: std_mpsc::Sender<Committed>,
     /// Committed batches handed to the sync thread and not yet synced.
     in_flight: Arc<AtomicUsize>,
     /// An `fsync` failed: no further write is accepted.
@@ -212,7 +220,11 @@ impl BatchLoop {
                 continue;
             }
             // Nothing to commit yet: wait for a job, or for the sync thread to become idle.
-            match rx.blocking_recv() {
+            let why = if self.pending.is_empty() { "idle" } else { "sync_busy" };
+            let waiting = Instant::now();
+            let msg = rx.blocking_recv();
+            timing::waited("writer", why, waiting.elapsed());
+            match msg {
                 Some(msg) => self.handle(msg),
                 None => {
                     if !self.pending.is_empty() {
@@ -301,14 +313,16 @@ impl BatchLoop {
             let _ = self.conn.execute_batch("ROLLBACK");
             e.to_string()
         });
+        let committed = Instant::now();
         metrics::histogram!("keymaster_sqlite_commit_seconds")
-            .record(started.elapsed().as_secs_f64());
+            .record((committed - started).as_secs_f64());
         metrics::histogram!("keymaster_sqlite_batch_size").record(self.pending.len() as f64);
         let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(MAX_BATCH));
+        timing::committed(&batch, committed);
         match (&self.syncer, commit) {
             (Some(s), Ok(())) => {
                 s.in_flight.fetch_add(1, Ordering::AcqRel);
-                if let Err(std_mpsc::SendError(batch)) = s.batches.send(batch) {
+                if let Err(std_mpsc::SendError((_, batch))) = s.batches.send((committed, batch)) {
                     s.in_flight.fetch_sub(1, Ordering::AcqRel);
                     for job in batch {
                         job.answer(Err("sync thread stopped".into()));
@@ -327,7 +341,7 @@ impl BatchLoop {
 /// The sync thread: one `fdatasync` of the WAL for every batch committed since the last one.
 struct Syncer {
     wal: PathBuf,
-    batches: std_mpsc::Receiver<Vec<Box<dyn Job>>>,
+    batches: std_mpsc::Receiver<Committed>,
     in_flight: Arc<AtomicUsize>,
     broken: Arc<AtomicBool>,
     /// Whether the checkpointer is writing while a sync runs.
@@ -337,7 +351,12 @@ struct Syncer {
 
 impl Syncer {
     fn run(self) {
-        while let Ok(first) = self.batches.recv() {
+        loop {
+            let waiting = Instant::now();
+            let Ok(first) = self.batches.recv() else {
+                return;
+            };
+            timing::waited("sync", "idle", waiting.elapsed());
             let mut batches = vec![first];
             while let Ok(more) = self.batches.try_recv() {
                 batches.push(more);
@@ -345,10 +364,13 @@ impl Syncer {
             let result = if self.broken.load(Ordering::Acquire) {
                 Err("an earlier fsync failed".to_owned())
             } else {
-                let started = std::time::Instant::now();
+                let started = Instant::now();
                 let checkpointer = self.checkpointer.now();
                 let synced = self.sync();
-                let took = started.elapsed().as_secs_f64();
+                let ended = Instant::now();
+                let sizes: Vec<_> = batches.iter().map(|(at, b)| (*at, b.len())).collect();
+                timing::synced(&sizes, started, ended);
+                let took = (ended - started).as_secs_f64();
                 metrics::histogram!("keymaster_sqlite_sync_seconds").record(took);
                 // The same syncs again when a checkpoint ran during them: comparing the two
                 // histograms shows whether the checkpointer's writes are behind the WAL's tail.
@@ -368,9 +390,13 @@ impl Syncer {
             if let Some(wake) = self.wake.upgrade() {
                 let _ = wake.try_send(Msg::SyncIdle);
             }
-            for job in batches.into_iter().flatten() {
+            let synced = Instant::now();
+            let mut answering = 0;
+            for job in batches.into_iter().flat_map(|(_, b)| b) {
                 job.answer(result.clone());
+                answering += timing::since(synced);
             }
+            timing::answered(answering);
         }
     }
 
