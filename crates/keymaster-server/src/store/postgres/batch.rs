@@ -321,7 +321,7 @@ mod tests {
         let url = std::env::var("KEYMASTER_TEST_DATABASE_URL").ok()?;
         let targets = connect::parse(&url).unwrap();
         let options = sqlx::postgres::PgPoolOptions::new().max_connections(2);
-        let (pool, primary) = connect::open(targets, options).await.unwrap();
+        let (pool, primary) = connect::open(targets, options, 2).await.unwrap();
         let probe = Probe::default();
         let sent = probe.sent.clone();
         let batcher = Batcher::start(probe, pool, Arc::new(primary), 1);
