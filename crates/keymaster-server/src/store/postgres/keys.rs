@@ -30,6 +30,12 @@ use crate::store::{AuditRecord, KeyRecord, NewKey, RecodeOutcome, StoreError};
 /// joined to `k` by the key's id, which is why two jobs with the same id never share a
 /// statement ([`Deposits::clash`]).
 ///
+/// The tombstones go by `= ANY (ARRAY(…))`, not a join with `k`: the statement's generic plan
+/// is made once per connection, often while `tombstones` is empty, and a join planned then is a
+/// hash join over a sequential scan of `tombstones` for as long as the connection lives (15 ms
+/// a statement at 100,000 tombstones, measured); `= ANY` of an array is an index scan whatever
+/// the table's size when planned.
+///
 /// The keys go in in code-hash order, so two batches that race for the same codes wait for
 /// each other in the same order (no deadlock); the events in the batch's order.
 static DEPOSIT_SQL: LazyLock<String> = LazyLock::new(|| {
@@ -59,7 +65,7 @@ static DEPOSIT_SQL: LazyLock<String> = LazyLock::new(|| {
            ON CONFLICT DO NOTHING
            RETURNING id, tenant_id, notify, code_hash
          ), tb AS (
-           DELETE FROM tombstones USING k WHERE tombstones.code_hash = k.code_hash
+           DELETE FROM tombstones WHERE code_hash = ANY (ARRAY(SELECT code_hash FROM k))
          ), ev AS (
            INSERT INTO events (id, key_id, tenant_id, type, at, payload)
            SELECT j.event_id, k.id, k.tenant_id, j.event_type, j.created_at, j.payload

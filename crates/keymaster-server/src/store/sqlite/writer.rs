@@ -220,7 +220,11 @@ impl BatchLoop {
                 continue;
             }
             // Nothing to commit yet: wait for a job, or for the sync thread to become idle.
-            let why = if self.pending.is_empty() { "idle" } else { "sync_busy" };
+            let why = if self.pending.is_empty() {
+                "idle"
+            } else {
+                "sync_busy"
+            };
             let waiting = Instant::now();
             let msg = rx.blocking_recv();
             timing::waited("writer", why, waiting.elapsed());
