@@ -10,7 +10,6 @@
 //!
 //! Not responsible for the service endpoints (`/healthz`, `/metrics`, `/openapi.json`) or the
 //! demo's pages, which carry nothing secret and set their own caching.
-
 //!
 //! A tower layer of its own rather than `axum::middleware::from_fn`, which boxes the inner
 //! service and its future for every request: here the answer's future is the inner one, with a
