@@ -64,6 +64,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../../../migrations/postgres/0005_verified_handoff.sql"),
     include_str!("../../../../../migrations/postgres/0006_delivery_endpoints.sql"),
     include_str!("../../../../../migrations/postgres/0007_requests.sql"),
+    include_str!("../../../../../migrations/postgres/0008_partial_unique_keys.sql"),
 ];
 
 /// The advisory lock key that serialises migrations of replicas starting together.
