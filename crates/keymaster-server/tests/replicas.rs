@@ -338,3 +338,109 @@ async fn replicas_starting_together_migrate_once_and_share_one_generated_admin_t
     let every: Vec<i64> = (1..=i64::try_from(files).unwrap()).collect();
     assert_eq!(versions, every, "each migration once, in order");
 }
+
+/// Polls `status` until it answers 401, for at most `within`; how long that took.
+async fn refused_within<F, Fut>(within: Duration, status: F) -> Option<Duration>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = u16>,
+{
+    let start = std::time::Instant::now();
+    while start.elapsed() < within {
+        if status().await == 401 {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+/// Replicas keep the credentials they authenticated (`store/postgres/credentials.rs`): a
+/// deletion on one replica must stop the credential on itself before it answers, and on the
+/// other through the notification, well before the kept credential would go stale (5 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn a_deleted_credential_is_refused_by_every_replica_within_a_second() {
+    let r = two_replicas(|s| s.failed_retrievals_per_minute = 1000).await;
+    let admins = [
+        AdminClient::new(&r.bases[0], ADMIN_TOKEN).unwrap(),
+        AdminClient::new(&r.bases[1], ADMIN_TOKEN).unwrap(),
+    ];
+    let t = admins[0]
+        .create_tenant(&CreateTenantRequest {
+            name: "acme".into(),
+            webhook_url: None,
+        })
+        .await
+        .unwrap();
+    let k = admins[0].create_app_key(&t.id).await.unwrap();
+    let s = admins[0]
+        .create_service(&CreateServiceRequest {
+            name: "svc".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let devices = r
+        .bases
+        .clone()
+        .map(|b| DeviceClient::new(&b, &k.token).unwrap());
+    let services = r
+        .bases
+        .clone()
+        .map(|b| ServiceClient::new(&b, &s.token).unwrap());
+    let deposit = |i: usize| {
+        let d = &devices[i];
+        async move {
+            match d.deposit(&deposit_request(ssh_ed25519())).await {
+                Ok(_) => 200,
+                Err(e) => e.status().unwrap_or(0),
+            }
+        }
+    };
+    let unknown = keymaster_core::code::Code::generate(Default::default(), &mut rand::rngs::OsRng);
+    let retrieve = |i: usize| {
+        let svc = &services[i];
+        let code = unknown.as_str().to_owned();
+        async move {
+            match svc.retrieve(&retrieval(&code)).await {
+                Ok(_) => 200,
+                Err(e) => e.status().unwrap_or(0),
+            }
+        }
+    };
+    // Both replicas authenticate both credentials, a few times (kept after the first).
+    for _ in 0..3 {
+        for i in 0..2 {
+            assert_eq!(deposit(i).await, 200);
+            assert_eq!(
+                retrieve(i).await,
+                404,
+                "an unknown code, from an enrolled service"
+            );
+        }
+    }
+
+    admins[0].delete_service(&s.id).await.unwrap();
+    assert_eq!(
+        retrieve(0).await,
+        401,
+        "the deleting replica, right after its answer"
+    );
+    let other = refused_within(Duration::from_secs(1), || retrieve(1)).await;
+    assert!(
+        other.is_some(),
+        "replica 1 still accepts a deleted service after 1 s"
+    );
+
+    admins[1].delete_app_key(&k.id).await.unwrap();
+    assert_eq!(
+        deposit(1).await,
+        401,
+        "the deleting replica, right after its answer"
+    );
+    let other = refused_within(Duration::from_secs(1), || deposit(0)).await;
+    assert!(
+        other.is_some(),
+        "replica 0 still accepts a deleted app key after 1 s"
+    );
+}

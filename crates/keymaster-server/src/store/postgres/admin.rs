@@ -93,6 +93,7 @@ pub async fn delete_app_key(
         .rows_affected();
     if n == 1 {
         insert_audit(c, a).await?;
+        notify_deleted(c).await?;
     }
     Ok(n == 1)
 }
@@ -136,8 +137,20 @@ pub async fn delete_service(
         .rows_affected();
     if n == 1 {
         insert_audit(c, a).await?;
+        notify_deleted(c).await?;
     }
     Ok(n == 1)
+}
+
+/// Tells every replica, at this transaction's commit, to forget the credentials it keeps
+/// (`credentials`).
+async fn notify_deleted(c: &mut PgConnection) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(super::credentials::CHANNEL)
+        .execute(c)
+        .await
+        .map_err(db)?;
+    Ok(())
 }
 
 pub async fn app_key_by_token(

@@ -21,6 +21,7 @@ mod apply;
 mod apply_one;
 mod batch;
 pub(crate) mod connect;
+mod credentials;
 mod cte;
 mod handoff;
 mod keys;
@@ -34,7 +35,7 @@ mod rows;
 mod sweep;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -88,6 +89,8 @@ pub struct PostgresStore {
     local: Arc<tokio::sync::watch::Sender<u64>>,
     /// Deposits, run in batches of those that wait at once (`batch`).
     deposits: Arc<batch::Batcher<keys::Deposits>>,
+    /// App keys and services authenticated lately (`credentials`).
+    kept: Arc<credentials::Credentials>,
 }
 
 impl PostgresStore {
@@ -126,6 +129,7 @@ impl PostgresStore {
             deposits: Arc::new(deposits),
             commits: Arc::default(),
             local: Arc::new(local),
+            kept: Arc::default(),
         };
         store.migrate().await?;
         notify::start(
@@ -133,6 +137,7 @@ impl PostgresStore {
             crate::crypto::new_id("replica_"),
             local_rx,
             &store.commits,
+            store.kept.clone(),
         );
         Ok(store)
     }
@@ -285,8 +290,12 @@ impl Store for PostgresStore {
 
     async fn delete_app_key(&self, id: &str, audit: AuditRecord) -> Result<bool, StoreError> {
         let id = id.to_owned();
-        self.write(move |c| Box::pin(async move { admin::delete_app_key(c, &id, &audit).await }))
-            .await
+        let deleted = self
+            .write(move |c| Box::pin(async move { admin::delete_app_key(c, &id, &audit).await }))
+            .await;
+        // Whatever the answer: a lost one may have committed.
+        self.kept.forget();
+        deleted
     }
 
     async fn create_service(&self, s: NewService, audit: AuditRecord) -> Result<(), StoreError> {
@@ -296,20 +305,44 @@ impl Store for PostgresStore {
 
     async fn delete_service(&self, id: &str, audit: AuditRecord) -> Result<bool, StoreError> {
         let id = id.to_owned();
-        self.write(move |c| Box::pin(async move { admin::delete_service(c, &id, &audit).await }))
-            .await
+        let deleted = self
+            .write(move |c| Box::pin(async move { admin::delete_service(c, &id, &audit).await }))
+            .await;
+        // Whatever the answer: a lost one may have committed.
+        self.kept.forget();
+        deleted
     }
 
     async fn app_key_by_token(&self, hash: &[u8]) -> Result<Option<AppKeyAuth>, StoreError> {
-        let hash = hash.to_vec();
-        self.read(move |c| Box::pin(async move { admin::app_key_by_token(c, &hash).await }))
-            .await
+        let now = Instant::now();
+        if let Some(kept) = self.kept.app_key(hash, now) {
+            return Ok(Some(kept));
+        }
+        let ticket = self.kept.ticket();
+        let owned = hash.to_vec();
+        let found = self
+            .read(move |c| Box::pin(async move { admin::app_key_by_token(c, &owned).await }))
+            .await?;
+        if let Some(auth) = &found {
+            self.kept.keep_app_key(ticket, hash, auth, now);
+        }
+        Ok(found)
     }
 
     async fn service_by_token(&self, hash: &[u8]) -> Result<Option<ServiceAuth>, StoreError> {
-        let hash = hash.to_vec();
-        self.read(move |c| Box::pin(async move { admin::service_by_token(c, &hash).await }))
-            .await
+        let now = Instant::now();
+        if let Some(kept) = self.kept.service(hash, now) {
+            return Ok(Some(kept));
+        }
+        let ticket = self.kept.ticket();
+        let owned = hash.to_vec();
+        let found = self
+            .read(move |c| Box::pin(async move { admin::service_by_token(c, &owned).await }))
+            .await?;
+        if let Some(auth) = &found {
+            self.kept.keep_service(ticket, hash, auth, now);
+        }
+        Ok(found)
     }
 
     async fn missing_services(&self, ids: &[String]) -> Result<Vec<String>, StoreError> {

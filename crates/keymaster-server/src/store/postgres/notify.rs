@@ -8,6 +8,9 @@
 //! that it ignores its own. A notification lost to a dropped connection is covered by the
 //! waiters' fallback timers.
 //!
+//! The same listener hears the deletions of credentials (`credentials::CHANNEL`) and tells
+//! this replica's [`Credentials`] to forget what it keeps, and whether it is listening at all.
+//!
 //! Not responsible for what a commit means: receivers read the store.
 
 use std::sync::{Arc, Weak};
@@ -16,6 +19,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgListener, PgPool};
 use tokio::sync::watch;
 
+use super::credentials::{self, Credentials};
 use crate::store::CommitSignal;
 
 /// The channel all replicas of one database use.
@@ -26,15 +30,17 @@ const MIN_GAP: Duration = Duration::from_millis(5);
 const ALIVE_CHECK: Duration = Duration::from_secs(5);
 
 /// Starts the sender (woken by `local`, this replica's own commits) and the listener (which
-/// tells `commits` about other replicas' commits). Both end when `commits` is dropped.
+/// tells `commits` about other replicas' commits, and `kept` about deletions of credentials).
+/// Both end when `commits` is dropped.
 pub fn start(
     pool: PgPool,
     instance: String,
     local: watch::Receiver<u64>,
     commits: &Arc<CommitSignal>,
+    kept: Arc<Credentials>,
 ) {
     tokio::spawn(send(pool.clone(), instance.clone(), local));
-    tokio::spawn(listen(pool, instance, Arc::downgrade(commits)));
+    tokio::spawn(listen(pool, instance, Arc::downgrade(commits), kept));
 }
 
 async fn send(pool: PgPool, instance: String, mut local: watch::Receiver<u64>) {
@@ -51,11 +57,16 @@ async fn send(pool: PgPool, instance: String, mut local: watch::Receiver<u64>) {
     }
 }
 
-async fn listen(pool: PgPool, instance: String, commits: Weak<CommitSignal>) {
+async fn listen(
+    pool: PgPool,
+    instance: String,
+    commits: Weak<CommitSignal>,
+    kept: Arc<Credentials>,
+) {
     let mut listener = loop {
         let started = async {
             let mut l = PgListener::connect_with(&pool).await?;
-            l.listen(CHANNEL).await?;
+            l.listen_all([CHANNEL, credentials::CHANNEL]).await?;
             Ok::<_, sqlx::Error>(l)
         };
         match started.await {
@@ -69,9 +80,10 @@ async fn listen(pool: PgPool, instance: String, commits: Weak<CommitSignal>) {
             }
         }
     };
+    kept.listening(true);
     loop {
         let got = tokio::select! {
-            got = listener.recv() => got,
+            got = listener.try_recv() => got,
             () = tokio::time::sleep(ALIVE_CHECK) => {
                 if commits.strong_count() == 0 {
                     return;
@@ -83,11 +95,26 @@ async fn listen(pool: PgPool, instance: String, commits: Weak<CommitSignal>) {
             return;
         };
         match got {
-            Ok(n) if n.payload() != instance => signal.committed(),
-            Ok(_) => {}
+            Ok(Some(n)) if n.channel() == credentials::CHANNEL => {
+                kept.listening(true);
+                kept.forget();
+            }
+            Ok(Some(n)) => {
+                kept.listening(true);
+                if n.payload() != instance {
+                    signal.committed();
+                }
+            }
+            // The connection broke and was made again, listening: what was sent meanwhile is
+            // lost. The waiters' fallback timers cover commits; credentials are forgotten.
+            Ok(None) => {
+                tracing::warn!("lost the connection listening for commits; listening again");
+                kept.forget();
+            }
             Err(e) => {
-                // `recv` reconnects on the next call; what was sent meanwhile is lost, and the
-                // waiters' fallback timers cover it.
+                // Not listening until the next call makes the connection again and hears
+                // something.
+                kept.listening(false);
                 tracing::warn!(error = %e, "lost the connection listening for commits");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
