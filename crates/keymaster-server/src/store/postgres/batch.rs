@@ -118,12 +118,23 @@ impl<B: Batch> Runner<B> {
     /// The held jobs and the first queued one (waiting for it when there is none), then
     /// whatever else is queued, up to [`MAX_JOBS`]; jobs whose caller went away are dropped.
     /// `None` when the queue is closed and empty.
+    ///
+    /// With held jobs the runner does not wait for the queue: another runner may be waiting
+    /// in it for a job that will only come once the held jobs are answered (their callers
+    /// all retrieving one key).
     async fn next_batch(&self, held: &mut Vec<Queued<B>>) -> Option<Vec<Queued<B>>> {
         let mut jobs: Vec<Queued<B>> = Vec::new();
         for q in std::mem::take(held) {
             self.add(&mut jobs, held, q);
         }
-        let mut queue = self.queue.lock().await;
+        let mut queue = if jobs.is_empty() {
+            self.queue.lock().await
+        } else {
+            match self.queue.try_lock() {
+                Ok(queue) => queue,
+                Err(_) => return Some(jobs),
+            }
+        };
         while jobs.is_empty() {
             let q = queue.recv().await?;
             self.add(&mut jobs, held, q);
@@ -314,17 +325,28 @@ mod tests {
                 Ok(outs)
             })
         }
+
+        /// Equal values never share a statement.
+        fn clash(&self, a: &Job, b: &Job) -> bool {
+            matches!((a, b), (Job::Value(x), Job::Value(y)) if x == y)
+        }
     }
 
     /// A batcher of [`Probe`] with one runner, on the test server; `None` without one.
     async fn probe() -> Option<(Arc<Batcher<Probe>>, Arc<Plain<Vec<Vec<String>>>>)> {
+        probe_with(1).await
+    }
+
+    async fn probe_with(
+        runners: usize,
+    ) -> Option<(Arc<Batcher<Probe>>, Arc<Plain<Vec<Vec<String>>>>)> {
         let url = std::env::var("KEYMASTER_TEST_DATABASE_URL").ok()?;
         let targets = connect::parse(&url).unwrap();
         let options = sqlx::postgres::PgPoolOptions::new().max_connections(2);
         let (pool, primary) = connect::open(targets, options, 2).await.unwrap();
         let probe = Probe::default();
         let sent = probe.sent.clone();
-        let batcher = Batcher::start(probe, pool, Arc::new(primary), 1);
+        let batcher = Batcher::start(probe, pool, Arc::new(primary), runners);
         Some((Arc::new(batcher), sent))
     }
 
@@ -423,5 +445,19 @@ mod tests {
                 alone("2")
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn clashing_jobs_go_in_statements_of_their_own_without_waiting_for_more() {
+        let Some((b, log)) = probe_with(2).await else {
+            return;
+        };
+        // The runner that holds the second job must not wait for the queue, where the other
+        // runner waits for a job that nobody sends.
+        let calls = join_all([b.run(Job::Value(7)), b.run(Job::Value(7))]);
+        let got = tokio::time::timeout(std::time::Duration::from_secs(10), calls).await;
+        let got: Vec<u32> = got.unwrap().into_iter().map(Result::unwrap).collect();
+        assert_eq!(got, [7, 7]);
+        assert_eq!(sent(&log), [labels(&["7"]), labels(&["7"])]);
     }
 }
