@@ -29,6 +29,7 @@ use futures::future::BoxFuture;
 use sqlx::{PgConnection, Row};
 
 use super::cte::{self, AuditParams, EventParams};
+use super::guarded::Guarded;
 use super::ms;
 use super::once::Statement;
 use crate::store::events::new_event;
@@ -97,14 +98,14 @@ static APPLY_SQL: LazyLock<String> = LazyLock::new(|| {
 
 /// The columns of a key row that a retrieval's plan reads and may change.
 #[derive(Debug, Clone, PartialEq)]
-struct RowState {
-    state: String,
-    retrievals: i64,
-    failed: i64,
-    pending_retrieval_id: Option<String>,
-    pending_service_id: Option<String>,
-    confirm_by: Option<i64>,
-    ended_at: Option<i64>,
+pub(super) struct RowState {
+    pub(super) state: String,
+    pub(super) retrievals: i64,
+    pub(super) failed: i64,
+    pub(super) pending_retrieval_id: Option<String>,
+    pub(super) pending_service_id: Option<String>,
+    pub(super) confirm_by: Option<i64>,
+    pub(super) ended_at: Option<i64>,
 }
 
 impl RowState {
@@ -187,6 +188,14 @@ pub struct Read<'a> {
     pub code_hash: &'a [u8],
 }
 
+/// How a plan is written ([`Applying::into_write`]).
+pub enum Write {
+    /// In a statement shared with other retrievals (`guarded`).
+    Batched(Guarded),
+    /// In a statement of its own ([`APPLY_SQL`]).
+    Alone(Applying),
+}
+
 /// A plan as the arguments of [`APPLY_SQL`], ready to run (again, if PostgreSQL rolled it
 /// back: its ids are fixed here).
 pub struct Applying {
@@ -249,6 +258,34 @@ impl Applying {
                 AuditEffect::Coalesced(a) => AuditParams::coalesced(a),
             },
         })
+    }
+
+    /// How the plan is written: as a guarded write that may share a statement with others
+    /// (`guarded`) when it is a plan of a live key read that neither counts a failure nor
+    /// gives a slot back nor coalesces its audit row; any other plan by this statement.
+    pub fn into_write(self) -> Write {
+        let alone = self.charge || self.give_back.is_some() || self.audit.is_coalesced();
+        match (alone, self.key_id, self.guard, self.next) {
+            (false, Some(key_id), Some((code_hash, old, expires_at)), Some(next)) => {
+                Write::Batched(Guarded {
+                    at: self.at,
+                    key_id,
+                    code_hash,
+                    old,
+                    expires_at,
+                    next,
+                    retrieval: self.retrieval,
+                    events: self.events,
+                    audit: self.audit,
+                })
+            }
+            (_, key_id, guard, next) => Write::Alone(Applying {
+                key_id,
+                guard,
+                next,
+                ..self
+            }),
+        }
     }
 
     /// Runs the statement: `true` when the whole plan was written, `false` when nothing was

@@ -30,6 +30,11 @@ use crate::store::StoreError;
 /// connection: half the pool, so that the other paths (reads, transactions) keep theirs.
 pub const RUNNERS: usize = super::MAX_CONNECTIONS as usize / 2;
 
+/// Most runners of retrievals' guarded writes (`guarded`): a quarter of the pool, so that
+/// with the deposits' runners busy too (deposits and retrievals at once) the reads that come
+/// before each write and the transactions still find connections.
+pub const RETRIEVAL_RUNNERS: usize = super::MAX_CONNECTIONS as usize / 4;
+
 /// Most jobs in one statement.
 pub const MAX_JOBS: usize = 64;
 

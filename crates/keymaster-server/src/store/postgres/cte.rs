@@ -1,6 +1,7 @@
 //! PostgreSQL: the parts that the one-statement writes (`keys::Deposit`, `apply_one`) share,
 //! as common table expressions over a CTE `k (id, tenant_id, notify)` that holds the key row the
-//! statement wrote or locked — zero rows when it wrote nothing, and then these write nothing.
+//! statement wrote or locked — zero rows when it wrote nothing, and then these write nothing;
+//! and the events and audit row of a plan as `guarded` binds them, one row per job.
 //!
 //! Events and audit rows are bound as arrays and fixed columns, so that the SQL text does not
 //! depend on how many events a plan has: sqlx prepares each text once per connection.
@@ -65,6 +66,19 @@ impl EventParams {
             self.delivered.push(e.id.clone());
         }
         Ok(())
+    }
+
+    /// Each event's id, type and payload, in order (`guarded`: one statement for many plans).
+    pub fn rows(&self) -> Vec<(&str, &str, &str)> {
+        let (ids, types, payloads) = (&self.ids, &self.types, &self.payloads);
+        (0..ids.len())
+            .map(|i| (ids[i].as_str(), types[i].as_str(), payloads[i].as_str()))
+            .collect()
+    }
+
+    /// The ids of those that go to webhooks and e-mail too, in order.
+    pub fn delivered(&self) -> Vec<&str> {
+        self.delivered.iter().map(String::as_str).collect()
     }
 
     pub fn bind<'q>(&'q self, q: Q<'q>) -> Q<'q> {
@@ -147,6 +161,24 @@ impl AuditParams {
         }
     }
 
+    /// Whether this is a coalesced refusal (which `guarded` does not write).
+    pub fn is_coalesced(&self) -> bool {
+        self.coalesce_key.is_some()
+    }
+
+    /// The row of its own, if there is one (`guarded`; not for a coalesced refusal).
+    pub fn own_row(&self) -> Option<AuditRow<'_>> {
+        (self.present && self.coalesce_key.is_none()).then(|| AuditRow {
+            at: self.at,
+            actor: &self.actor,
+            action: self.action,
+            outcome: &self.outcome,
+            key_id: self.key_id.as_deref(),
+            ip: self.ip.as_deref(),
+            detail: self.detail.as_deref(),
+        })
+    }
+
     pub fn bind<'q>(&'q self, q: Q<'q>) -> Q<'q> {
         q.bind(self.at)
             .bind(&self.actor)
@@ -160,4 +192,15 @@ impl AuditParams {
             .bind(self.present)
             .bind(limits::COALESCED_TIMES)
     }
+}
+
+/// An audit row of its own, as `guarded` binds it.
+pub struct AuditRow<'a> {
+    pub at: i64,
+    pub actor: &'a str,
+    pub action: &'a str,
+    pub outcome: &'a str,
+    pub key_id: Option<&'a str>,
+    pub ip: Option<&'a str>,
+    pub detail: Option<&'a str>,
 }

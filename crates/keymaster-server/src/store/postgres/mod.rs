@@ -23,6 +23,7 @@ mod batch;
 pub(crate) mod connect;
 mod credentials;
 mod cte;
+mod guarded;
 mod handoff;
 mod keys;
 mod notify;
@@ -89,6 +90,8 @@ pub struct PostgresStore {
     local: Arc<tokio::sync::watch::Sender<u64>>,
     /// Deposits, run in batches of those that wait at once (`batch`).
     deposits: Arc<batch::Batcher<keys::Deposits>>,
+    /// Retrievals' guarded writes that charge no failure budget, likewise (`guarded`).
+    retrievals: Arc<batch::Batcher<guarded::Guardeds>>,
     /// App keys and services authenticated lately (`credentials`).
     kept: Arc<credentials::Credentials>,
 }
@@ -123,10 +126,17 @@ impl PostgresStore {
             primary.clone(),
             batch::RUNNERS,
         );
+        let retrievals = batch::Batcher::start(
+            guarded::Guardeds,
+            pool.clone(),
+            primary.clone(),
+            batch::RETRIEVAL_RUNNERS,
+        );
         let store = PostgresStore {
             pool,
             primary,
             deposits: Arc::new(deposits),
+            retrievals: Arc::new(retrievals),
             commits: Arc::default(),
             local: Arc::new(local),
             kept: Arc::default(),
@@ -379,7 +389,7 @@ impl Store for PostgresStore {
     }
 
     async fn retrieve(&self, cmd: RetrieveCommand) -> Result<RetrieveOutcome, StoreError> {
-        let outcome = retrieve::retrieve(&self.hot(), Arc::new(cmd)).await;
+        let outcome = retrieve::retrieve(&self.hot(), &self.retrievals, Arc::new(cmd)).await;
         self.signal(outcome)
     }
 

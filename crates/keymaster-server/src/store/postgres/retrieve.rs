@@ -8,7 +8,9 @@
 //! opens no key, its tombstone, all without locks; `store::lifecycle` plans from what it
 //! found, exactly as for SQLite; `apply_one` writes the plan in one statement that changes the
 //! key row only if it still holds the values the plan was made from, and counts a failure only
-//! while the budget has room. When that statement writes nothing, the retrieval reads and
+//! while the budget has room — or, for a plan that charges no budget (a hand-out, a preview),
+//! `guarded` writes it with the same guard in one statement shared with the others that wait
+//! at the same moment (`batch`). When that statement writes nothing, the retrieval reads and
 //! plans again: of several retrievals of a single-use code one ends the key, and the others
 //! then find its tombstone. After [`OPTIMISTIC`] rounds (a key that many retrieve at once, or
 //! a budget on its edge) it locks the key row in a transaction and plans once more, so that no
@@ -33,9 +35,11 @@ use sqlx::postgres::PgRow;
 use sqlx::PgConnection;
 
 use super::apply::apply;
-use super::apply_one::{Applying, Read};
+use super::apply_one::{Applying, Read, Write};
+use super::batch::Batcher;
 use super::connect::run;
 use super::db;
+use super::guarded::Guardeds;
 use super::once::{Hot, Statement};
 use super::rows::spent;
 use crate::store::columns::Columns;
@@ -186,9 +190,11 @@ fn applying(cmd: &RetrieveCommand, finding: &Finding) -> Result<(Applying, Answe
     Ok((Applying::new(&plan, read, cmd.budget_per_minute)?, answer))
 }
 
-/// A retrieval or preview (see the file's header).
+/// A retrieval or preview (see the file's header); its write shares a statement with others
+/// through `guarded` when it charges no failure budget.
 pub async fn retrieve(
     hot: &Hot<'_>,
+    guarded: &Batcher<Guardeds>,
     cmd: Arc<RetrieveCommand>,
 ) -> Result<RetrieveOutcome, StoreError> {
     let subject: Arc<str> = subject(&cmd.service).into();
@@ -212,7 +218,11 @@ pub async fn retrieve(
             }
         };
         let (statement, answer) = applying(&cmd, &finding)?;
-        if hot.write(Arc::new(statement)).await? {
+        let written = match statement.into_write() {
+            Write::Batched(job) => guarded.run(job).await?,
+            Write::Alone(statement) => hot.write(Arc::new(statement)).await?,
+        };
+        if written {
             let mut tenant = None;
             if let (Answer::Preview, Found::Live(row)) = (&answer, &finding.0) {
                 let id = row.tenant_id.clone();
