@@ -4,7 +4,8 @@
 //!
 //! Meant for several replicas on one database: a deposit is one statement (shared with the
 //! deposits that wait at the same moment, `batch`) and a retrieval one read and one
-//! conditional write (`retrieve`, `apply_one`, run by `once`), which change the
+//! conditional write (`retrieve`, `apply_one`, run by `once`; shared with the retrievals that
+//! wait at the same moment when it charges no failure budget, `guarded`), which change the
 //! key row only if it still holds what was read and count a failure only while the budget has
 //! room, so a single-use code is handed out once and budgets are exact across processes
 //! without a lock held across round trips; the sweeper takes its batches with
