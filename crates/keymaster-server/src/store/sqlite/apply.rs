@@ -24,6 +24,14 @@ pub fn is_unique_violation(e: &rusqlite::Error) -> bool {
 
 /// Executes `plan`. [`Applied::CodeTaken`] leaves nothing changed.
 pub fn apply(c: &Connection, plan: &Plan) -> Result<Applied, StoreError> {
+    apply_at(c, plan, None)
+}
+
+/// [`apply`], with the rowid of the plan's key when the caller read its row in this
+/// transaction: the key's `UPDATE` then finds the row by rowid, without a descent of the `id`
+/// index (one B-tree fewer for the single writer per retrieval). Only the writer writes, and
+/// the rowid was read in the same transaction, so it is the same row.
+pub fn apply_at(c: &Connection, plan: &Plan, rowid: Option<i64>) -> Result<Applied, StoreError> {
     let (subject, budget) = &plan.budget;
     match budget {
         BudgetEffect::Keep => {}
@@ -31,7 +39,8 @@ pub fn apply(c: &Connection, plan: &Plan) -> Result<Applied, StoreError> {
         BudgetEffect::GiveBack(slot) => release_failure(c, subject, slot.taken_at)?,
     }
     if let Some(key) = &plan.key {
-        if change(c, &key.id, &plan.change, plan.at)? == Applied::CodeTaken {
+        let at = KeyAt { id: &key.id, rowid };
+        if change(c, at, &plan.change, plan.at)? == Applied::CodeTaken {
             return Ok(Applied::CodeTaken);
         }
         if let Some((retrieval_id, service_id)) = &plan.retrieval {
@@ -55,10 +64,37 @@ pub fn apply(c: &Connection, plan: &Plan) -> Result<Applied, StoreError> {
     Ok(Applied::Done)
 }
 
+/// The key's row: its id, and its rowid when the caller read the row in this transaction.
+#[derive(Clone, Copy)]
+struct KeyAt<'a> {
+    id: &'a str,
+    rowid: Option<i64>,
+}
+
+/// The `UPDATE keys SET $set` of the row `$at` (a [`KeyAt`]) names, by rowid when it is known;
+/// both forms are literals, so each is one cached statement. `?1` is [`KeyAt::param`].
+macro_rules! update_key {
+    ($at:expr, $set:literal) => {
+        match $at.rowid {
+            Some(_) => concat!("UPDATE keys SET ", $set, " WHERE rowid = ?1"),
+            None => concat!("UPDATE keys SET ", $set, " WHERE id = ?1"),
+        }
+    };
+}
+
+impl KeyAt<'_> {
+    fn param(&self) -> &dyn rusqlite::ToSql {
+        match &self.rowid {
+            Some(rowid) => rowid,
+            None => &self.id,
+        }
+    }
+}
+
 /// One `UPDATE` of the key's row (two more statements for a new code's tombstones).
 fn change(
     c: &Connection,
-    key_id: &str,
+    key: KeyAt<'_>,
     change: &KeyChange,
     at: jiff::Timestamp,
 ) -> Result<Applied, StoreError> {
@@ -67,20 +103,23 @@ fn change(
             .and_then(|mut s| s.execute(p))
             .map(|_| ())
     };
+    let row = key.param();
     match change {
         KeyChange::Keep => Ok(()),
         KeyChange::WrongPassword {
             failed_attempts,
             lock,
         } => run(
-            "UPDATE keys SET failed_password_attempts = ?2,
-                 state = CASE WHEN ?3 THEN 'locked' ELSE state END
-             WHERE id = ?1",
-            params![key_id, failed_attempts, lock],
+            update_key!(
+                key,
+                "failed_password_attempts = ?2,
+                 state = CASE WHEN ?3 THEN 'locked' ELSE state END"
+            ),
+            params![row, failed_attempts, lock],
         ),
         KeyChange::Count { retrievals } => run(
-            "UPDATE keys SET retrievals = ?2, failed_password_attempts = 0 WHERE id = ?1",
-            params![key_id, retrievals],
+            update_key!(key, "retrievals = ?2, failed_password_attempts = 0"),
+            params![row, retrievals],
         ),
         KeyChange::Hold {
             retrievals,
@@ -88,17 +127,21 @@ fn change(
             service_id,
             confirm_by,
         } => run(
-            "UPDATE keys SET retrievals = ?2, failed_password_attempts = 0,
+            update_key!(
+                key,
+                "retrievals = ?2, failed_password_attempts = 0,
                  state = 'awaiting_confirmation', pending_retrieval_id = ?3,
-                 pending_service_id = ?4, confirm_by = ?5
-             WHERE id = ?1",
-            params![key_id, retrievals, retrieval_id, service_id, ms(*confirm_by)],
+                 pending_service_id = ?4, confirm_by = ?5"
+            ),
+            params![row, retrievals, retrieval_id, service_id, ms(*confirm_by)],
         ),
         KeyChange::Release => run(
-            "UPDATE keys SET state = 'active', pending_retrieval_id = NULL,
-                 pending_service_id = NULL, confirm_by = NULL
-             WHERE id = ?1",
-            params![key_id],
+            update_key!(
+                key,
+                "state = 'active', pending_retrieval_id = NULL,
+                 pending_service_id = NULL, confirm_by = NULL"
+            ),
+            params![row],
         ),
         // A key that ends at a retrieval without confirmation has no hold: its `UPDATE` leaves
         // the pending columns alone, since naming a column in `SET` makes SQLite rewrite its
@@ -109,29 +152,33 @@ fn change(
             retrievals,
             clear_hold: true,
         } => run(
-            "UPDATE keys SET state = ?2, ended_at = ?3, spki = NULL, secret_sealed = NULL,
+            update_key!(
+                key,
+                "state = ?2, ended_at = ?3, spki = NULL, secret_sealed = NULL,
                  password_hash = NULL, retrievals = coalesce(?4, retrievals),
-                 pending_retrieval_id = NULL, pending_service_id = NULL, confirm_by = NULL
-             WHERE id = ?1",
-            params![key_id, state.as_str(), ms(at), retrievals],
+                 pending_retrieval_id = NULL, pending_service_id = NULL, confirm_by = NULL"
+            ),
+            params![row, state.as_str(), ms(at), retrievals],
         ),
         KeyChange::End {
             state,
             retrievals,
             clear_hold: false,
         } => run(
-            "UPDATE keys SET state = ?2, ended_at = ?3, spki = NULL, secret_sealed = NULL,
-                 password_hash = NULL, retrievals = coalesce(?4, retrievals)
-             WHERE id = ?1",
-            params![key_id, state.as_str(), ms(at), retrievals],
+            update_key!(
+                key,
+                "state = ?2, ended_at = ?3, spki = NULL, secret_sealed = NULL,
+                 password_hash = NULL, retrievals = coalesce(?4, retrievals)"
+            ),
+            params![row, state.as_str(), ms(at), retrievals],
         ),
         KeyChange::Recode {
             old_code_hash,
             new_code_hash,
         } => {
             match run(
-                "UPDATE keys SET code_hash = ?2 WHERE id = ?1",
-                params![key_id, new_code_hash],
+                update_key!(key, "code_hash = ?2"),
+                params![row, new_code_hash],
             ) {
                 Err(e) if is_unique_violation(&e) => return Ok(Applied::CodeTaken),
                 r => r.map_err(db)?,
@@ -143,12 +190,12 @@ fn change(
             .map_err(db)?;
             run(
                 "INSERT OR REPLACE INTO tombstones (code_hash, key_id, died_at) VALUES (?1, ?2, ?3)",
-                params![old_code_hash, key_id, ms(at)],
+                params![old_code_hash, key.id, ms(at)],
             )
         }
         KeyChange::SetExpiry(expires_at) => run(
-            "UPDATE keys SET expires_at = ?2 WHERE id = ?1",
-            params![key_id, ms(*expires_at)],
+            update_key!(key, "expires_at = ?2"),
+            params![row, ms(*expires_at)],
         ),
     }
     .map_err(db)?;

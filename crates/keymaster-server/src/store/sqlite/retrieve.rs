@@ -13,7 +13,7 @@
 use jiff::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::apply::apply;
+use super::apply::{apply, apply_at};
 use super::rows::budget_spent;
 use super::writer::db;
 use crate::store::lifecycle::{
@@ -26,38 +26,62 @@ use crate::store::{AuditRecord, RetrieveCommand, RetrieveOutcome, ServiceAuth, S
 /// is confined to if it is (`ServiceAuth::confined_tenant_id`; another tenant's key is then
 /// not found at all), under the current secret or, during a rotation, a previous one; then a
 /// replaced code (or that of a key that ended before migration 3) in `tombstones`.
-fn find(c: &Connection, cmd: &RetrieveCommand) -> Result<Found, StoreError> {
+/// With the rowid of the key's row when it was found in `keys`.
+fn find(c: &Connection, cmd: &RetrieveCommand) -> Result<(Found, Option<i64>), StoreError> {
     // With a slot taken in advance, this attempt is already in the budget.
     if cmd.budget_slot.is_none() {
         let subject = subject(&cmd.service);
         if let Some(retry) = budget_spent(c, &subject, cmd.now, cmd.budget_per_minute)? {
-            return Ok(Found::RateLimited(retry));
+            return Ok((Found::RateLimited(retry), None));
         }
     }
     let confined = cmd.service.confined_tenant_id.as_deref();
-    if let Some(found) = Found::from_row(load_any_secret(c, cmd, confined)?) {
-        return Ok(found);
+    if let Some((row, rowid)) = load_any_secret(c, cmd, confined)? {
+        if let Some(found) = Found::from_row(Some(row)) {
+            return Ok((found, Some(rowid)));
+        }
     }
     let dead = super::rotation::tombstone(c, &cmd.code_hash, &cmd.previous_code_hashes, confined)?;
-    Ok(dead.map_or(Found::Unknown, |(id, tenant, label)| {
+    let found = dead.map_or(Found::Unknown, |(id, tenant, label)| {
         Found::Dead(KeyIdent::new(id, tenant, label))
-    }))
+    });
+    Ok((found, None))
 }
 
-/// The key row with this code hash, of `tenant` if given.
+/// Where `load`'s rowid is: right after [`KEY_COLUMNS`] (a list of plain columns and one
+/// expression, none with a comma inside).
+const ROWID_COLUMN: usize = {
+    let b = KEY_COLUMNS.as_bytes();
+    let (mut i, mut commas) = (0, 0);
+    while i < b.len() {
+        if b[i] == b',' {
+            commas += 1;
+        }
+        i += 1;
+    }
+    commas + 1
+};
+
+/// The key row with this code hash, of `tenant` if given, and its rowid (after the key's
+/// columns, which `KeyRow::read` decodes from column 0).
 fn load(
     c: &Connection,
     code_hash: &[u8],
     tenant: Option<&str>,
-) -> Result<Option<KeyRow>, StoreError> {
+) -> Result<Option<(KeyRow, i64)>, StoreError> {
     c.prepare_cached(&format!(
-        "SELECT {KEY_COLUMNS} FROM keys WHERE code_hash = ?1 AND (?2 IS NULL OR tenant_id = ?2)"
+        "SELECT {KEY_COLUMNS}, rowid FROM keys
+         WHERE code_hash = ?1 AND (?2 IS NULL OR tenant_id = ?2)"
     ))
     .and_then(|mut s| {
-        s.query_row(params![code_hash, tenant], |r| Ok(KeyRow::read(r)))
-            .optional()
+        s.query_row(params![code_hash, tenant], |r| {
+            Ok(KeyRow::read(r).map(|row| (row, r.get::<_, i64>(ROWID_COLUMN))))
+        })
+        .optional()
     })
     .map_err(db)?
+    .transpose()?
+    .map(|(row, rowid)| Ok((row, rowid.map_err(db)?)))
     .transpose()
 }
 
@@ -68,26 +92,26 @@ fn load_any_secret(
     c: &Connection,
     cmd: &RetrieveCommand,
     tenant: Option<&str>,
-) -> Result<Option<KeyRow>, StoreError> {
+) -> Result<Option<(KeyRow, i64)>, StoreError> {
     let found = load(c, &cmd.code_hash, tenant)?;
     if found.is_some() || cmd.previous_code_hashes.is_empty() {
         return Ok(found);
     }
     for old in &cmd.previous_code_hashes {
-        if let Some(row) = load(c, old, tenant)? {
+        if let Some((row, rowid)) = load(c, old, tenant)? {
             if row.is_live() {
                 super::rotation::rehash_code(c, &row.id, old, &cmd.code_hash)?;
             }
-            return Ok(Some(row));
+            return Ok(Some((row, rowid)));
         }
     }
     Ok(None)
 }
 
 pub fn retrieve(c: &Connection, cmd: &RetrieveCommand) -> Result<RetrieveOutcome, StoreError> {
-    let found = find(c, cmd)?;
+    let (found, rowid) = find(c, cmd)?;
     let (plan, answer) = plan_retrieve(cmd, &found)?;
-    apply(c, &plan)?;
+    apply_at(c, &plan, rowid)?;
     let tenant = match (&answer, &found) {
         (Answer::Preview, Found::Live(row)) => {
             Some(super::handoff::tenant_name(c, &row.tenant_id)?)
