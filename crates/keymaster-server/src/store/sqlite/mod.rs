@@ -56,6 +56,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../../../migrations/sqlite/0007_verified_handoff.sql"),
     include_str!("../../../../../migrations/sqlite/0008_delivery_endpoints.sql"),
     include_str!("../../../../../migrations/sqlite/0009_requests.sql"),
+    include_str!("../../../../../migrations/sqlite/0010_events_without_autoincrement.sql"),
 ];
 
 /// Page size of a new database.
@@ -803,6 +804,56 @@ mod tests {
             )
             .unwrap();
         assert_eq!(indexed, 1, "only the old key is in the index");
+    }
+
+    /// Migration 10 rebuilds `events` without AUTOINCREMENT: every event keeps its seq, the
+    /// key's index is back, `sqlite_sequence` no longer has a row for it, and a new event
+    /// follows the largest seq in the table.
+    #[test]
+    fn events_keep_their_seqs_and_order_without_autoincrement() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = migrated_to(&dir.path().join("k.db"), 9);
+        let insert = "INSERT INTO events (id, key_id, tenant_id, type, at, payload)
+             VALUES (?1, ?2, 'ten_1', 'key.deposited', 0, '{}')";
+        for (id, key) in [("evt_1", "key_a"), ("evt_2", "key_b"), ("evt_3", "key_a")] {
+            c.execute(insert, params![id, key]).unwrap();
+        }
+        migrate(&c).unwrap();
+
+        let seqs = |key: &str| -> Vec<(i64, String)> {
+            let mut s = c
+                .prepare("SELECT seq, id FROM events WHERE key_id = ?1 ORDER BY seq")
+                .unwrap();
+            s.query_map([key], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        assert_eq!(seqs("key_a"), [(1, "evt_1".into()), (3, "evt_3".into())]);
+        assert_eq!(seqs("key_b"), [(2, "evt_2".into())]);
+        let sequenced: i64 = c
+            .query_row(
+                "SELECT count(*) FROM sqlite_sequence WHERE name = 'events'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(sequenced, 0);
+        let plan: String = c
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT seq FROM events WHERE key_id = 'key_a' AND seq > 1",
+                [],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains("events_key"), "{plan}");
+
+        c.execute(insert, params!["evt_4", "key_b"]).unwrap();
+        assert_eq!(seqs("key_b"), [(2, "evt_2".into()), (4, "evt_4".into())]);
+        assert!(
+            c.execute(insert, params!["evt_4", "key_c"]).is_err(),
+            "ids stay unique"
+        );
     }
 
     #[test]
