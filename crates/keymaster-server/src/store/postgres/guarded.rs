@@ -248,7 +248,6 @@ mod tests {
 
     use futures::future::join_all;
     use jiff::{SignedDuration, Timestamp};
-    use sqlx::Connection;
 
     use super::*;
     use crate::store::events::EventType;
@@ -258,6 +257,7 @@ mod tests {
     use crate::store::postgres::apply_one::{Applying, Read, Write};
     use crate::store::postgres::batch::Batcher;
     use crate::store::postgres::keys::{Deposit, Deposits};
+    use crate::store::postgres::test_db::{self, drop_db};
     use crate::store::postgres::PostgresStore;
     use crate::store::{AuditRecord, KeyState, NewKey};
 
@@ -369,26 +369,8 @@ mod tests {
         assert!(batched(applying(&a, b"a", &given_back)).is_none());
     }
 
-    /// A store on a database of its own, and the URL to drop it with; `None` without a test
-    /// server (`KEYMASTER_TEST_DATABASE_URL`).
     async fn store() -> Option<(PostgresStore, String, String)> {
-        let url = std::env::var("KEYMASTER_TEST_DATABASE_URL").ok()?;
-        let name = crate::crypto::new_id("km_guarded_").to_lowercase();
-        let mut c = PgConnection::connect(&url).await.unwrap();
-        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
-            .execute(&mut c)
-            .await
-            .unwrap();
-        let mut db = url::Url::parse(&url).unwrap();
-        db.set_path(&format!("/{name}"));
-        Some((PostgresStore::open(db.as_str()).await.unwrap(), url, name))
-    }
-
-    async fn drop_db(store: PostgresStore, url: &str, name: &str) {
-        drop(store);
-        let mut c = PgConnection::connect(url).await.unwrap();
-        let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-        sqlx::raw_sql(&sql).execute(&mut c).await.unwrap();
+        test_db::store("km_guarded_").await
     }
 
     /// Deposits a key with the code `code`, and reads it back as a retrieval does.

@@ -334,29 +334,12 @@ async fn recodes_spent(
 /// for the store contract; a database is made for the test and dropped); without it they pass.
 #[cfg(test)]
 mod tests {
-    use sqlx::Connection;
-
     use super::*;
+    use crate::store::postgres::test_db::{self, drop_db};
     use crate::store::postgres::PostgresStore;
 
-    /// A store on a database of its own, and the URL to drop it with.
     async fn store() -> Option<(PostgresStore, String, String)> {
-        let url = std::env::var("KEYMASTER_TEST_DATABASE_URL").ok()?;
-        let name = crate::crypto::new_id("km_batch_").to_lowercase();
-        let mut c = PgConnection::connect(&url).await.unwrap();
-        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
-            .execute(&mut c)
-            .await
-            .unwrap();
-        let mut db = url::Url::parse(&url).unwrap();
-        db.set_path(&format!("/{name}"));
-        Some((PostgresStore::open(db.as_str()).await.unwrap(), url, name))
-    }
-
-    async fn drop_db(url: &str, name: &str) {
-        let mut c = PgConnection::connect(url).await.unwrap();
-        let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-        sqlx::raw_sql(&sql).execute(&mut c).await.unwrap();
+        test_db::store("km_batch_").await
     }
 
     fn deposit(code: &str, at: Timestamp) -> Deposit {
@@ -445,7 +428,6 @@ mod tests {
         let other = "SELECT count(*) FROM tombstones WHERE code_hash = 'other'::bytea";
         assert_eq!(count(&mut c, other).await, 1);
         drop(c);
-        drop(store);
-        drop_db(&url, &name).await;
+        drop_db(store, &url, &name).await;
     }
 }

@@ -35,6 +35,8 @@ mod retrieve;
 mod rotation;
 mod rows;
 mod sweep;
+#[cfg(test)]
+mod test_db;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -336,10 +336,8 @@ pub async fn confirm(
 
 #[cfg(test)]
 mod tests {
-    use sqlx::{Connection, PgConnection};
-
     use super::READ_SQL;
-    use crate::store::postgres::PostgresStore;
+    use crate::store::postgres::test_db;
 
     /// The read's plan kept after five runs, made while every table is empty, reaches each table
     /// by an index (`docs/scaling.md`, "Plans made once per connection"): the tombstone's key
@@ -347,18 +345,9 @@ mod tests {
     /// (`KEYMASTER_TEST_DATABASE_URL`) there is nothing to ask.
     #[tokio::test]
     async fn the_generic_plan_of_the_read_on_empty_tables_scans_no_table() {
-        let Ok(url) = std::env::var("KEYMASTER_TEST_DATABASE_URL") else {
+        let Some((store, url, name)) = test_db::store("km_read_").await else {
             return;
         };
-        let name = crate::crypto::new_id("km_read_").to_lowercase();
-        let mut admin = PgConnection::connect(&url).await.unwrap();
-        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        let mut db = url::Url::parse(&url).unwrap();
-        db.set_path(&format!("/{name}"));
-        let store = PostgresStore::open(db.as_str()).await.unwrap();
         let mut c = store.pool.acquire().await.unwrap();
         let prepare = format!(
             "SET plan_cache_mode = force_generic_plan; PREPARE r AS {}",
@@ -374,8 +363,6 @@ mod tests {
         assert!(!plan.contains("Hash Join"), "{plan}");
         assert!(plan.contains("Index Scan using keys_pkey"), "{plan}");
         drop(c);
-        drop(store);
-        let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-        sqlx::raw_sql(&sql).execute(&mut admin).await.unwrap();
+        test_db::drop_db(store, &url, &name).await;
     }
 }
