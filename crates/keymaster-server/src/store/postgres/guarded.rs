@@ -256,10 +256,10 @@ mod tests {
     };
     use crate::store::postgres::apply_one::{Applying, Read, Write};
     use crate::store::postgres::batch::Batcher;
-    use crate::store::postgres::keys::{Deposit, Deposits};
+    use crate::store::postgres::keys::Deposits;
     use crate::store::postgres::test_db::{self, drop_db};
     use crate::store::postgres::PostgresStore;
-    use crate::store::{AuditRecord, KeyState, NewKey};
+    use crate::store::{AuditRecord, KeyState};
 
     fn row(id: &str, retrievals: u32) -> KeyRow {
         KeyRow {
@@ -375,40 +375,8 @@ mod tests {
 
     /// Deposits a key with the code `code`, and reads it back as a retrieval does.
     async fn key(c: &mut PgConnection, code: &str, at: Timestamp) -> KeyRow {
-        let id = crate::crypto::new_id("key_");
-        let k = NewKey {
-            id: id.clone(),
-            tenant_id: "ten_test".into(),
-            holder_hash: format!("holder-{id}").into_bytes(),
-            code_hash: code.as_bytes().to_vec(),
-            code_format: keymaster_core::wire::CodeFormat::Digits,
-            label: None,
-            kind: "secret",
-            algorithm: "secret".into(),
-            spki: None,
-            secret_sealed: Some(vec![7; 40]),
-            fingerprint: None,
-            ssh_fingerprint: None,
-            jwk_thumbprint: None,
-            proven: false,
-            policy: serde_json::from_str(r#"{"max_retrievals":3}"#).unwrap(),
-            password_hash: None,
-            notify: None,
-            created_at: at,
-            expires_at: at + SignedDuration::from_mins(5),
-            origin_network: None,
-            sas_commitment: None,
-        };
-        let a = AuditRecord {
-            at,
-            actor: "app".into(),
-            action: "key.deposit",
-            outcome: "success".into(),
-            key_id: Some(id.clone()),
-            ip: None,
-            detail: None,
-        };
-        let d = [Deposit::new(k, &a, None, None).unwrap()];
+        let d = [test_db::deposit(code, at, 3)];
+        let id = d[0].key_id().to_owned();
         assert_eq!(Deposits::run(&d, &mut *c).await.unwrap(), [true]);
         let sql = format!("SELECT {KEY_COLUMNS} FROM keys WHERE id = $1");
         let r = sqlx::query(&sql).bind(&id).fetch_one(c).await.unwrap();

@@ -106,6 +106,12 @@ pub struct Deposit {
 }
 
 impl Deposit {
+    /// The key's id (tests).
+    #[cfg(test)]
+    pub fn key_id(&self) -> &str {
+        &self.k.id
+    }
+
     /// The deposit of `k` audited by `a`, its `key.deposited` event naming a service and a
     /// reason when given (a key that answers an enrolment request).
     pub fn new(
@@ -343,40 +349,7 @@ mod tests {
     }
 
     fn deposit(code: &str, at: Timestamp) -> Deposit {
-        let id = crate::crypto::new_id("key_");
-        let k = NewKey {
-            id: id.clone(),
-            tenant_id: "ten_test".into(),
-            holder_hash: format!("holder-{id}").into_bytes(),
-            code_hash: code.as_bytes().to_vec(),
-            code_format: keymaster_core::wire::CodeFormat::Digits,
-            label: None,
-            kind: "secret",
-            algorithm: "secret".into(),
-            spki: None,
-            secret_sealed: Some(vec![7; 40]),
-            fingerprint: None,
-            ssh_fingerprint: None,
-            jwk_thumbprint: None,
-            proven: false,
-            policy: serde_json::from_str(r#"{"max_retrievals":1}"#).unwrap(),
-            password_hash: None,
-            notify: None,
-            created_at: at,
-            expires_at: at + jiff::SignedDuration::from_mins(5),
-            origin_network: None,
-            sas_commitment: None,
-        };
-        let a = AuditRecord {
-            at,
-            actor: "app".into(),
-            action: "key.deposit",
-            outcome: "success".into(),
-            key_id: Some(id),
-            ip: None,
-            detail: None,
-        };
-        Deposit::new(k, &a, None, None).unwrap()
+        test_db::deposit(code, at, 1)
     }
 
     async fn count(c: &mut PgConnection, sql: &str) -> i64 {

@@ -1,11 +1,14 @@
-//! Tests' own databases: a store on a fresh database of the test server named by
+//! Tests' own databases, and a deposit to fill them: a store on a fresh database of the test server named by
 //! `KEYMASTER_TEST_DATABASE_URL` (a maintenance URL, as for the store contract), dropped at the
 //! end. Without it there is no server to ask, and the tests that need one return at once;
 //! `scripts/test` sets it, so CI runs them.
 
+use jiff::Timestamp;
 use sqlx::{Connection, PgConnection};
 
+use super::keys::Deposit;
 use super::PostgresStore;
+use crate::store::{AuditRecord, NewKey};
 
 /// A store on a database of its own (named from `prefix`), with the URL and the name to drop it
 /// with; `None` without a test server.
@@ -28,4 +31,44 @@ pub async fn drop_db(store: PostgresStore, url: &str, name: &str) {
     let mut c = PgConnection::connect(url).await.unwrap();
     let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
     sqlx::raw_sql(&sql).execute(&mut c).await.unwrap();
+}
+
+/// A deposit of a secret key with the code hash `code` (the code's bytes: tests need no HMAC),
+/// made at `at`, live for five minutes.
+pub fn deposit(code: &str, at: Timestamp, max_retrievals: u32) -> Deposit {
+    let id = crate::crypto::new_id("key_");
+    let k = NewKey {
+        id: id.clone(),
+        tenant_id: "ten_test".into(),
+        holder_hash: format!("holder-{id}").into_bytes(),
+        code_hash: code.as_bytes().to_vec(),
+        code_format: keymaster_core::wire::CodeFormat::Digits,
+        label: None,
+        kind: "secret",
+        algorithm: "secret".into(),
+        spki: None,
+        secret_sealed: Some(vec![7; 40]),
+        fingerprint: None,
+        ssh_fingerprint: None,
+        jwk_thumbprint: None,
+        proven: false,
+        policy: serde_json::from_value(serde_json::json!({ "max_retrievals": max_retrievals }))
+            .unwrap(),
+        password_hash: None,
+        notify: None,
+        created_at: at,
+        expires_at: at + jiff::SignedDuration::from_mins(5),
+        origin_network: None,
+        sas_commitment: None,
+    };
+    let a = AuditRecord {
+        at,
+        actor: "app".into(),
+        action: "key.deposit",
+        outcome: "success".into(),
+        key_id: Some(id),
+        ip: None,
+        detail: None,
+    };
+    Deposit::new(k, &a, None, None).unwrap()
 }
