@@ -5,6 +5,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::ms;
 use super::rows::insert_audit;
+use super::tx::Tx;
 use super::writer::db;
 use crate::store::columns::{read_audit, read_service, AUDIT_COLUMNS, SERVICE_COLUMNS};
 use crate::store::{
@@ -33,7 +34,7 @@ pub fn init_admin_token_hash(c: &Connection, hash: &[u8]) -> Result<bool, StoreE
     Ok(n == 1)
 }
 
-pub fn create_tenant(c: &Connection, t: &NewTenant, a: &AuditRecord) -> Result<(), StoreError> {
+pub fn create_tenant(c: &Tx<'_>, t: &NewTenant, a: &AuditRecord) -> Result<(), StoreError> {
     c.execute(
         "INSERT INTO tenants (id, name, webhook_url, webhook_secret_sealed, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -49,7 +50,7 @@ pub fn create_tenant(c: &Connection, t: &NewTenant, a: &AuditRecord) -> Result<(
     insert_audit(c, a)
 }
 
-pub fn create_app_key(c: &Connection, k: &NewAppKey, a: &AuditRecord) -> Result<bool, StoreError> {
+pub fn create_app_key(c: &Tx<'_>, k: &NewAppKey, a: &AuditRecord) -> Result<bool, StoreError> {
     let exists: Option<i64> = c
         .query_row(
             "SELECT 1 FROM tenants WHERE id = ?1",
@@ -70,7 +71,7 @@ pub fn create_app_key(c: &Connection, k: &NewAppKey, a: &AuditRecord) -> Result<
     Ok(true)
 }
 
-pub fn delete_app_key(c: &Connection, id: &str, a: &AuditRecord) -> Result<bool, StoreError> {
+pub fn delete_app_key(c: &Tx<'_>, id: &str, a: &AuditRecord) -> Result<bool, StoreError> {
     let n = c
         .execute("DELETE FROM app_keys WHERE id = ?1", params![id])
         .map_err(db)?;
@@ -80,7 +81,7 @@ pub fn delete_app_key(c: &Connection, id: &str, a: &AuditRecord) -> Result<bool,
     Ok(n == 1)
 }
 
-pub fn create_service(c: &Connection, s: &NewService, a: &AuditRecord) -> Result<(), StoreError> {
+pub fn create_service(c: &Tx<'_>, s: &NewService, a: &AuditRecord) -> Result<(), StoreError> {
     let domains = serde_json::to_string(&s.domains).map_err(|e| StoreError::Db(e.to_string()))?;
     let cidrs =
         serde_json::to_string(&s.allowed_cidrs).map_err(|e| StoreError::Db(e.to_string()))?;
@@ -102,7 +103,7 @@ pub fn create_service(c: &Connection, s: &NewService, a: &AuditRecord) -> Result
     insert_audit(c, a)
 }
 
-pub fn delete_service(c: &Connection, id: &str, a: &AuditRecord) -> Result<bool, StoreError> {
+pub fn delete_service(c: &Tx<'_>, id: &str, a: &AuditRecord) -> Result<bool, StoreError> {
     let n = c
         .execute("DELETE FROM services WHERE id = ?1", params![id])
         .map_err(db)?;

@@ -2,12 +2,13 @@
 //! order (budget, key row, retrieval record, events, audit row). Each key change is one cached
 //! `UPDATE` of the key's row.
 
-use rusqlite::{params, Connection, ErrorCode};
+use rusqlite::{params, ErrorCode};
 
 use super::ms;
 use super::rows::{
     insert_audit, insert_coalesced_audit, insert_event, record_failure, release_failure, EventRow,
 };
+use super::tx::Tx;
 use super::writer::db;
 use crate::store::columns::impl_columns;
 use crate::store::events::new_event;
@@ -23,7 +24,7 @@ pub fn is_unique_violation(e: &rusqlite::Error) -> bool {
 }
 
 /// Executes `plan`. [`Applied::CodeTaken`] leaves nothing changed.
-pub fn apply(c: &Connection, plan: &Plan) -> Result<Applied, StoreError> {
+pub fn apply(c: &Tx<'_>, plan: &Plan) -> Result<Applied, StoreError> {
     apply_at(c, plan, None)
 }
 
@@ -31,7 +32,7 @@ pub fn apply(c: &Connection, plan: &Plan) -> Result<Applied, StoreError> {
 /// transaction: the key's `UPDATE` then finds the row by rowid, without a descent of the `id`
 /// index (one B-tree fewer for the single writer per retrieval). Only the writer writes, and
 /// the rowid was read in the same transaction, so it is the same row.
-pub fn apply_at(c: &Connection, plan: &Plan, rowid: Option<i64>) -> Result<Applied, StoreError> {
+pub fn apply_at(c: &Tx<'_>, plan: &Plan, rowid: Option<i64>) -> Result<Applied, StoreError> {
     let (subject, budget) = &plan.budget;
     match budget {
         BudgetEffect::Keep => {}
@@ -44,10 +45,10 @@ pub fn apply_at(c: &Connection, plan: &Plan, rowid: Option<i64>) -> Result<Appli
             return Ok(Applied::CodeTaken);
         }
         if let Some((retrieval_id, service_id)) = &plan.retrieval {
-            c.prepare_cached(
+            c.cached(
                 "INSERT INTO retrievals (id, key_id, service_id, at) VALUES (?1, ?2, ?3, ?4)",
+                |s| s.execute(params![retrieval_id, key.id, service_id, ms(plan.at)]),
             )
-            .and_then(|mut s| s.execute(params![retrieval_id, key.id, service_id, ms(plan.at)]))
             .map_err(db)?;
         }
         for e in &plan.events {
@@ -93,16 +94,13 @@ impl KeyAt<'_> {
 
 /// One `UPDATE` of the key's row (two more statements for a new code's tombstones).
 fn change(
-    c: &Connection,
+    c: &Tx<'_>,
     key: KeyAt<'_>,
     change: &KeyChange,
     at: jiff::Timestamp,
 ) -> Result<Applied, StoreError> {
-    let run = |sql: &str, p: &[&dyn rusqlite::ToSql]| {
-        c.prepare_cached(sql)
-            .and_then(|mut s| s.execute(p))
-            .map(|_| ())
-    };
+    let run =
+        |sql: &'static str, p: &[&dyn rusqlite::ToSql]| c.cached(sql, |s| s.execute(p)).map(|_| ());
     let row = key.param();
     match change {
         KeyChange::Keep => Ok(()),

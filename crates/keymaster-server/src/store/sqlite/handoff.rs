@@ -8,6 +8,7 @@ use keymaster_core::handoff::Bytes32;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::rows::{insert_audit, insert_event, EventRow};
+use super::tx::Tx;
 use super::writer::db;
 use super::{ms, ts};
 use crate::store::events::KeyRef;
@@ -43,7 +44,7 @@ impl KeyOf {
 }
 
 pub fn request_sas(
-    c: &Connection,
+    c: &Tx<'_>,
     retrieval_id: &str,
     service: &ServiceAuth,
     nonce: &Bytes32,
@@ -89,7 +90,7 @@ pub fn request_sas(
 }
 
 pub fn reveal_sas(
-    c: &Connection,
+    c: &Tx<'_>,
     key_id: &str,
     retrieval_id: &str,
     nonce: &Bytes32,
@@ -138,7 +139,7 @@ pub fn sas_nonces(
 }
 
 pub fn dispute(
-    c: &Connection,
+    c: &Tx<'_>,
     retrieval_id: &str,
     service: &ServiceAuth,
     reason: &str,

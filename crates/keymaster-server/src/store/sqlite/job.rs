@@ -14,9 +14,9 @@
 
 use std::time::Instant;
 
-use rusqlite::Connection;
 use tokio::sync::oneshot;
 
+use super::tx::Tx;
 use super::writer::db;
 use crate::store::StoreError;
 
@@ -36,7 +36,7 @@ pub enum Ran {
 pub trait Job: Send {
     /// Runs the change on `conn` (inside the open transaction; in a savepoint of its own when
     /// `guarded`) and keeps its result, replacing that of an earlier run.
-    fn run(&mut self, conn: &Connection, guarded: bool) -> Ran;
+    fn run(&mut self, conn: &Tx<'_>, guarded: bool) -> Ran;
     /// Answers the caller: the kept result if `commit` succeeded, else the commit's error.
     fn answer(self: Box<Self>, commit: Result<(), String>);
     /// When the caller queued it, and when it first ran (for `timing`).
@@ -67,9 +67,9 @@ impl<T, F> WriteJob<T, F> {
 impl<T, F> Job for WriteJob<T, F>
 where
     T: Send,
-    F: Fn(&Connection) -> Result<T, StoreError> + Send,
+    F: Fn(&Tx<'_>) -> Result<T, StoreError> + Send,
 {
-    fn run(&mut self, conn: &Connection, guarded: bool) -> Ran {
+    fn run(&mut self, conn: &Tx<'_>, guarded: bool) -> Ran {
         self.ran.get_or_insert_with(Instant::now);
         let before = conn.total_changes();
         let result = if guarded {
@@ -108,25 +108,21 @@ where
 }
 
 fn in_savepoint<T>(
-    conn: &Connection,
-    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    conn: &Tx<'_>,
+    f: impl FnOnce(&Tx<'_>) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    run_cached(conn, "SAVEPOINT job").map_err(db)?;
+    conn.run("SAVEPOINT job").map_err(db)?;
     match f(conn) {
         Ok(v) => {
-            run_cached(conn, "RELEASE job").map_err(db)?;
+            conn.run("RELEASE job").map_err(db)?;
             Ok(v)
         }
         Err(e) => {
             // Undo only this job; the batch goes on.
-            let _ =
-                run_cached(conn, "ROLLBACK TO job").and_then(|_| run_cached(conn, "RELEASE job"));
+            let _ = conn
+                .run("ROLLBACK TO job")
+                .and_then(|_| conn.run("RELEASE job"));
             Err(e)
         }
     }
-}
-
-/// Runs one statement without parameters through the statement cache (no parsing per job).
-pub fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached(sql)?.raw_execute().map(|_| ())
 }

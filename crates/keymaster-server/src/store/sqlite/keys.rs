@@ -6,6 +6,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::apply::{apply, is_unique_violation};
 use super::ms;
 use super::rows::{insert_audit, insert_event, EventRow};
+use super::tx::Tx;
 use super::writer::db;
 use crate::store::columns::format_name;
 use crate::store::events::{new_event, EventType, KeyRef};
@@ -54,22 +55,20 @@ impl DepositJson {
 }
 
 pub fn deposit(
-    c: &Connection,
+    c: &Tx<'_>,
     k: &NewKey,
     j: &DepositJson,
     a: &AuditRecord,
 ) -> Result<bool, StoreError> {
     let (policy, notify) = (&j.policy, &j.notify);
-    let inserted = c
-        .prepare_cached(
-            "INSERT INTO keys (id, tenant_id, holder_hash, code_hash, label, kind, algorithm, spki,
+    let inserted = c.cached(
+        "INSERT INTO keys (id, tenant_id, holder_hash, code_hash, label, kind, algorithm, spki,
                  secret_sealed, fingerprint, ssh_fingerprint, jwk_thumbprint, proven, policy,
                  password_hash, notify, state, created_at, expires_at, max_retrievals, code_format,
                  origin_network, sas_commitment)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
                  'active', ?17, ?18, ?19, ?20, ?21, ?22)",
-        )
-        .and_then(|mut s| {
+        |s| {
             s.execute(params![
                 k.id,
                 k.tenant_id,
@@ -96,16 +95,18 @@ pub fn deposit(
                 k.origin_network.map(|n| n.to_string()),
                 k.sas_commitment,
             ])
-        });
+        },
+    );
     match inserted {
         Ok(_) => {}
         Err(e) if is_unique_violation(&e) => return Ok(false),
         Err(e) => return Err(db(e)),
     }
     // A new live code supersedes a replaced code's tombstone of the same value.
-    c.prepare_cached("DELETE FROM tombstones WHERE code_hash = ?1")
-        .and_then(|mut s| s.execute(params![k.code_hash]))
-        .map_err(db)?;
+    c.cached("DELETE FROM tombstones WHERE code_hash = ?1", |s| {
+        s.execute(params![k.code_hash])
+    })
+    .map_err(db)?;
     insert_event(c, &j.event, Some(notify.is_some()))?;
     insert_audit(c, a)?;
     Ok(true)
@@ -158,7 +159,7 @@ fn unended_key(c: &Connection, key_id: &str) -> Result<Option<(KeyRecord, Vec<u8
 }
 
 pub fn set_expiry(
-    c: &Connection,
+    c: &Tx<'_>,
     key_id: &str,
     expires_at: Timestamp,
     a: &AuditRecord,
@@ -171,7 +172,7 @@ pub fn set_expiry(
     Ok(true)
 }
 
-pub fn revoke(c: &Connection, key_id: &str, a: &AuditRecord) -> Result<bool, StoreError> {
+pub fn revoke(c: &Tx<'_>, key_id: &str, a: &AuditRecord) -> Result<bool, StoreError> {
     let rec = unended_key(c, key_id)?.map(|(rec, _)| rec);
     let Some(plan) = lifecycle::plan_revoke(rec.as_ref(), a) else {
         return Ok(false);
@@ -181,7 +182,7 @@ pub fn revoke(c: &Connection, key_id: &str, a: &AuditRecord) -> Result<bool, Sto
 }
 
 pub fn recode(
-    c: &Connection,
+    c: &Tx<'_>,
     key_id: &str,
     new_code_hash: &[u8],
     per_hour: u32,

@@ -2,8 +2,8 @@
 //! ([`writer`]), and a small pool of read-only connections for reads.
 //!
 //! The SQL of each subject lives in its own file (`admin`, `keys`, `retrieve`, `sweep`), as
-//! plain functions over a `&Connection`, so that every writing operation is one closure run by
-//! the writer inside one transaction.
+//! plain functions over a `&Connection` (the writer's own, `tx::Tx`, for those that write), so
+//! that every writing operation is one closure run by the writer inside one transaction.
 
 mod admin;
 mod apply;
@@ -20,6 +20,7 @@ mod rotation;
 mod rows;
 mod sweep;
 mod timing;
+mod tx;
 mod writer;
 
 use std::path::{Path, PathBuf};

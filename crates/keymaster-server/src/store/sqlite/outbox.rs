@@ -7,6 +7,7 @@ use keymaster_core::wire::Event;
 use rusqlite::{params, Connection};
 
 use super::rows::{event_from_row, event_row_error, insert_audit};
+use super::tx::Tx;
 use super::writer::db;
 use super::{ms, ts};
 use crate::store::outbox::{
@@ -20,7 +21,7 @@ use crate::store::{AuditRecord, StoreError};
 /// targets of its own, when the caller already knows (it has just read or written the key's
 /// row); `None` makes this look.
 pub fn enqueue(
-    c: &Connection,
+    c: &Tx<'_>,
     event_id: &str,
     key_id: &str,
     tenant_id: &str,
@@ -32,17 +33,17 @@ pub fn enqueue(
     let any_target = match key_notify {
         Some(true) => true,
         Some(false) => c
-            .prepare_cached(
+            .cached(
                 "SELECT EXISTS (SELECT 1 FROM tenants WHERE id = ?1 AND webhook_url IS NOT NULL)",
+                |s| s.query_row(params![tenant_id], |r| r.get(0)),
             )
-            .and_then(|mut s| s.query_row(params![tenant_id], |r| r.get(0)))
             .map_err(db)?,
         None => c
-            .prepare_cached(
+            .cached(
                 "SELECT EXISTS (SELECT 1 FROM keys WHERE id = ?1 AND notify IS NOT NULL)
                      OR EXISTS (SELECT 1 FROM tenants WHERE id = ?2 AND webhook_url IS NOT NULL)",
+                |s| s.query_row(params![key_id, tenant_id], |r| r.get(0)),
             )
-            .and_then(|mut s| s.query_row(params![key_id, tenant_id], |r| r.get(0)))
             .map_err(db)?,
     };
     if !any_target {
@@ -50,7 +51,7 @@ pub fn enqueue(
     }
     // The endpoint: `smtp`, or the URL's scheme and authority, lower-cased (the same expression
     // as in migration 0007).
-    c.prepare_cached(
+    c.cached(
         "INSERT INTO deliveries (event_id, channel, target, tenant_id, status, next_attempt_at,
                                  created_at, endpoint)
          SELECT ?1, channel, target, ?4, 'pending', ?2, ?2, CASE channel WHEN 'email' THEN 'smtp'
@@ -66,8 +67,8 @@ pub fn enqueue(
            UNION
            SELECT 'webhook', webhook_url FROM tenants WHERE id = ?4
          ) WHERE target IS NOT NULL",
+        |s| s.execute(params![event_id, ms(at), key_id, tenant_id]),
     )
-    .and_then(|mut s| s.execute(params![event_id, ms(at), key_id, tenant_id]))
     .map_err(db)?;
     Ok(())
 }
@@ -294,7 +295,7 @@ pub fn backlog(c: &Connection, limit: u32) -> Result<Vec<EndpointBacklog>, Store
 }
 
 pub fn rotate(
-    c: &Connection,
+    c: &Tx<'_>,
     tenant_id: &str,
     new_sealed: &[u8],
     previous_until: Timestamp,

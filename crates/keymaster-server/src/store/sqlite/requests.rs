@@ -13,6 +13,7 @@ use crate::store::SweepReport;
 
 const BATCH: usize = SweepReport::BATCH;
 use super::ms;
+use super::tx::Tx;
 use super::writer::db;
 use crate::store::requests::{
     budget_subject, decide_lookup, AnswerOutcome, NewRequest, RawFound, RecordRow, RequestLookup,
@@ -20,7 +21,7 @@ use crate::store::requests::{
 };
 use crate::store::{AppKeyAuth, AuditRecord, NewKey, StoreError};
 
-pub fn create(c: &Connection, r: &NewRequest, a: &AuditRecord) -> Result<bool, StoreError> {
+pub fn create(c: &Tx<'_>, r: &NewRequest, a: &AuditRecord) -> Result<bool, StoreError> {
     let inserted = c
         .prepare_cached(
             "INSERT INTO requests (id, service_id, code_hash, code_format, label, state,
@@ -50,7 +51,7 @@ pub fn create(c: &Connection, r: &NewRequest, a: &AuditRecord) -> Result<bool, S
 }
 
 pub fn lookup(
-    c: &Connection,
+    c: &Tx<'_>,
     code_hashes: &[Vec<u8>],
     app: &AppKeyAuth,
     now: Timestamp,
@@ -117,7 +118,7 @@ pub fn lookup(
 }
 
 pub fn answer(
-    c: &Connection,
+    c: &Tx<'_>,
     request_id: &str,
     key: &NewKey,
     json: &DepositJson,

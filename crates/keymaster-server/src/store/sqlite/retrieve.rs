@@ -10,11 +10,14 @@
 //! Statements of a retrieval: the budget's row, the key's row (and, for a code no row has, its
 //! tombstone), then those of the plan (`apply`).
 
+use std::sync::LazyLock;
+
 use jiff::Timestamp;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, OptionalExtension};
 
 use super::apply::{apply, apply_at};
 use super::rows::budget_spent;
+use super::tx::Tx;
 use super::writer::db;
 use crate::store::lifecycle::{
     self, outcome, plan_refuse, plan_retrieve, subject, Answer, Found, HeldKey, KeyIdent, KeyRow,
@@ -27,7 +30,7 @@ use crate::store::{AuditRecord, RetrieveCommand, RetrieveOutcome, ServiceAuth, S
 /// not found at all), under the current secret or, during a rotation, a previous one; then a
 /// replaced code (or that of a key that ended before migration 3) in `tombstones`.
 /// With the rowid of the key's row when it was found in `keys`.
-fn find(c: &Connection, cmd: &RetrieveCommand) -> Result<(Found, Option<i64>), StoreError> {
+fn find(c: &Tx<'_>, cmd: &RetrieveCommand) -> Result<(Found, Option<i64>), StoreError> {
     // With a slot taken in advance, this attempt is already in the budget.
     if cmd.budget_slot.is_none() {
         let subject = subject(&cmd.service);
@@ -65,15 +68,17 @@ const ROWID_COLUMN: usize = {
 /// The key row with this code hash, of `tenant` if given, and its rowid (after the key's
 /// columns, which `KeyRow::read` decodes from column 0).
 fn load(
-    c: &Connection,
+    c: &Tx<'_>,
     code_hash: &[u8],
     tenant: Option<&str>,
 ) -> Result<Option<(KeyRow, i64)>, StoreError> {
-    c.prepare_cached(&format!(
-        "SELECT {KEY_COLUMNS}, rowid FROM keys
-         WHERE code_hash = ?1 AND (?2 IS NULL OR tenant_id = ?2)"
-    ))
-    .and_then(|mut s| {
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT {KEY_COLUMNS}, rowid FROM keys
+             WHERE code_hash = ?1 AND (?2 IS NULL OR tenant_id = ?2)"
+        )
+    });
+    c.cached(SQL.as_str(), |s| {
         s.query_row(params![code_hash, tenant], |r| {
             Ok(KeyRow::read(r).map(|row| (row, r.get::<_, i64>(ROWID_COLUMN))))
         })
@@ -89,7 +94,7 @@ fn load(
 /// a rotation, under each previous one; a live key found so is rehashed to the current secret
 /// in this transaction (`rotation::rehash_code`).
 fn load_any_secret(
-    c: &Connection,
+    c: &Tx<'_>,
     cmd: &RetrieveCommand,
     tenant: Option<&str>,
 ) -> Result<Option<(KeyRow, i64)>, StoreError> {
@@ -108,7 +113,7 @@ fn load_any_secret(
     Ok(None)
 }
 
-pub fn retrieve(c: &Connection, cmd: &RetrieveCommand) -> Result<RetrieveOutcome, StoreError> {
+pub fn retrieve(c: &Tx<'_>, cmd: &RetrieveCommand) -> Result<RetrieveOutcome, StoreError> {
     let (found, rowid) = find(c, cmd)?;
     let (plan, answer) = plan_retrieve(cmd, &found)?;
     apply_at(c, &plan, rowid)?;
@@ -122,7 +127,7 @@ pub fn retrieve(c: &Connection, cmd: &RetrieveCommand) -> Result<RetrieveOutcome
 }
 
 pub fn refuse(
-    c: &Connection,
+    c: &Tx<'_>,
     service: &ServiceAuth,
     budget_per_minute: u32,
     a: &AuditRecord,
@@ -133,7 +138,7 @@ pub fn refuse(
 }
 
 pub fn confirm(
-    c: &Connection,
+    c: &Tx<'_>,
     retrieval_id: &str,
     service: &ServiceAuth,
     now: Timestamp,
@@ -163,6 +168,7 @@ mod tests {
     use rusqlite::{params, Connection};
 
     use super::retrieve;
+    use crate::store::sqlite::tx::Tx;
     use crate::store::sqlite::{migrate, migrated_to};
     use crate::store::{RetrieveCommand, RetrieveOutcome, ServiceAuth};
 
@@ -225,7 +231,7 @@ mod tests {
         key(&c, "key_new", Some(b"\x0b"), "active", None);
 
         assert!(matches!(
-            retrieve(&c, &cmd(b"\x0b")).unwrap(),
+            retrieve(&Tx::new(&c), &cmd(b"\x0b")).unwrap(),
             RetrieveOutcome::Allowed(_)
         ));
         let kept: Option<Vec<u8>> = c
@@ -238,7 +244,7 @@ mod tests {
 
         for (code, key_id) in [(b"\x0b", "key_new"), (b"\x0a", "key_old")] {
             assert!(matches!(
-                retrieve(&c, &cmd(code)).unwrap(),
+                retrieve(&Tx::new(&c), &cmd(code)).unwrap(),
                 RetrieveOutcome::NotFound
             ));
             assert_eq!(stale_uses(&c, key_id), 1, "{key_id}");
@@ -277,7 +283,7 @@ mod tests {
 
         for code in [b"\x0b", b"\x0c", b"\x0a"] {
             assert!(matches!(
-                retrieve(&c, &confined(code, "ten_2")).unwrap(),
+                retrieve(&Tx::new(&c), &confined(code, "ten_2")).unwrap(),
                 RetrieveOutcome::NotFound
             ));
         }
@@ -292,12 +298,12 @@ mod tests {
         assert_eq!(retrievals, 0);
 
         assert!(matches!(
-            retrieve(&c, &confined(b"\x0a", "ten_1")).unwrap(),
+            retrieve(&Tx::new(&c), &confined(b"\x0a", "ten_1")).unwrap(),
             RetrieveOutcome::NotFound
         ));
         assert_eq!(stale_uses(&c, "key_old"), 1);
         assert!(matches!(
-            retrieve(&c, &confined(b"\x0b", "ten_1")).unwrap(),
+            retrieve(&Tx::new(&c), &confined(b"\x0b", "ten_1")).unwrap(),
             RetrieveOutcome::Allowed(_)
         ));
     }

@@ -5,54 +5,55 @@ use keymaster_core::wire::Event;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::ms;
+use super::tx::Tx;
 use super::writer::db;
 use crate::store::events::{event_json, read_event, EVENT_COLUMNS};
 use crate::store::limits;
 use crate::store::{AuditRecord, StoreError, StoredEvent};
 
 /// Appends an audit row.
-pub fn insert_audit(c: &Connection, a: &AuditRecord) -> Result<(), StoreError> {
-    c.prepare_cached(
+pub fn insert_audit(c: &Tx<'_>, a: &AuditRecord) -> Result<(), StoreError> {
+    c.cached(
         "INSERT INTO audit (at, actor, action, outcome, key_id, ip, detail)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        |s| {
+            s.execute(params![
+                ms(a.at),
+                a.actor,
+                a.action,
+                a.outcome,
+                a.key_id,
+                a.ip.map(|ip| ip.to_string()),
+                a.detail
+            ])
+        },
     )
-    .and_then(|mut s| {
-        s.execute(params![
-            ms(a.at),
-            a.actor,
-            a.action,
-            a.outcome,
-            a.key_id,
-            a.ip.map(|ip| ip.to_string()),
-            a.detail
-        ])
-    })
     .map_err(db)?;
     Ok(())
 }
 
 /// Appends a refusal that changes nothing else, coalesced into the row of its actor, action,
 /// outcome and minute (`limits::coalesce_key`): the first refusal inserts it, the others count.
-pub fn insert_coalesced_audit(c: &Connection, a: &AuditRecord) -> Result<(), StoreError> {
-    c.prepare_cached(
+pub fn insert_coalesced_audit(c: &Tx<'_>, a: &AuditRecord) -> Result<(), StoreError> {
+    c.cached(
         "INSERT INTO audit (at, actor, action, outcome, key_id, ip, detail, repeats, coalesce_key)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8)
          ON CONFLICT (coalesce_key) WHERE coalesce_key IS NOT NULL DO UPDATE
          SET repeats = repeats + 1, detail = (repeats + 1) || ?9",
+        |s| {
+            s.execute(params![
+                ms(a.at),
+                a.actor,
+                a.action,
+                a.outcome,
+                a.key_id,
+                a.ip.map(|ip| ip.to_string()),
+                limits::COALESCED_ONCE,
+                limits::coalesce_key(a),
+                limits::COALESCED_TIMES,
+            ])
+        },
     )
-    .and_then(|mut s| {
-        s.execute(params![
-            ms(a.at),
-            a.actor,
-            a.action,
-            a.outcome,
-            a.key_id,
-            a.ip.map(|ip| ip.to_string()),
-            limits::COALESCED_ONCE,
-            limits::coalesce_key(a),
-            limits::COALESCED_TIMES,
-        ])
-    })
     .map_err(db)?;
     Ok(())
 }
@@ -83,26 +84,22 @@ impl EventRow {
 /// deliveries into the outbox: the one way every SQLite operation writes an event.
 /// `key_notify` is whether the key has notification targets of its own, when the caller read
 /// the key's row (it spares the outbox a second read of that row).
-pub fn insert_event(
-    c: &Connection,
-    e: &EventRow,
-    key_notify: Option<bool>,
-) -> Result<(), StoreError> {
+pub fn insert_event(c: &Tx<'_>, e: &EventRow, key_notify: Option<bool>) -> Result<(), StoreError> {
     let (e, payload) = (&e.event, &e.payload);
-    c.prepare_cached(
+    c.cached(
         "INSERT INTO events (id, key_id, tenant_id, type, at, payload)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        |s| {
+            s.execute(params![
+                e.id,
+                e.data.key_id,
+                e.data.tenant_id,
+                e.event_type,
+                ms(e.timestamp),
+                payload
+            ])
+        },
     )
-    .and_then(|mut s| {
-        s.execute(params![
-            e.id,
-            e.data.key_id,
-            e.data.tenant_id,
-            e.event_type,
-            ms(e.timestamp),
-            payload
-        ])
-    })
     .map_err(db)?;
     if crate::store::events::is_stream_only(&e.event_type) {
         return Ok(());
@@ -164,17 +161,19 @@ pub fn event_seq(c: &Connection, key_id: &str, event_id: &str) -> Result<Option<
 
 /// Seconds until `subject` may try again, when its failure budget is spent.
 pub fn budget_spent(
-    c: &Connection,
+    c: &Tx<'_>,
     subject: &str,
     now: Timestamp,
     per_minute: u32,
 ) -> Result<Option<u64>, StoreError> {
     let row: Option<(i64, i64)> = c
-        .prepare_cached("SELECT window_start, failures FROM failure_budget WHERE subject = ?1")
-        .and_then(|mut s| {
-            s.query_row(params![subject], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
-        })
+        .cached(
+            "SELECT window_start, failures FROM failure_budget WHERE subject = ?1",
+            |s| {
+                s.query_row(params![subject], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            },
+        )
         .map_err(db)?;
     let now = ms(now);
     Ok(match row {
@@ -186,30 +185,26 @@ pub fn budget_spent(
 }
 
 /// Counts one failure against `subject`'s budget (a fixed one-minute window).
-pub fn record_failure(c: &Connection, subject: &str, now: Timestamp) -> Result<(), StoreError> {
-    c.prepare_cached(
+pub fn record_failure(c: &Tx<'_>, subject: &str, now: Timestamp) -> Result<(), StoreError> {
+    c.cached(
         "INSERT INTO failure_budget (subject, window_start, failures) VALUES (?1, ?2, 1)
          ON CONFLICT (subject) DO UPDATE SET
            failures = CASE WHEN ?2 - window_start >= 60000 THEN 1 ELSE failures + 1 END,
            window_start = CASE WHEN ?2 - window_start >= 60000 THEN ?2 ELSE window_start END",
+        |s| s.execute(params![subject, ms(now)]),
     )
-    .and_then(|mut s| s.execute(params![subject, ms(now)]))
     .map_err(db)?;
     Ok(())
 }
 
 /// Gives back a failure counted in advance at `taken_at` (a `BudgetSlot`), unless the window
 /// it was counted in is over and a later one started.
-pub fn release_failure(
-    c: &Connection,
-    subject: &str,
-    taken_at: Timestamp,
-) -> Result<(), StoreError> {
-    c.prepare_cached(
+pub fn release_failure(c: &Tx<'_>, subject: &str, taken_at: Timestamp) -> Result<(), StoreError> {
+    c.cached(
         "UPDATE failure_budget SET failures = failures - 1
          WHERE subject = ?1 AND window_start <= ?2 AND failures > 0",
+        |s| s.execute(params![subject, ms(taken_at)]),
     )
-    .and_then(|mut s| s.execute(params![subject, ms(taken_at)]))
     .map_err(db)?;
     Ok(())
 }
@@ -222,6 +217,7 @@ mod tests {
     use super::{insert_event, key_events, EventRow};
     use crate::store::events::{event_json, new_event, EventType, KeyRef};
     use crate::store::sqlite::migrate;
+    use crate::store::sqlite::tx::Tx;
 
     /// An event is stored as its columns and a payload of only the rest, and reads back equal;
     /// a row written before payloads were trimmed (the whole event as JSON) reads as it was.
@@ -252,8 +248,8 @@ mod tests {
             Some("forbidden"),
             now,
         );
-        insert_event(&c, &EventRow::new(plain.clone()).unwrap(), None).unwrap();
-        insert_event(&c, &EventRow::new(denied.clone()).unwrap(), None).unwrap();
+        insert_event(&Tx::new(&c), &EventRow::new(plain.clone()).unwrap(), None).unwrap();
+        insert_event(&Tx::new(&c), &EventRow::new(denied.clone()).unwrap(), None).unwrap();
         // Written by an earlier version: the whole event, with an older timestamp precision.
         let mut old = new_event(
             EventType::Retrieved,

@@ -6,10 +6,11 @@
 //! held for long.
 
 use jiff::Timestamp;
-use rusqlite::{params, Connection};
+use rusqlite::params;
 
 use super::apply::apply;
 use super::ms;
+use super::tx::Tx;
 use super::writer::db;
 use crate::store::lifecycle::{plan_expire, Ending, Expiry, ENDING_COLUMNS, LIVE_SQL};
 use crate::store::retention::Retention;
@@ -31,7 +32,7 @@ const PURGE_AUDIT: &str = "DELETE FROM audit WHERE id IN (
        SELECT id FROM (SELECT id, at FROM audit ORDER BY id LIMIT ?2) WHERE at < ?1)";
 
 /// Ends the keys that `sql` selects (as `ENDING_COLUMNS`, bound to now and the batch size).
-fn end(c: &Connection, sql: &str, why: Expiry, now: Timestamp) -> Result<usize, StoreError> {
+fn end(c: &Tx<'_>, sql: &str, why: Expiry, now: Timestamp) -> Result<usize, StoreError> {
     let endings: Vec<Ending> = {
         let mut stmt = c.prepare_cached(sql).map_err(db)?;
         let rows = stmt
@@ -46,11 +47,7 @@ fn end(c: &Connection, sql: &str, why: Expiry, now: Timestamp) -> Result<usize, 
     Ok(n)
 }
 
-pub fn sweep(
-    c: &Connection,
-    now: Timestamp,
-    retention: Retention,
-) -> Result<SweepReport, StoreError> {
+pub fn sweep(c: &Tx<'_>, now: Timestamp, retention: Retention) -> Result<SweepReport, StoreError> {
     let grace_ended = end(
         c,
         &format!(

@@ -36,8 +36,9 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::checkpointer::Activity;
-use super::job::{run_cached, Job, Ran, WriteJob};
+use super::job::{Job, Ran, WriteJob};
 use super::timing;
+use super::tx::Tx;
 use crate::store::StoreError;
 
 /// Most jobs committed together.
@@ -135,7 +136,11 @@ impl Writer {
         };
         std::thread::Builder::new()
             .name("km-sqlite-write".into())
-            .spawn(move || BatchLoop::new(conn, syncer).run(rx))
+            .spawn(move || {
+                // The writer's statements borrow the connection (`tx.rs`): it outlives them.
+                let conn = conn;
+                BatchLoop::new(&conn, syncer).run(rx)
+            })
             .map_err(|e| StoreError::Db(format!("cannot start writer thread: {e}")))?;
         Ok(Writer { jobs: tx, activity })
     }
@@ -159,7 +164,7 @@ impl Writer {
     pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: Fn(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: Fn(&Tx<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
         let sent = Instant::now();
@@ -188,18 +193,18 @@ struct SyncHandle {
 }
 
 /// The writer thread's state: the open transaction and the jobs run in it.
-struct BatchLoop {
-    conn: Connection,
+struct BatchLoop<'c> {
+    conn: Tx<'c>,
     syncer: Option<SyncHandle>,
     /// Jobs run inside the open transaction, waiting for its commit.
     pending: Vec<Box<dyn Job>>,
     open: bool,
 }
 
-impl BatchLoop {
-    fn new(conn: Connection, syncer: Option<SyncHandle>) -> BatchLoop {
+impl<'c> BatchLoop<'c> {
+    fn new(conn: &'c Connection, syncer: Option<SyncHandle>) -> BatchLoop<'c> {
         BatchLoop {
-            conn,
+            conn: Tx::new(conn),
             syncer,
             pending: Vec::with_capacity(MAX_BATCH),
             open: false,
@@ -270,7 +275,7 @@ impl BatchLoop {
             return;
         }
         if !self.open {
-            if let Err(e) = run_cached(&self.conn, "BEGIN IMMEDIATE") {
+            if let Err(e) = self.conn.run("BEGIN IMMEDIATE") {
                 tracing::error!(error = %e, "sqlite writer cannot begin a transaction");
                 job.answer(Err(format!("cannot begin a transaction: {e}")));
                 return;
@@ -291,7 +296,7 @@ impl BatchLoop {
         metrics::counter!("keymaster_sqlite_batch_replays_total").increment(1);
         // Fails harmlessly when SQLite has already rolled the transaction back.
         let _ = self.conn.execute_batch("ROLLBACK");
-        let lost = match run_cached(&self.conn, "BEGIN IMMEDIATE") {
+        let lost = match self.conn.run("BEGIN IMMEDIATE") {
             Err(e) => Some(format!("cannot begin a transaction: {e}")),
             Ok(()) => self
                 .pending
@@ -313,7 +318,7 @@ impl BatchLoop {
     fn commit(&mut self) {
         self.open = false;
         let started = std::time::Instant::now();
-        let commit = run_cached(&self.conn, "COMMIT").map_err(|e| {
+        let commit = self.conn.run("COMMIT").map_err(|e| {
             let _ = self.conn.execute_batch("ROLLBACK");
             e.to_string()
         });
@@ -460,7 +465,7 @@ mod tests {
         let runs = runs.clone();
         let (tx, rx) = oneshot::channel();
         let job = WriteJob::new(
-            move |c: &Connection| {
+            move |c: &Tx<'_>| {
                 runs.fetch_add(1, Ordering::SeqCst);
                 c.execute("INSERT INTO t (v) VALUES (?1)", [v])
                     .map_err(db)?;
@@ -477,11 +482,11 @@ mod tests {
         (Msg::Job(Box::new(job)), rx)
     }
 
-    fn batch_loop() -> BatchLoop {
+    fn table() -> Connection {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch("CREATE TABLE t (v TEXT NOT NULL UNIQUE)")
             .unwrap();
-        BatchLoop::new(conn, None)
+        conn
     }
 
     fn rows(l: &BatchLoop) -> Vec<String> {
@@ -508,7 +513,8 @@ mod tests {
     /// and after it in the same batch stand, and the one before it ran twice.
     #[test]
     fn a_job_failing_after_writing_drops_only_its_own_changes() {
-        let mut l = batch_loop();
+        let conn = table();
+        let mut l = BatchLoop::new(&conn, None);
         let (a, b, c) = (Arc::default(), Arc::default(), Arc::default());
         let answers = run_batch(
             &mut l,
@@ -529,7 +535,8 @@ mod tests {
     /// A job that fails before writing anything (here: a UNIQUE violation) needs no replay.
     #[test]
     fn a_job_failing_before_writing_causes_no_replay() {
-        let mut l = batch_loop();
+        let conn = table();
+        let mut l = BatchLoop::new(&conn, None);
         let (a, b) = (Arc::default(), Arc::default());
         let answers = run_batch(&mut l, vec![insert("a", &a, None), insert("a", &b, None)]);
         assert!(answers[0].is_ok(), "{answers:?}");
@@ -542,11 +549,12 @@ mod tests {
     /// SQLite roll back) is caught too: no later job runs outside a transaction.
     #[test]
     fn a_job_that_hides_a_lost_transaction_fails_the_batch() {
-        let mut l = batch_loop();
+        let conn = table();
+        let mut l = BatchLoop::new(&conn, None);
         let runs = Arc::default();
         let (tx, mut rx) = oneshot::channel();
         let hides = WriteJob::new(
-            |c: &Connection| {
+            |c: &Tx<'_>| {
                 c.execute_batch("ROLLBACK").map_err(db)?;
                 Ok(())
             },
@@ -571,7 +579,8 @@ mod tests {
     /// every job run in it, leaves none of their rows, and the next batch starts afresh.
     #[test]
     fn a_lost_transaction_fails_every_job_of_the_batch() {
-        let mut l = batch_loop();
+        let conn = table();
+        let mut l = BatchLoop::new(&conn, None);
         let runs = Arc::default();
         let answers = run_batch(
             &mut l,
