@@ -152,6 +152,7 @@ pub fn missing_services(c: &Connection, ids: &[String]) -> Result<Vec<String>, S
     Ok(missing)
 }
 
+/// The newest audit rows before the id `before`, without the sweeper's blank row (`sweep.rs`).
 pub fn list_audit(
     c: &Connection,
     limit: u32,
@@ -159,7 +160,8 @@ pub fn list_audit(
 ) -> Result<Vec<AuditEntry>, StoreError> {
     let mut stmt = c
         .prepare_cached(&format!(
-            "SELECT {AUDIT_COLUMNS} FROM audit WHERE id < ?1 ORDER BY id DESC LIMIT ?2"
+            "SELECT {AUDIT_COLUMNS} FROM audit WHERE id < ?1 AND action != ''
+             ORDER BY id DESC LIMIT ?2"
         ))
         .map_err(db)?;
     let rows = stmt

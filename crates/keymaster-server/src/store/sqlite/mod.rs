@@ -58,6 +58,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../../../migrations/sqlite/0008_delivery_endpoints.sql"),
     include_str!("../../../../../migrations/sqlite/0009_requests.sql"),
     include_str!("../../../../../migrations/sqlite/0010_events_without_autoincrement.sql"),
+    include_str!("../../../../../migrations/sqlite/0011_audit_without_autoincrement.sql"),
 ];
 
 /// Page size of a new database.
@@ -854,6 +855,161 @@ mod tests {
         assert!(
             c.execute(insert, params!["evt_4", "key_c"]).is_err(),
             "ids stay unique"
+        );
+    }
+
+    fn audit_record(at: jiff::Timestamp, action: &'static str) -> crate::store::AuditRecord {
+        crate::store::AuditRecord {
+            at,
+            actor: "admin".into(),
+            action,
+            outcome: "success".into(),
+            key_id: None,
+            ip: None,
+            detail: None,
+        }
+    }
+
+    /// Every audit row's id, blank rows too.
+    fn audit_ids(c: &rusqlite::Connection) -> Vec<i64> {
+        let mut s = c.prepare("SELECT id FROM audit ORDER BY id").unwrap();
+        s.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// The ids the audit list shows, oldest first.
+    fn listed(c: &rusqlite::Connection) -> Vec<i64> {
+        let mut ids: Vec<i64> = super::admin::list_audit(c, 100, None)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        ids.reverse();
+        ids
+    }
+
+    /// Migration 11 rebuilds `audit` without AUTOINCREMENT: every row keeps its id and columns,
+    /// the coalescing index is back, `sqlite_sequence` has no row for it, and the id of a row
+    /// deleted before the migration (the newest, which only AUTOINCREMENT remembered) is held
+    /// by a blank row that the list does not show, so it is not given again.
+    #[test]
+    fn audit_rows_keep_their_ids_and_no_id_is_given_twice_after_migration_11() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = migrated_to(&dir.path().join("k.db"), 10);
+        for action in ["a", "b", "c"] {
+            c.execute(
+                "INSERT INTO audit (at, actor, action, outcome, detail, repeats, coalesce_key)
+                 VALUES (7, 'admin', ?1, 'success', 'd', 2, 'k' || ?1)",
+                params![action],
+            )
+            .unwrap();
+        }
+        c.execute("DELETE FROM audit WHERE id = 3", []).unwrap();
+        migrate(&c).unwrap();
+
+        assert_eq!(audit_ids(&c), [1, 2, 3]);
+        assert_eq!(listed(&c), [1, 2]);
+        let row: (i64, String, String, String, Option<String>, i64, String) = c
+            .query_row(
+                "SELECT at, actor, action, outcome, detail, repeats, coalesce_key
+                 FROM audit WHERE id = 2",
+                [],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                    ))
+                },
+            )
+            .unwrap();
+        let want = ("admin", "b", "success", Some("d".to_owned()), 2, "kb");
+        assert_eq!(
+            row,
+            (
+                7,
+                want.0.into(),
+                want.1.into(),
+                want.2.into(),
+                want.3,
+                want.4,
+                want.5.into()
+            )
+        );
+        let sequenced: i64 = c
+            .query_row(
+                "SELECT count(*) FROM sqlite_sequence WHERE name = 'audit'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(sequenced, 0);
+        let indexed: i64 = c
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'audit_coalesce'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexed, 1);
+
+        let tx = super::tx::Tx::new(&c);
+        super::rows::insert_audit(&tx, &audit_record(jiff::Timestamp::now(), "d")).unwrap();
+        super::rows::insert_coalesced_audit(&tx, &audit_record(jiff::Timestamp::now(), "e"))
+            .unwrap();
+        super::rows::insert_coalesced_audit(&tx, &audit_record(jiff::Timestamp::now(), "e"))
+            .unwrap();
+        assert_eq!(
+            listed(&c),
+            [1, 2, 4, 5],
+            "3 was given before; 5 counted twice"
+        );
+    }
+
+    /// The sweeper never deletes the newest audit row: past the retention it is blanked (gone
+    /// from the list, nothing of it kept but its id and time), so the next row's id is still
+    /// above every id given before; the blank row goes once a newer row exists.
+    #[test]
+    fn audit_ids_purged_by_the_sweeper_are_not_given_again() {
+        let c = rusqlite::Connection::open_in_memory().unwrap();
+        migrate(&c).unwrap();
+        let tx = super::tx::Tx::new(&c);
+        let old = jiff::Timestamp::from_second(1_000_000).unwrap();
+        let now = jiff::Timestamp::from_second(2_000_000_000).unwrap();
+        let month = crate::store::retention::Retention {
+            records: std::time::Duration::from_secs(3600),
+            audit: Some(std::time::Duration::from_secs(30 * 86_400)),
+        };
+        for _ in 0..3 {
+            super::rows::insert_audit(&tx, &audit_record(old, "a")).unwrap();
+        }
+        let report = super::sweep::sweep(&tx, now, month).unwrap();
+        assert_eq!(report.purged, 3);
+        assert!(listed(&c).is_empty());
+        let blank: (String, String, String, Option<String>) = c
+            .query_row(
+                "SELECT actor, action, outcome, key_id FROM audit WHERE id = 3",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        assert_eq!(blank, (String::new(), String::new(), String::new(), None));
+        let again = super::sweep::sweep(&tx, now, month).unwrap();
+        assert_eq!((again.purged, audit_ids(&c)), (0, vec![3]));
+
+        super::rows::insert_audit(&tx, &audit_record(now, "b")).unwrap();
+        assert_eq!(listed(&c), [4]);
+        super::sweep::sweep(&tx, now, month).unwrap();
+        assert_eq!(
+            audit_ids(&c),
+            [4],
+            "the blank row went once 4 was the newest"
         );
     }
 

@@ -27,9 +27,17 @@ const PURGE_DELIVERIES: &str = "DELETE FROM deliveries WHERE id IN (
        SELECT id FROM (SELECT id, finished_at FROM deliveries WHERE status = 'failed'
                        ORDER BY id LIMIT ?2) WHERE finished_at < ?1)";
 
-/// Audit rows written before the horizon `?1`, among the oldest `?2`.
+/// Audit rows written before the horizon `?1`, among the oldest `?2`, but never the newest:
+/// the largest id in the table must not go down, or SQLite would give it again (migration 11).
 const PURGE_AUDIT: &str = "DELETE FROM audit WHERE id IN (
-       SELECT id FROM (SELECT id, at FROM audit ORDER BY id LIMIT ?2) WHERE at < ?1)";
+       SELECT id FROM (SELECT id, at FROM audit ORDER BY id LIMIT ?2) WHERE at < ?1)
+     AND id < (SELECT max(id) FROM audit)";
+
+/// The newest audit row, once it too was written before the horizon `?1`: blanked, all but
+/// its id and time, instead of deleted (a blank row's `action` is empty; the list skips it).
+const BLANK_NEWEST_AUDIT: &str = "UPDATE audit SET actor = '', action = '', outcome = '',
+       key_id = NULL, ip = NULL, detail = NULL, repeats = NULL, coalesce_key = NULL
+     WHERE id = (SELECT max(id) FROM audit) AND at < ?1 AND action != ''";
 
 /// Ends the keys that `sql` selects (as `ENDING_COLUMNS`, bound to now and the batch size).
 fn end(c: &Tx<'_>, sql: &str, why: Expiry, now: Timestamp) -> Result<usize, StoreError> {
@@ -106,9 +114,12 @@ pub fn sweep(c: &Tx<'_>, now: Timestamp, retention: Retention) -> Result<SweepRe
         .execute(PURGE_DELIVERIES, params![horizon, BATCH as i64])
         .map_err(db)?;
     let purged_audit = match retention.audit_horizon(now) {
-        Some(h) => c
-            .execute(PURGE_AUDIT, params![h, BATCH as i64])
-            .map_err(db)?,
+        Some(h) => {
+            let deleted = c
+                .execute(PURGE_AUDIT, params![h, BATCH as i64])
+                .map_err(db)?;
+            deleted + c.execute(BLANK_NEWEST_AUDIT, params![h]).map_err(db)?
+        }
         None => 0,
     };
     report.purged = purged_keys + purged_tombstones + purged_deliveries + purged_audit;
