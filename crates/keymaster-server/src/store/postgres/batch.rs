@@ -13,7 +13,9 @@
 //! lost answer is `Unavailable` for every job of the batch, never sent again. Each job owns
 //! its ids and times ([`Batch::Job`]), so a statement sent again sends the same thing. A batch
 //! refused with any other `ERROR` (a bug, or one job's bad value: nothing was applied) runs
-//! again one job a statement, so that one job cannot fail the others.
+//! again one job a statement, so that one job cannot fail the others. A statement that only
+//! reads ([`Batch::only_reads`]: retrievals' reads, `reads`) runs through `connect::run::read`
+//! instead: sent again after any failure that may pass, a lost answer included.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -35,6 +37,12 @@ pub const RUNNERS: usize = super::MAX_CONNECTIONS as usize / 2;
 /// before each write and the transactions still find connections.
 pub const RETRIEVAL_RUNNERS: usize = super::MAX_CONNECTIONS as usize / 4;
 
+/// Most runners of retrievals' reads (`reads`): two, beside the deposits' 8 and the writes' 4
+/// (14: the pool less the commit listener's connection and the notifier's). Measured against
+/// 4 and 6 (`docs/scaling.md`, "Retrievals in batches"): with the CPU saturated, fewer
+/// runners make larger batches and less CPU per retrieval, and more retrievals a second.
+pub const READ_RUNNERS: usize = 2;
+
 /// Most jobs in one statement.
 pub const MAX_JOBS: usize = 64;
 
@@ -55,6 +63,12 @@ pub trait Batch: Send + Sync + 'static {
     /// Whether two jobs may not share a statement (the later waits for the next one), for
     /// statements that tell jobs apart by a value that is unique only by chance.
     fn clash(&self, _a: &Self::Job, _b: &Self::Job) -> bool {
+        false
+    }
+
+    /// Whether the statement only reads: then a batch is sent again after any failure that
+    /// may pass, a lost answer included (`connect::run::read`), as nothing of it applied.
+    fn only_reads(&self) -> bool {
         false
     }
 }
@@ -211,9 +225,9 @@ impl<B: Batch> Runner<B> {
             .ok_or_else(|| StoreError::Db("a batch of one job answered none".into()))
     }
 
-    /// Runs the statement of `jobs[range]` (`connect::run::autocommit`); with `split`, an
-    /// `ERROR` that will not pass (nothing applied) comes back as `Ok(Err)`, for the jobs to
-    /// run one by one.
+    /// Runs the statement of `jobs[range]` (`connect::run::autocommit`, or `::read` for a
+    /// statement that only reads); with `split`, an `ERROR` that will not pass (nothing
+    /// applied) comes back as `Ok(Err)`, for the jobs to run one by one.
     async fn statement(
         self: &Arc<Self>,
         jobs: &Arc<Vec<B::Job>>,
@@ -221,6 +235,18 @@ impl<B: Batch> Runner<B> {
         split: bool,
     ) -> Result<Result<Vec<B::Out>, sqlx::Error>, StoreError> {
         let (runner, jobs) = (self.clone(), jobs.clone());
+        if self.batch.only_reads() {
+            return run::read(&self.pool, &self.primary, move |c| {
+                Box::pin(async move {
+                    match runner.batch.run(&jobs[range], c).await {
+                        Ok(outs) => Ok(Ok(outs)),
+                        Err(e) if split && Failure::classify(&e) == Failure::Refused => Ok(Err(e)),
+                        Err(e) => Err(super::db(e)),
+                    }
+                })
+            })
+            .await;
+        }
         run::autocommit(&self.pool, &self.primary, move |c| {
             Box::pin(async move {
                 match runner.batch.run(&jobs[range], c).await {

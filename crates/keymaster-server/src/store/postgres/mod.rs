@@ -4,8 +4,9 @@
 //!
 //! Meant for several replicas on one database: a deposit is one statement (shared with the
 //! deposits that wait at the same moment, `batch`) and a retrieval one read and one
-//! conditional write (`retrieve`, `apply_one`, run by `once`; shared with the retrievals that
-//! wait at the same moment when it charges no failure budget, `guarded`), which change the
+//! conditional write (`retrieve`, `apply_one`, run by `once`; the read shared with the
+//! retrievals' reads that wait at the same moment, `reads`, and the write likewise when it
+//! charges no failure budget, `guarded`), which change the
 //! key row only if it still holds what was read and count a failure only while the budget has
 //! room, so a single-use code is handed out once and budgets are exact across processes
 //! without a lock held across round trips; the sweeper takes its batches with
@@ -30,6 +31,7 @@ mod keys;
 mod notify;
 mod once;
 mod outbox;
+mod reads;
 mod requests;
 mod retrieve;
 mod rotation;
@@ -93,6 +95,8 @@ pub struct PostgresStore {
     local: Arc<tokio::sync::watch::Sender<u64>>,
     /// Deposits, run in batches of those that wait at once (`batch`).
     deposits: Arc<batch::Batcher<keys::Deposits>>,
+    /// Retrievals' reads, likewise (`reads`).
+    reads: Arc<batch::Batcher<reads::Reads>>,
     /// Retrievals' guarded writes that charge no failure budget, likewise (`guarded`).
     retrievals: Arc<batch::Batcher<guarded::Guardeds>>,
     /// App keys and services authenticated lately (`credentials`).
@@ -129,6 +133,12 @@ impl PostgresStore {
             primary.clone(),
             batch::RUNNERS,
         );
+        let reads = batch::Batcher::start(
+            reads::Reads,
+            pool.clone(),
+            primary.clone(),
+            batch::READ_RUNNERS,
+        );
         let retrievals = batch::Batcher::start(
             guarded::Guardeds,
             pool.clone(),
@@ -139,6 +149,7 @@ impl PostgresStore {
             pool,
             primary,
             deposits: Arc::new(deposits),
+            reads: Arc::new(reads),
             retrievals: Arc::new(retrievals),
             commits: Arc::default(),
             local: Arc::new(local),
@@ -392,7 +403,8 @@ impl Store for PostgresStore {
     }
 
     async fn retrieve(&self, cmd: RetrieveCommand) -> Result<RetrieveOutcome, StoreError> {
-        let outcome = retrieve::retrieve(&self.hot(), &self.retrievals, Arc::new(cmd)).await;
+        let outcome =
+            retrieve::retrieve(&self.hot(), &self.reads, &self.retrievals, Arc::new(cmd)).await;
         self.signal(outcome)
     }
 

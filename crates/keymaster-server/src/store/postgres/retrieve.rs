@@ -2,7 +2,7 @@
 //! confirmations.
 //!
 //! A retrieval is one read and one conditional write, in autocommit (`once`, `connect::run`):
-//! one `SELECT`
+//! one `SELECT` ([`READ_SQL`], shared with the reads that wait at the same moment: `reads`)
 //! finds the key by its code hash (of the tenant the service is confined to, if it is:
 //! `ServiceAuth::confined_tenant_id`), the service's failure-budget row and, for a code that
 //! opens no key, its tombstone, all without locks; `store::lifecycle` plans from what it
@@ -41,6 +41,7 @@ use super::connect::run;
 use super::db;
 use super::guarded::Guardeds;
 use super::once::{Hot, Statement};
+use super::reads::Reads;
 use super::rows::spent;
 use crate::store::columns::Columns;
 use crate::store::lifecycle::{
@@ -57,7 +58,7 @@ const OPTIMISTIC: usize = 3;
 /// tombstone's key is reached by `dk.id = (SELECT …)`, an index scan of the primary key in
 /// every plan: as a join of `tombstones` with `keys`, the generic plan made on empty tables
 /// scanned all of `keys` (`docs/scaling.md`, "Plans made once per connection").
-static READ_SQL: LazyLock<String> = LazyLock::new(|| {
+pub(super) static READ_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT k.*, b.window_start, b.failures, d.id, d.tenant_id, d.label
          FROM (SELECT 1) AS one
@@ -149,10 +150,10 @@ async fn under_previous_secrets(
     Ok(Some((found, Vec::new())))
 }
 
-/// [`READ_SQL`] for a retrieval.
-struct ReadRow {
-    cmd: Arc<RetrieveCommand>,
-    subject: Arc<str>,
+/// [`READ_SQL`] for a retrieval: alone in the locked round, else a job of `reads`.
+pub struct ReadRow {
+    pub(super) cmd: Arc<RetrieveCommand>,
+    pub(super) subject: Arc<str>,
 }
 
 impl Statement for ReadRow {
@@ -195,20 +196,22 @@ fn applying(cmd: &RetrieveCommand, finding: &Finding) -> Result<(Applying, Answe
     Ok((Applying::new(&plan, read, cmd.budget_per_minute)?, answer))
 }
 
-/// A retrieval or preview (see the file's header); its write shares a statement with others
-/// through `guarded` when it charges no failure budget.
+/// A retrieval or preview (see the file's header); its read shares a statement with the
+/// reads that wait at the same moment (`reads`), and its write with others through `guarded`
+/// when it charges no failure budget.
 pub async fn retrieve(
     hot: &Hot<'_>,
+    reads: &Batcher<Reads>,
     guarded: &Batcher<Guardeds>,
     cmd: Arc<RetrieveCommand>,
 ) -> Result<RetrieveOutcome, StoreError> {
     let subject: Arc<str> = subject(&cmd.service).into();
-    let read = Arc::new(ReadRow {
-        cmd: cmd.clone(),
-        subject: subject.clone(),
-    });
     for _ in 0..OPTIMISTIC {
-        let row = hot.read(read.clone()).await?;
+        let read = ReadRow {
+            cmd: cmd.clone(),
+            subject: subject.clone(),
+        };
+        let row = reads.run(read).await?;
         let finding = match found_in(&row, &cmd)? {
             Some(finding) => finding,
             None => {
