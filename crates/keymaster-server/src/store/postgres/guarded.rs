@@ -539,18 +539,7 @@ mod tests {
         let Some((store, url, name)) = store().await else {
             return;
         };
-        let mut c = store.pool.acquire().await.unwrap();
-        let prepare = format!(
-            "SET plan_cache_mode = force_generic_plan; PREPARE g AS {}",
-            &*GUARDED_SQL
-        );
-        sqlx::raw_sql(&prepare).execute(&mut *c).await.unwrap();
-        let nulls = vec!["NULL"; 34].join(", ");
-        let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN EXECUTE g({nulls})"))
-            .fetch_all(&mut *c)
-            .await
-            .unwrap();
-        let plan = plan.join("\n");
+        let plan = test_db::generic_plan(&store, &GUARDED_SQL, 34).await;
         assert!(!plan.contains("Seq Scan"), "{plan}");
         assert!(!plan.contains("Bitmap Heap Scan"), "{plan}");
         assert_eq!(
@@ -558,11 +547,6 @@ mod tests {
             2,
             "{plan}"
         );
-        sqlx::raw_sql("DEALLOCATE g; RESET plan_cache_mode")
-            .execute(&mut *c)
-            .await
-            .unwrap();
-        drop(c);
         drop_db(store, &url, &name).await;
     }
 }

@@ -287,17 +287,7 @@ mod tests {
         let Some((store, url, name)) = test_db::store("km_reads_").await else {
             return;
         };
-        let mut c = store.pool.acquire().await.unwrap();
-        let prepare = format!(
-            "SET plan_cache_mode = force_generic_plan; PREPARE r AS {}",
-            &*READS_SQL
-        );
-        sqlx::raw_sql(&prepare).execute(&mut *c).await.unwrap();
-        let plan: Vec<String> = sqlx::query_scalar("EXPLAIN EXECUTE r(NULL, NULL, NULL, NULL)")
-            .fetch_all(&mut *c)
-            .await
-            .unwrap();
-        let plan = plan.join("\n");
+        let plan = test_db::generic_plan(&store, &READS_SQL, 4).await;
         assert!(!plan.contains("Seq Scan"), "{plan}");
         assert!(!plan.contains("Hash Join"), "{plan}");
         assert!(!plan.contains("Bitmap Heap Scan"), "{plan}");
@@ -308,11 +298,6 @@ mod tests {
         );
         assert!(plan.contains("Index Scan using tombstones_pkey"), "{plan}");
         assert!(plan.contains("keys_live_code"), "{plan}");
-        sqlx::raw_sql("DEALLOCATE r; RESET plan_cache_mode")
-            .execute(&mut *c)
-            .await
-            .unwrap();
-        drop(c);
         drop_db(store, &url, &name).await;
     }
 }

@@ -351,21 +351,10 @@ mod tests {
         let Some((store, url, name)) = test_db::store("km_read_").await else {
             return;
         };
-        let mut c = store.pool.acquire().await.unwrap();
-        let prepare = format!(
-            "SET plan_cache_mode = force_generic_plan; PREPARE r AS {}",
-            &*READ_SQL
-        );
-        sqlx::raw_sql(&prepare).execute(&mut *c).await.unwrap();
-        let plan: Vec<String> = sqlx::query_scalar("EXPLAIN EXECUTE r(NULL, NULL, NULL)")
-            .fetch_all(&mut *c)
-            .await
-            .unwrap();
-        let plan = plan.join("\n");
+        let plan = test_db::generic_plan(&store, &READ_SQL, 3).await;
         assert!(!plan.contains("Seq Scan"), "{plan}");
         assert!(!plan.contains("Hash Join"), "{plan}");
         assert!(plan.contains("Index Scan using keys_pkey"), "{plan}");
-        drop(c);
         test_db::drop_db(store, &url, &name).await;
     }
 }

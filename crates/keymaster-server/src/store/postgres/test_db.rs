@@ -33,6 +33,26 @@ pub async fn drop_db(store: PostgresStore, url: &str, name: &str) {
     sqlx::raw_sql(&sql).execute(&mut c).await.unwrap();
 }
 
+/// The plan PostgreSQL keeps for `sql` after five runs on a connection, made now (while the
+/// tables are as the test left them, empty for most): `EXPLAIN` of the statement prepared under
+/// `plan_cache_mode = force_generic_plan`, its `params` parameters all `NULL` (`docs/scaling.md`,
+/// "Plans made once per connection").
+pub async fn generic_plan(store: &PostgresStore, sql: &str, params: usize) -> String {
+    let mut c = store.pool.acquire().await.unwrap();
+    let prepare = format!("SET plan_cache_mode = force_generic_plan; PREPARE p AS {sql}");
+    sqlx::raw_sql(&prepare).execute(&mut *c).await.unwrap();
+    let nulls = vec!["NULL"; params].join(", ");
+    let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN EXECUTE p({nulls})"))
+        .fetch_all(&mut *c)
+        .await
+        .unwrap();
+    sqlx::raw_sql("DEALLOCATE p; RESET plan_cache_mode")
+        .execute(&mut *c)
+        .await
+        .unwrap();
+    plan.join("\n")
+}
+
 /// A deposit of a secret key with the code hash `code` (the code's bytes: tests need no HMAC),
 /// made at `at`, live for five minutes.
 pub fn deposit(code: &str, at: Timestamp, max_retrievals: u32) -> Deposit {
