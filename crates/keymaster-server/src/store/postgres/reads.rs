@@ -1,26 +1,24 @@
-//! PostgreSQL: the reads of retrievals that wait at the same moment as ONE statement over arrays
-//! (`batch`), so that N of them cost one round trip, one executor start-up and one pass of
-//! the protocol loop instead of N (`docs/scaling.md`, "Retrievals in batches").
+//! PostgreSQL: a retrieval's read, and the reads of retrievals that wait at the same moment as
+//! ONE statement over arrays (`batch`), so that N of them cost one round trip, one executor
+//! start-up and one pass of the protocol loop instead of N (`docs/scaling.md`, "Retrievals in
+//! batches").
 //!
-//! Each job is `retrieve`'s single read ([`READ_SQL`]: the key by its code hash, of the
-//! service's tenant if it is confined; the service's failure-budget row; the key of the code's
-//! tombstone when no key has it), and its answer is exactly the row that statement would
-//! return, with the same columns in the same places, so `retrieve` plans from it unchanged.
-//! The jobs are read side by side from one snapshot (the statement's), as each single read
-//! reads from its own; a retrieval's write is guarded by the values it read either way.
+//! Each job's row holds the key with the job's code hash (of the service's tenant if it is
+//! confined), the service's failure-budget row, and, when no key has the code, the key whose
+//! tombstone holds it; `retrieve` plans from it. The jobs are read side by side from one
+//! snapshot (the statement's); a retrieval's write is guarded by the values it read either way.
+//! The locked round of `retrieve` reads with the same statement, a batch of one inside its
+//! transaction ([`Reads::one`]), so there is one definition of the read.
 //!
 //! A read changes nothing, so a batch is sent again after any failure that may pass, a lost
-//! answer included (`connect::run::read`, [`Batch::only_reads`]); no two reads clash. The
-//! cold paths (a code under a previous secret, the locked round) keep the single read.
+//! answer included (`connect::run::read`, [`Batch::only_reads`]); no two reads clash.
 //!
 //! Every table is reached by an index in the generic plan that PostgreSQL keeps after five
 //! runs on a connection (`docs/scaling.md`, "Plans made once per connection"): each part is a
-//! `LATERAL` sub-select by the job's values (a parameterised index scan per job, as in the
-//! single read), and the jobs are read through `LIMIT $4`, which cuts nothing but makes the
-//! generic plan expect one job, so that a nested loop over the indexes is the cheapest plan
-//! even while the tables are empty. Tested below on empty tables.
-//!
-//! [`READ_SQL`]: super::retrieve::READ_SQL
+//! `LATERAL` sub-select by the job's values (a parameterised index scan per job), and the jobs
+//! are read through `LIMIT $4`, which cuts nothing but makes the generic plan expect one job,
+//! so that a nested loop over the indexes is the cheapest plan even while the tables are
+//! empty. Tested below on empty tables.
 
 use std::sync::LazyLock;
 
@@ -35,7 +33,9 @@ use crate::store::lifecycle::KEY_COLUMNS;
 /// The reads of many retrievals, one element per job: code hashes `$1`, confined tenants `$2`
 /// (null where the service is not confined), budget subjects `$3`; `$4` is the number of jobs.
 /// One row per job, its ordinal `n` last (the statement does not sort; [`Reads::run`] puts
-/// the rows in job order).
+/// the rows in job order). The tombstone's key is reached by `dk.id = (SELECT …)`, an index
+/// scan of the primary key: as a join of `tombstones` with `keys`, the generic plan made on
+/// empty tables scanned all of `keys`.
 ///
 /// `OFFSET 0` keeps the tombstone's key a sub-query of its own, run per job: pulled up into
 /// the join, its `dk.id = (SELECT … j.code_hash)` depends on the job, and the generic plan
@@ -70,8 +70,7 @@ static READS_SQL: LazyLock<String> = LazyLock::new(|| {
 /// Where [`READS_SQL`]'s ordinal is: after the single read's columns.
 const ORDINAL: usize = 31;
 
-/// The statement of [`READS_SQL`] over many retrievals' reads; each answers the row of
-/// `retrieve::READ_SQL`.
+/// The statement of [`READS_SQL`] over many retrievals' reads, each answered its row.
 pub struct Reads;
 
 impl Reads {
@@ -102,6 +101,14 @@ impl Reads {
             .into_iter()
             .map(|s| s.ok_or_else(|| decode("a batch read left a job out".into())))
             .collect()
+    }
+
+    /// One read alone (the locked round of `retrieve`, inside its transaction).
+    pub async fn one(job: &ReadRow, c: &mut PgConnection) -> Result<PgRow, sqlx::Error> {
+        let rows = Reads::run(std::slice::from_ref(job), c).await?;
+        rows.into_iter()
+            .next()
+            .ok_or_else(|| decode("a read answered no row".into()))
     }
 }
 
@@ -138,7 +145,6 @@ mod tests {
     use super::*;
     use crate::store::postgres::batch::Batcher;
     use crate::store::postgres::keys::Deposits;
-    use crate::store::postgres::once::Statement;
     use crate::store::postgres::test_db::{self, drop_db};
     use crate::store::{PasswordCheck, RetrieveCommand, ServiceAuth};
 
@@ -181,9 +187,9 @@ mod tests {
             .collect()
     }
 
-    /// Each job of a batch answers exactly the row of the single read, in job order: a live
-    /// key, a key of another tenant than the confined service's, a dead code's key, a code
-    /// nobody has, a budget row or none, and one code read twice.
+    /// Each job of a batch answers exactly the row it gets read alone (the locked round's
+    /// read), in job order: a live key, a key of another tenant than the confined service's, a
+    /// dead code's key, a code nobody has, a budget row or none, and one code read twice.
     #[tokio::test]
     async fn a_batch_answers_each_job_the_row_of_the_single_read() {
         let Some((store, url, name)) = test_db::store("km_reads_").await else {
@@ -223,7 +229,7 @@ mod tests {
         let batch = Reads::run(&jobs, &mut c).await.unwrap();
         assert_eq!(batch.len(), jobs.len());
         for (i, (j, got)) in jobs.iter().zip(&batch).enumerate() {
-            let alone = j.run(&mut c).await.unwrap();
+            let alone = Reads::one(j, &mut c).await.unwrap();
             assert_eq!(columns(got), columns(&alone), "job {i}");
             assert_eq!(got.try_get::<i64, _>(ORDINAL).unwrap(), i as i64 + 1);
         }

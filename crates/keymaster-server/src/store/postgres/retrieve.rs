@@ -2,7 +2,7 @@
 //! confirmations.
 //!
 //! A retrieval is one read and one conditional write, in autocommit (`once`, `connect::run`):
-//! one `SELECT` ([`READ_SQL`], shared with the reads that wait at the same moment: `reads`)
+//! one `SELECT` (`reads`, shared with the reads that wait at the same moment)
 //! finds the key by its code hash (of the tenant the service is confined to, if it is:
 //! `ServiceAuth::confined_tenant_id`), the service's failure-budget row and, for a code that
 //! opens no key, its tombstone, all without locks; `store::lifecycle` plans from what it
@@ -27,7 +27,7 @@
 //! statement that hands the key out. So across replicas no more passwords are checked per
 //! window than the budget allows (given clocks that agree on the minute).
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use jiff::Timestamp;
@@ -53,30 +53,7 @@ use crate::store::{AuditRecord, RetrieveCommand, RetrieveOutcome, ServiceAuth, S
 /// Rounds of read, plan, conditional write before a retrieval locks the key row.
 const OPTIMISTIC: usize = 3;
 
-/// The key with the code hash `$1` (of tenant `$2` if given), the budget row of subject `$3`,
-/// and, when no key has the code, the key whose tombstone holds it: always one row. The
-/// tombstone's key is reached by `dk.id = (SELECT …)`, an index scan of the primary key in
-/// every plan: as a join of `tombstones` with `keys`, the generic plan made on empty tables
-/// scanned all of `keys` (`docs/scaling.md`, "Plans made once per connection").
-pub(super) static READ_SQL: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "SELECT k.*, b.window_start, b.failures, d.id, d.tenant_id, d.label
-         FROM (SELECT 1) AS one
-         LEFT JOIN LATERAL (
-           SELECT {KEY_COLUMNS}, code_hash FROM keys
-           WHERE code_hash = $1 AND ($2::text IS NULL OR tenant_id = $2)
-         ) k ON true
-         LEFT JOIN failure_budget b ON b.subject = $3
-         LEFT JOIN LATERAL (
-           SELECT dk.id, dk.tenant_id, dk.label FROM keys dk
-           WHERE k.id IS NULL
-             AND dk.id = (SELECT t.key_id FROM tombstones t WHERE t.code_hash = $1)
-             AND ($2::text IS NULL OR dk.tenant_id = $2)
-         ) d ON true"
-    )
-});
-
-/// Where [`READ_SQL`]'s columns after the key's ([`KEY_COLUMNS`]) are.
+/// Where the read's columns after the key's ([`KEY_COLUMNS`]) are (`reads::READS_SQL`).
 const CODE_HASH: usize = 25;
 const BUDGET: usize = 26;
 const DEAD: usize = 28;
@@ -85,7 +62,7 @@ const DEAD: usize = 28;
 /// the key row holds (the plan's guard: `apply_one`).
 type Finding = (Found, Vec<u8>);
 
-/// What a retrieval plans from, from its read ([`READ_SQL`]). `None`: nothing has the code
+/// What a retrieval plans from, from its read (`reads`). `None`: nothing has the code
 /// under the current secret, during a rotation ([`under_previous_secrets`] looks further).
 fn found_in(row: &PgRow, cmd: &RetrieveCommand) -> Result<Option<Finding>, StoreError> {
     // With a slot taken in advance, this attempt is already in the budget.
@@ -150,24 +127,10 @@ async fn under_previous_secrets(
     Ok(Some((found, Vec::new())))
 }
 
-/// [`READ_SQL`] for a retrieval: alone in the locked round, else a job of `reads`.
+/// A retrieval's read: a job of `reads`, or a batch of its own in the locked round.
 pub struct ReadRow {
     pub(super) cmd: Arc<RetrieveCommand>,
     pub(super) subject: Arc<str>,
-}
-
-impl Statement for ReadRow {
-    type Out = PgRow;
-
-    fn run<'c>(&'c self, c: &'c mut PgConnection) -> BoxFuture<'c, Result<PgRow, sqlx::Error>> {
-        Box::pin(
-            sqlx::query(&READ_SQL)
-                .bind(&self.cmd.code_hash)
-                .bind(self.cmd.service.confined_tenant_id.as_deref())
-                .bind(&*self.subject)
-                .fetch_one(c),
-        )
-    }
 }
 
 /// A subject's budget row (`window_start`, `failures`).
@@ -270,7 +233,7 @@ async fn locked(
         subject: subject.clone(),
     };
     for _ in 0..OPTIMISTIC {
-        let row = read.run(c).await.map_err(db)?;
+        let row = Reads::one(&read, c).await.map_err(db)?;
         let found = match found_in(&row, cmd)? {
             Some(found) => Some(found),
             None => under_previous_secrets(c, cmd).await?,
@@ -334,27 +297,5 @@ pub async fn confirm(
     match lifecycle::plan_confirm(held, service, now)? {
         Some(plan) => apply(c, &plan).await.map(|_| true),
         None => Ok(false),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::READ_SQL;
-    use crate::store::postgres::test_db;
-
-    /// The read's plan kept after five runs, made while every table is empty, reaches each table
-    /// by an index (`docs/scaling.md`, "Plans made once per connection"): the tombstone's key
-    /// was a sequential scan of `keys` as a join. Without a test server
-    /// (`KEYMASTER_TEST_DATABASE_URL`) there is nothing to ask.
-    #[tokio::test]
-    async fn the_generic_plan_of_the_read_on_empty_tables_scans_no_table() {
-        let Some((store, url, name)) = test_db::store("km_read_").await else {
-            return;
-        };
-        let plan = test_db::generic_plan(&store, &READ_SQL, 3).await;
-        assert!(!plan.contains("Seq Scan"), "{plan}");
-        assert!(!plan.contains("Hash Join"), "{plan}");
-        assert!(plan.contains("Index Scan using keys_pkey"), "{plan}");
-        test_db::drop_db(store, &url, &name).await;
     }
 }
