@@ -161,7 +161,7 @@ pub fn list_audit(
     let mut stmt = c
         .prepare_cached(&format!(
             "SELECT {AUDIT_COLUMNS} FROM audit WHERE id < ?1 AND action != ''
-             ORDER BY id DESC LIMIT ?2"
+             ORDER BY id DESC LIMIT +?2"
         ))
         .map_err(db)?;
     let rows = stmt

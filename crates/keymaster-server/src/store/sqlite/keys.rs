@@ -211,7 +211,7 @@ fn recodes_spent(
     let recent: Vec<i64> = c
         .prepare_cached(
             "SELECT at FROM events WHERE key_id = ?1 AND type = 'code.reissued'
-             ORDER BY seq DESC LIMIT ?2",
+             ORDER BY seq DESC LIMIT +?2",
         )
         .and_then(|mut s| {
             s.query_map(params![key_id, per_hour], |r| r.get(0))?

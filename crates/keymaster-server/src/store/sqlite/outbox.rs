@@ -89,7 +89,7 @@ pub fn claim(c: &Connection, req: &ClaimRequest) -> Result<Vec<ClaimedDelivery>,
                  WHERE status = 'pending' AND next_attempt_at <= ?1
                    AND (claimed_until IS NULL OR claimed_until <= ?1)
                    AND endpoint NOT IN (SELECT value FROM json_each(?3))
-                 ORDER BY next_attempt_at LIMIT ?2",
+                 ORDER BY next_attempt_at LIMIT +?2",
             )
             .map_err(db)?;
         let rows = stmt
@@ -270,7 +270,7 @@ pub fn backlog(c: &Connection, limit: u32) -> Result<Vec<EndpointBacklog>, Store
     let mut stmt = c
         .prepare_cached(
             "SELECT endpoint, count(*), min(created_at) FROM deliveries
-             WHERE status = 'pending' GROUP BY endpoint ORDER BY count(*) DESC LIMIT ?1",
+             WHERE status = 'pending' GROUP BY endpoint ORDER BY count(*) DESC LIMIT +?1",
         )
         .map_err(db)?;
     let rows = stmt
@@ -320,7 +320,7 @@ pub fn list(c: &Connection, status: &str, limit: u32) -> Result<Vec<DeliveryReco
             "SELECT d.id, d.event_id, e.type, e.key_id, d.tenant_id, d.channel, d.target,
                     d.status, d.attempts, d.last_error, d.created_at
              FROM deliveries d JOIN events e ON e.id = d.event_id
-             WHERE d.status = ?1 ORDER BY d.id DESC LIMIT ?2",
+             WHERE d.status = ?1 ORDER BY d.id DESC LIMIT +?2",
         )
         .map_err(db)?;
     let rows = stmt

@@ -188,7 +188,7 @@ pub fn sweep(
     let expired = c
         .execute(
             "UPDATE requests SET state = 'expired', ended_at = expires_at WHERE id IN
-               (SELECT id FROM requests WHERE state = 'pending' AND expires_at <= ?1 LIMIT ?2)",
+               (SELECT id FROM requests WHERE state = 'pending' AND expires_at <= ?1 LIMIT +?2)",
             params![now_ms, BATCH as i64],
         )
         .map_err(db)?;
@@ -196,7 +196,7 @@ pub fn sweep(
     let purged = c
         .execute(
             "DELETE FROM requests WHERE id IN
-               (SELECT id FROM requests WHERE ended_at IS NOT NULL AND ended_at < ?1 LIMIT ?2)",
+               (SELECT id FROM requests WHERE ended_at IS NOT NULL AND ended_at < ?1 LIMIT +?2)",
             params![horizon, BATCH as i64],
         )
         .map_err(db)?;

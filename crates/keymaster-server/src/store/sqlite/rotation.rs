@@ -69,7 +69,7 @@ pub fn sealed_not_under(
     let sql = format!(
         "SELECT id, {column} FROM {table}
          WHERE id > ?1 AND {column} IS NOT NULL AND substr({column}, 1, {KEY_ID_LEN}) <> ?2
-         ORDER BY id LIMIT ?3"
+         ORDER BY id LIMIT +?3"
     );
     c.prepare_cached(&sql)
         .and_then(|mut s| {

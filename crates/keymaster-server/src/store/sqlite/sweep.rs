@@ -22,15 +22,15 @@ const BATCH: usize = SweepReport::BATCH;
 /// (read through `deliveries_status`; see `store::retention`).
 const PURGE_DELIVERIES: &str = "DELETE FROM deliveries WHERE id IN (
        SELECT id FROM (SELECT id, finished_at FROM deliveries WHERE status = 'delivered'
-                       ORDER BY id LIMIT ?2) WHERE finished_at < ?1
+                       ORDER BY id LIMIT +?2) WHERE finished_at < ?1
        UNION ALL
        SELECT id FROM (SELECT id, finished_at FROM deliveries WHERE status = 'failed'
-                       ORDER BY id LIMIT ?2) WHERE finished_at < ?1)";
+                       ORDER BY id LIMIT +?2) WHERE finished_at < ?1)";
 
 /// Audit rows written before the horizon `?1`, among the oldest `?2`, but never the newest:
 /// the largest id in the table must not go down, or SQLite would give it again (migration 11).
 const PURGE_AUDIT: &str = "DELETE FROM audit WHERE id IN (
-       SELECT id FROM (SELECT id, at FROM audit ORDER BY id LIMIT ?2) WHERE at < ?1)
+       SELECT id FROM (SELECT id, at FROM audit ORDER BY id LIMIT +?2) WHERE at < ?1)
      AND id < (SELECT max(id) FROM audit)";
 
 /// The newest audit row, once it too was written before the horizon `?1`: blanked, all but
@@ -61,7 +61,7 @@ pub fn sweep(c: &Tx<'_>, now: Timestamp, retention: Retention) -> Result<SweepRe
         &format!(
             "SELECT {ENDING_COLUMNS} FROM keys k LEFT JOIN services s ON s.id = k.pending_service_id
              WHERE k.state = 'awaiting_confirmation' AND k.confirm_by <= ?1
-             LIMIT ?2"
+             LIMIT +?2"
         ),
         Expiry::Grace,
         now,
@@ -71,7 +71,7 @@ pub fn sweep(c: &Tx<'_>, now: Timestamp, retention: Retention) -> Result<SweepRe
         &format!(
             "SELECT id, tenant_id, label, NULL, NULL FROM keys
              WHERE {LIVE_SQL} AND expires_at <= ?1 AND state != 'awaiting_confirmation'
-             LIMIT ?2"
+             LIMIT +?2"
         ),
         Expiry::Lifetime,
         now,
@@ -86,27 +86,27 @@ pub fn sweep(c: &Tx<'_>, now: Timestamp, retention: Retention) -> Result<SweepRe
     let purged_events = c
         .execute(
             "DELETE FROM events WHERE key_id IN
-               (SELECT id FROM keys WHERE ended_at IS NOT NULL AND ended_at < ?1 LIMIT ?2)",
+               (SELECT id FROM keys WHERE ended_at IS NOT NULL AND ended_at < ?1 LIMIT +?2)",
             params![horizon, BATCH as i64],
         )
         .map_err(db)?;
     c.execute(
         "DELETE FROM retrievals WHERE key_id IN
-           (SELECT id FROM keys WHERE ended_at IS NOT NULL AND ended_at < ?1 LIMIT ?2)",
+           (SELECT id FROM keys WHERE ended_at IS NOT NULL AND ended_at < ?1 LIMIT +?2)",
         params![horizon, BATCH as i64],
     )
     .map_err(db)?;
     let purged_keys = c
         .execute(
             "DELETE FROM keys WHERE id IN
-               (SELECT id FROM keys WHERE ended_at IS NOT NULL AND ended_at < ?1 LIMIT ?2)",
+               (SELECT id FROM keys WHERE ended_at IS NOT NULL AND ended_at < ?1 LIMIT +?2)",
             params![horizon, BATCH as i64],
         )
         .map_err(db)?;
     let purged_tombstones = c
         .execute(
             "DELETE FROM tombstones WHERE code_hash IN
-               (SELECT code_hash FROM tombstones WHERE died_at < ?1 LIMIT ?2)",
+               (SELECT code_hash FROM tombstones WHERE died_at < ?1 LIMIT +?2)",
             params![horizon, BATCH as i64],
         )
         .map_err(db)?;
