@@ -862,6 +862,117 @@ contract!(a_live_code_is_not_deposited_twice, |w| {
 });
 
 contract!(
+    a_dead_code_is_not_deposited_again_until_its_record_is_purged,
+    |w| {
+        // The ended row keeps its code for the retention period (the dead code's tombstone):
+        // a deposit of that code is refused (the caller draws another), and a use of it is
+        // reported, until the record is purged with its code.
+        let dead = w.deposit(r#"{"max_retrievals":1}"#, b"code-d").await;
+        allowed(&w.retrieve(b"code-d").await);
+        let again = w.new_key(r#"{"max_retrievals":1}"#, b"code-d");
+        let a = audit("app", "key.deposit", w.now, Some(&again.id));
+        assert!(
+            !w.store.deposit(again, a).await.unwrap(),
+            "{}: a dead code deposited again",
+            w.name
+        );
+        assert!(matches!(
+            w.retrieve(b"code-d").await,
+            RetrieveOutcome::NotFound
+        ));
+        assert_eq!(
+            w.events(&dead).await,
+            ["key.deposited", "key.retrieved", "code.stale_used"],
+            "{}",
+            w.name
+        );
+        // An ended key is not expired again by the sweeper.
+        let retention = Retention::records_only(Duration::from_secs(3 * 3600));
+        let after_expiry = w.now + SignedDuration::from_mins(61);
+        let swept = w.store.sweep(after_expiry, retention).await.unwrap();
+        assert_eq!((swept.expired, swept.purged), (0, 0), "{}", w.name);
+        // Past retention: the record goes, and its code with it.
+        let purged = w
+            .store
+            .sweep(w.now + SignedDuration::from_hours(4), retention)
+            .await
+            .unwrap();
+        assert_eq!(purged.purged, 1, "{}: the key's row alone", w.name);
+        assert!(matches!(
+            w.retrieve(b"code-d").await,
+            RetrieveOutcome::NotFound
+        ));
+        let holder = format!("holder-{dead}").into_bytes();
+        let rec = w.store.key_by_holder(Some(&dead), &holder).await.unwrap();
+        assert!(rec.is_none(), "{}", w.name);
+        assert!(w.events(&dead).await.is_empty(), "{}", w.name);
+        let new = w.deposit(r#"{"max_retrievals":1}"#, b"code-d").await;
+        assert_eq!(
+            allowed(&w.retrieve(b"code-d").await).key_id,
+            new,
+            "{}",
+            w.name
+        );
+    }
+);
+
+contract!(
+    a_replaced_code_and_the_last_one_are_both_reported_once_the_key_ended,
+    |w| {
+        let key = w.deposit(r#"{"max_retrievals":1}"#, b"code-r").await;
+        let a = audit("holder", "key.recode", w.now, Some(&key));
+        let done = w.store.recode(&key, b"code-r2".to_vec(), 5, a).await;
+        assert!(
+            matches!(done.unwrap(), RecodeOutcome::Done(_)),
+            "{}",
+            w.name
+        );
+        assert_eq!(
+            allowed(&w.retrieve(b"code-r2").await).key_id,
+            key,
+            "{}",
+            w.name
+        );
+        for code in [&b"code-r2"[..], &b"code-r"[..]] {
+            assert!(matches!(w.retrieve(code).await, RetrieveOutcome::NotFound));
+        }
+        assert_eq!(
+            w.events(&key).await,
+            [
+                "key.deposited",
+                "code.reissued",
+                "key.retrieved",
+                "code.stale_used",
+                "code.stale_used"
+            ],
+            "{}",
+            w.name
+        );
+        // A new code that collides with the dead one is refused; the replaced code was
+        // superseded only by a deposit of the same code, and both go at the purge.
+        let other = w.deposit(r#"{"max_retrievals":1}"#, b"code-r3").await;
+        let a = audit("holder", "key.recode", w.now, Some(&other));
+        let clash = w.store.recode(&other, b"code-r2".to_vec(), 5, a).await;
+        assert!(
+            matches!(clash.unwrap(), RecodeOutcome::CodeTaken),
+            "{}",
+            w.name
+        );
+        let retention = Retention::records_only(Duration::from_secs(3600));
+        let purged = w
+            .store
+            .sweep(w.now + SignedDuration::from_hours(2), retention)
+            .await
+            .unwrap();
+        assert_eq!(purged.purged, 2, "{}: the row and the tombstone", w.name);
+        let r = w.deposit(r#"{"max_retrievals":1}"#, b"code-r").await;
+        let r2 = w.deposit(r#"{"max_retrievals":1}"#, b"code-r2").await;
+        assert_eq!(allowed(&w.retrieve(b"code-r").await).key_id, r);
+        assert_eq!(allowed(&w.retrieve(b"code-r2").await).key_id, r2);
+    }
+);
+
+contract!(
     deposits_at_once_answer_false_for_exactly_the_taken_codes,
     |w| {
         // 90 deposits at once over the replicas (on PostgreSQL they share batched statements,

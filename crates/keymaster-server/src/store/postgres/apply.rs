@@ -2,7 +2,8 @@
 //! key rows' locks, in the plan's order (budget, key row, retrieval record, events, audit row):
 //! the sweeper, confirmations and the holder's operations. Retrievals and refusals are written
 //! in one statement each by `apply_one`.
-//! A key that ends also has its code moved to `tombstones` (this backend clears `code_hash`).
+//! A key that ends keeps its code hash in its row, which is the dead code's tombstone; a code
+//! replaced by a new one goes to `tombstones`.
 
 use jiff::Timestamp;
 use sqlx::postgres::PgRow;

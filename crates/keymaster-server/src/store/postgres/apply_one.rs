@@ -17,8 +17,10 @@
 //!    writer, so a plan made from a row that changed meanwhile writes nothing; of several
 //!    retrievals of a single-use code, one ends the key and the others find it gone when they
 //!    read again.
-//! 4. what hangs on `k` (the key row written or locked): tombstone, retrieval record, the slot
-//!    given back (`g`), events and their deliveries, and the audit row.
+//! 4. what hangs on `k` (the key row written or locked): retrieval record, the slot given back
+//!    (`g`), events and their deliveries, and the audit row. A key that ends keeps its code
+//!    hash: the ended row is the dead code's tombstone (migration 9), so nothing is written to
+//!    `tombstones`.
 //!
 //! Locks are taken key first, then budget, in every statement of this backend that takes both,
 //! so none of them waits for another in a cycle.
@@ -64,7 +66,6 @@ static APPLY_SQL: LazyLock<String> = LazyLock::new(|| {
            UPDATE keys SET state = $12, retrievals = $13, failed_password_attempts = $14,
              pending_retrieval_id = $15, pending_service_id = $16, confirm_by = $17,
              ended_at = $18,
-             code_hash = CASE WHEN $18 IS NULL THEN code_hash END,
              spki = CASE WHEN $18 IS NULL THEN spki END,
              secret_sealed = CASE WHEN $18 IS NULL THEN secret_sealed END,
              password_hash = CASE WHEN $18 IS NULL THEN password_hash END
@@ -74,11 +75,6 @@ static APPLY_SQL: LazyLock<String> = LazyLock::new(|| {
            SELECT id, tenant_id, notify FROM ku
            UNION ALL
            SELECT id, tenant_id, notify FROM kl WHERE NOT $3 AND EXISTS (SELECT 1 FROM ok)
-         ), tb AS (
-           INSERT INTO tombstones (code_hash, key_id, died_at)
-           SELECT $4, id, $1 FROM ku WHERE $18 IS NOT NULL
-           ON CONFLICT (code_hash) DO UPDATE SET key_id = EXCLUDED.key_id,
-               died_at = EXCLUDED.died_at
          ), r AS (
            INSERT INTO retrievals (id, key_id, service_id, at)
            SELECT $23, id, $24, $1 FROM ku WHERE $23 IS NOT NULL

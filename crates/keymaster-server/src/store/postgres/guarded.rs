@@ -5,8 +5,8 @@
 //!
 //! Each job is what `apply_one`'s single statement would write for its plan, without the
 //! failure budget: the key row's `UPDATE` guarded by the values the plan was made from, and,
-//! only for the rows that `UPDATE` returned, the tombstone, retrieval record, events, their
-//! deliveries and the audit row, joined to the returned row by the job's ordinal `n`. A job
+//! only for the rows that `UPDATE` returned, the retrieval record, events, their deliveries and
+//! the audit row, joined to the returned row by the job's ordinal `n`. A job
 //! whose guard did not hold (its key changed since the read) writes nothing and answers
 //! `false`; its caller reads and plans again (`retrieve`), as after the single statement.
 //!
@@ -48,14 +48,15 @@ use super::outbox::{ENDPOINT_SQL, TARGETS_SQL};
 /// - `kl` locks the key rows one by one in id order: a sub-select per id, evaluated row by
 ///   row over the sorted ids (a sub-query with `ORDER BY` is not merged into its parent), each
 ///   an index scan of the primary key whatever the plan.
-/// - `k`, the `UPDATE`, reaches `keys` only by `keys.id = j.id`: the guard is one row
-///   comparison `IS NOT DISTINCT FROM`, which no index serves (as column equalities it let
-///   the generic plan pick `keys_live_expiry` by `expires_at`), and `LIMIT $34`, which cuts
-///   nothing, makes the generic plan estimate one job (a `LIMIT` of a parameter is taken as a
-///   tenth of its input), so that a nested loop over the primary key is cheaper than a hash
-///   join over a sequential scan even while `keys` is empty. The row comparison is the
-///   single statement's guard: every column null-safe, and the columns that are `NOT NULL` in
-///   `keys` are never null in a job.
+/// - `k`, the `UPDATE`, reaches `keys` only by `keys.id = j.id`: the guard, `ended_at` (null)
+///   included, is one row comparison `IS NOT DISTINCT FROM`, which no index serves (as column
+///   equalities it let the generic plan pick `keys_live_expiry` by `expires_at`, and as
+///   `keys.ended_at IS NULL`, that index's predicate since migration 9, it let the generic plan
+///   scan the whole index), and `LIMIT $34`, which cuts nothing, makes the generic plan estimate
+///   one job (a `LIMIT` of a parameter is taken as a tenth of its input), so that a nested loop
+///   over the primary key is cheaper than a hash join over a sequential scan even while `keys` is
+///   empty. The row comparison is the single statement's guard: every column null-safe, and the
+///   columns that are `NOT NULL` in `keys` are never null in a job.
 static GUARDED_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH j AS (
@@ -75,25 +76,19 @@ static GUARDED_SQL: LazyLock<String> = LazyLock::new(|| {
              failed_password_attempts = j.next_failed,
              pending_retrieval_id = j.next_retrieval_id, pending_service_id = j.next_service_id,
              confirm_by = j.next_confirm_by, ended_at = j.ended_at,
-             code_hash = CASE WHEN j.ended_at IS NULL THEN keys.code_hash END,
              spki = CASE WHEN j.ended_at IS NULL THEN keys.spki END,
              secret_sealed = CASE WHEN j.ended_at IS NULL THEN keys.secret_sealed END,
              password_hash = CASE WHEN j.ended_at IS NULL THEN keys.password_hash END
            FROM (SELECT * FROM j LIMIT $34) AS j
            WHERE keys.id = j.id AND keys.id = ANY (ARRAY(SELECT id FROM kl))
-             AND keys.ended_at IS NULL
              AND (keys.code_hash, keys.state, keys.retrievals, keys.failed_password_attempts,
                   keys.pending_retrieval_id, keys.pending_service_id, keys.confirm_by,
-                  keys.expires_at)
+                  keys.expires_at, keys.ended_at)
                IS NOT DISTINCT FROM (j.code_hash, j.state, j.retrievals, j.failed,
-                  j.pending_retrieval_id, j.pending_service_id, j.confirm_by, j.expires_at)
-           RETURNING keys.id, keys.tenant_id, keys.notify, j.n, j.at, j.code_hash, j.ended_at,
-             j.retrieval_id, j.retrieval_service
-         ), tb AS (
-           INSERT INTO tombstones (code_hash, key_id, died_at)
-           SELECT code_hash, id, at FROM k WHERE ended_at IS NOT NULL ORDER BY code_hash
-           ON CONFLICT (code_hash) DO UPDATE SET key_id = EXCLUDED.key_id,
-               died_at = EXCLUDED.died_at
+                  j.pending_retrieval_id, j.pending_service_id, j.confirm_by, j.expires_at,
+                  NULL::bigint)
+           RETURNING keys.id, keys.tenant_id, keys.notify, j.n, j.at, j.retrieval_id,
+             j.retrieval_service
          ), r AS (
            INSERT INTO retrievals (id, key_id, service_id, at)
            SELECT retrieval_id, id, retrieval_service, at FROM k WHERE retrieval_id IS NOT NULL
@@ -127,7 +122,7 @@ static GUARDED_SQL: LazyLock<String> = LazyLock::new(|| {
 /// The guarded write of one plan (`apply_one::Applying::into_write`): everything it binds, ids
 /// and times fixed, so that a batch sent again sends the same thing.
 pub struct Guarded {
-    /// The plan's time (Unix ms): events, tombstone, retrieval record.
+    /// The plan's time (Unix ms): events, retrieval record, the key's end.
     pub(super) at: i64,
     pub(super) key_id: String,
     /// The key row as the plan read it (`old.ended_at` is `None`: only a live key is planned
@@ -454,16 +449,18 @@ mod tests {
         let state = "SELECT state || ' ' || retrievals || ' ' || (code_hash IS NULL) FROM keys
                      WHERE id = $1";
         for (r, want) in [
-            (&a, "retrieved 1 true"),
+            (&a, "retrieved 1 false"),
             (&b, "active 2 false"),
             (&h, "awaiting_confirmation 1 false"),
         ] {
             let q = sqlx::query_scalar::<_, String>(state).bind(&r.id);
             assert_eq!(q.fetch_one(&mut *c).await.unwrap(), want);
         }
+        // `a` ended and keeps its code: its row is the dead code's tombstone.
         let tombstones = "SELECT count(*) FROM tombstones WHERE key_id = $1";
-        assert_eq!(count(&mut c, tombstones, &a.id).await, 1);
-        assert_eq!(count(&mut c, tombstones, &h.id).await, 0);
+        assert_eq!(count(&mut c, tombstones, &a.id).await, 0);
+        let code = "SELECT count(*) FROM keys WHERE code_hash = 'a'::bytea AND id = $1";
+        assert_eq!(count(&mut c, code, &a.id).await, 1);
         drop(c);
         drop_db(store, &url, &name).await;
     }

@@ -22,11 +22,13 @@ use crate::store::{AuditRecord, KeyRecord, NewKey, RecodeOutcome, StoreError};
 
 /// Deposits as one statement over arrays, one element per deposit (`batch`: the deposits that
 /// wait at the same moment share it; a single deposit is a batch of one). `j` holds the jobs;
-/// `k` the keys written. `ON CONFLICT DO NOTHING`: a deposit whose code is already live (in
-/// the table, or earlier in the same batch), or any other unique value taken, writes nothing
-/// and answers `false`, and its caller makes another code; the others are written. For each
+/// `k` the keys written. `ON CONFLICT DO NOTHING`: a deposit whose code a key row holds (a
+/// live key's, or a dead code in the row of a key that ended within the retention period,
+/// migration 9), or that is earlier in the same batch, or any other unique value taken, writes
+/// nothing and answers `false`, and its caller makes another code; the others are written. For each
 /// key written: its `key.deposited` event and the event's deliveries, the tombstone of the same
-/// code removed (a new live code supersedes it), the audit row. Everything but the key is
+/// code removed (a replaced code, or that of a key that ended before migration 9: a new live
+/// code supersedes it), the audit row. Everything but the key is
 /// joined to `k` by the key's id, which is why two jobs with the same id never share a
 /// statement ([`Deposits::clash`]).
 ///
@@ -363,27 +365,31 @@ mod tests {
         };
         let now = Timestamp::from_millisecond(Timestamp::now().as_millisecond()).unwrap();
         let mut c = store.pool.acquire().await.unwrap();
-        assert_eq!(
-            Deposits::run(&[deposit("live", now)], &mut c)
-                .await
-                .unwrap(),
-            [true]
-        );
+        let first = [deposit("live", now), deposit("dead", now)];
+        assert_eq!(Deposits::run(&first, &mut c).await.unwrap(), [true, true]);
+        // `dead` ended: its row keeps the code (migration 9).
+        sqlx::query("UPDATE keys SET state = 'retrieved', ended_at = 1 WHERE id = $1")
+            .bind(&first[1].k.id)
+            .execute(&mut *c)
+            .await
+            .unwrap();
         sqlx::query("INSERT INTO tombstones VALUES ('fresh'::bytea, 'key_old', 0), ('other'::bytea, 'key_old', 0)")
             .execute(&mut *c)
             .await
             .unwrap();
-        // Two deposits of one code in the same statement, one of a live code, two free ones
-        // (one of them a dead code's): the first of the pair and the free ones are written.
+        // Two deposits of one code in the same statement, one of a live code, one of an ended
+        // key's code, two free ones (one of them in a tombstone): the first of the pair and the
+        // free ones are written.
         let jobs = [
             deposit("x", now),
             deposit("fresh", now),
             deposit("x", now),
             deposit("live", now),
+            deposit("dead", now),
             deposit("y", now),
         ];
         let written = Deposits::run(&jobs, &mut c).await.unwrap();
-        assert_eq!(written, [true, true, false, false, true]);
+        assert_eq!(written, [true, true, false, false, false, true]);
         for (job, written) in jobs.iter().zip(written) {
             let of = |table: &str, column: &str| {
                 format!(

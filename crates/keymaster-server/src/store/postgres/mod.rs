@@ -72,6 +72,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../../../migrations/postgres/0006_delivery_endpoints.sql"),
     include_str!("../../../../../migrations/postgres/0007_requests.sql"),
     include_str!("../../../../../migrations/postgres/0008_partial_unique_keys.sql"),
+    include_str!("../../../../../migrations/postgres/0009_dead_codes_stay_in_keys.sql"),
 ];
 
 /// The advisory lock key that serialises migrations of replicas starting together.

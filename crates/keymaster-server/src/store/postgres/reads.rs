@@ -4,8 +4,10 @@
 //! batches").
 //!
 //! Each job's row holds the key with the job's code hash (of the service's tenant if it is
-//! confined), the service's failure-budget row, and, when no key has the code, the key whose
-//! tombstone holds it; `retrieve` plans from it. The jobs are read side by side from one
+//! confined; live, or ended: an ended row keeps its code and is its tombstone), the service's
+//! failure-budget row, and, when no key row has the code, the key whose tombstone in
+//! `tombstones` holds it (a replaced code, or that of a key that ended before migration 9);
+//! `retrieve` plans from it. The jobs are read side by side from one
 //! snapshot (the statement's); a retrieval's write is guarded by the values it read either way.
 //! The locked round of `retrieve` reads with the same statement, a batch of one inside its
 //! transaction ([`Reads::one`]), so there is one definition of the read.
@@ -188,8 +190,9 @@ mod tests {
     }
 
     /// Each job of a batch answers exactly the row it gets read alone (the locked round's
-    /// read), in job order: a live key, a key of another tenant than the confined service's, a
-    /// dead code's key, a code nobody has, a budget row or none, and one code read twice.
+    /// read), in job order: a live key, a key of another tenant than the confined service's, an
+    /// ended key (its row keeps the dead code), a replaced code's key (in `tombstones`), a code
+    /// nobody has, a budget row or none, and one code read twice.
     #[tokio::test]
     async fn a_batch_answers_each_job_the_row_of_the_single_read() {
         let Some((store, url, name)) = test_db::store("km_reads_").await else {
@@ -200,18 +203,20 @@ mod tests {
         let d = [
             test_db::deposit("live", now, 3),
             test_db::deposit("gone", now, 3),
+            test_db::deposit("new", now, 3),
         ];
-        assert_eq!(Deposits::run(&d, &mut c).await.unwrap(), [true, true]);
-        // `gone` died: its code moved to a tombstone.
-        sqlx::query(
-            "WITH k AS (UPDATE keys SET code_hash = NULL, state = 'retrieved', ended_at = 1
-                        WHERE id = $1 RETURNING id)
-             INSERT INTO tombstones (code_hash, key_id, died_at) SELECT 'gone', id, 1 FROM k",
-        )
-        .bind(d[1].key_id())
-        .execute(&mut *c)
-        .await
-        .unwrap();
+        assert_eq!(Deposits::run(&d, &mut c).await.unwrap(), [true, true, true]);
+        // `gone` ended: its row keeps the code. `new` replaced the code `old`: a tombstone.
+        sqlx::query("UPDATE keys SET state = 'retrieved', ended_at = 1 WHERE id = $1")
+            .bind(d[1].key_id())
+            .execute(&mut *c)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO tombstones (code_hash, key_id, died_at) VALUES ('old', $1, 1)")
+            .bind(d[2].key_id())
+            .execute(&mut *c)
+            .await
+            .unwrap();
         sqlx::query("INSERT INTO failure_budget VALUES ('service:svc_spent', 5, 7)")
             .execute(&mut *c)
             .await
@@ -225,6 +230,8 @@ mod tests {
             job("live", "svc_b", Some("ten_test")),
             job("gone", "svc_a", Some("ten_other")),
             job("live", "svc_a", None),
+            job("old", "svc_a", None),
+            job("old", "svc_a", Some("ten_other")),
         ];
         let batch = Reads::run(&jobs, &mut c).await.unwrap();
         assert_eq!(batch.len(), jobs.len());
@@ -238,6 +245,7 @@ mod tests {
         let dead = |r: &PgRow| r.try_get::<Option<String>, _>(28).unwrap();
         let failures = |r: &PgRow| r.try_get::<Option<i64>, _>(27).unwrap();
         let (live, gone) = (d[0].key_id().to_owned(), d[1].key_id().to_owned());
+        let new = d[2].key_id().to_owned();
         let found: Vec<_> = batch
             .iter()
             .map(|r| (key(r), dead(r), failures(r)))
@@ -247,12 +255,14 @@ mod tests {
             [
                 (Some(live.clone()), None, None),
                 (None, None, Some(7)),
-                (None, Some(gone.clone()), None),
+                (Some(gone.clone()), None, None),
                 (None, None, Some(7)),
-                (None, Some(gone), None),
+                (Some(gone), None, None),
                 (Some(live.clone()), None, None),
                 (None, None, None),
                 (Some(live), None, None),
+                (None, Some(new), None),
+                (None, None, None),
             ]
         );
         drop(c);
@@ -303,7 +313,7 @@ mod tests {
             "{plan}"
         );
         assert!(plan.contains("Index Scan using tombstones_pkey"), "{plan}");
-        assert!(plan.contains("keys_live_code"), "{plan}");
+        assert!(plan.contains("Index Scan using keys_code"), "{plan}");
         drop_db(store, &url, &name).await;
     }
 }

@@ -1,20 +1,20 @@
 //! PostgreSQL: retrievals, previews and refusals without a lock held across round trips, and
 //! confirmations.
 //!
-//! A retrieval is one read and one conditional write, in autocommit (`once`, `connect::run`):
-//! one `SELECT` (`reads`, shared with the reads that wait at the same moment)
-//! finds the key by its code hash (of the tenant the service is confined to, if it is:
-//! `ServiceAuth::confined_tenant_id`), the service's failure-budget row and, for a code that
-//! opens no key, its tombstone, all without locks; `store::lifecycle` plans from what it
-//! found, exactly as for SQLite; `apply_one` writes the plan in one statement that changes the
-//! key row only if it still holds the values the plan was made from, and counts a failure only
-//! while the budget has room — or, for a plan that charges no budget (a hand-out, a preview),
-//! `guarded` writes it with the same guard in one statement shared with the others that wait
-//! at the same moment (`batch`). When that statement writes nothing, the retrieval reads and
-//! plans again: of several retrievals of a single-use code one ends the key, and the others
-//! then find its tombstone. After [`OPTIMISTIC`] rounds (a key that many retrieve at once, or
-//! a budget on its edge) it locks the key row in a transaction and plans once more, so that no
-//! retrieval waits without bound.
+//! A retrieval is one read and one conditional write, in autocommit (`once`, `connect::run`): one
+//! `SELECT` (`reads`, shared with the reads that wait at the same moment) finds the key by its code
+//! hash (of the tenant the service is confined to, if it is: `ServiceAuth::confined_tenant_id`) —
+//! live, or ended, whose row keeps its dead code —, the service's failure-budget row and, for a
+//! code that no key row holds (a replaced code, or that of a key that ended before migration 9),
+//! its tombstone, all without locks; `store::lifecycle` plans from what it found, exactly as for
+//! SQLite; `apply_one` writes the plan in one statement that changes the key row only if it still
+//! holds the values the plan was made from, and counts a failure only while the budget has room —
+//! or, for a plan that charges no budget (a hand-out, a preview), `guarded` writes it with the same
+//! guard in one statement shared with the others that wait at the same moment (`batch`). When that
+//! statement writes nothing, the retrieval reads and plans again: of several retrievals of a
+//! single-use code one ends the key, and the others then find it ended. After [`OPTIMISTIC`] rounds
+//! (a key that many retrieve at once, or a budget on its edge) it locks the key row in a
+//! transaction and plans once more, so that no retrieval waits without bound.
 //!
 //! Cold paths take more round trips: a code hashed under a previous server secret (looked up
 //! only when the current hash finds nothing, then rehashed: `rotation::rehash_code`), the
@@ -58,8 +58,8 @@ const CODE_HASH: usize = 25;
 const BUDGET: usize = 26;
 const DEAD: usize = 28;
 
-/// A key row as a retrieval reads it: the key, or where its code is dead, with the code hash
-/// the key row holds (the plan's guard: `apply_one`).
+/// What a retrieval found, with the code hash the key row holds (the guard of a live key's
+/// plan: `apply_one`; empty where no row has the code).
 type Finding = (Found, Vec<u8>);
 
 /// What a retrieval plans from, from its read (`reads`). `None`: nothing has the code
@@ -75,9 +75,10 @@ fn found_in(row: &PgRow, cmd: &RetrieveCommand) -> Result<Option<Finding>, Store
             return Ok(Some((Found::RateLimited(retry), Vec::new())));
         }
     }
+    // A key row with the code: live, or ended (its row is the dead code's tombstone).
     if row.opt_text(0)?.is_some() {
         let hash = row.opt_bytes(CODE_HASH)?.unwrap_or_default();
-        return Ok(Some((Found::Live(Box::new(KeyRow::read(row)?)), hash)));
+        return Ok(Found::from_row(Some(KeyRow::read(row)?)).map(|f| (f, hash)));
     }
     if !cmd.previous_code_hashes.is_empty() {
         return Ok(None);
@@ -297,5 +298,92 @@ pub async fn confirm(
     match lifecycle::plan_confirm(held, service, now)? {
         Some(plan) => apply(c, &plan).await.map(|_| true),
         None => Ok(false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jiff::Timestamp;
+    use sqlx::PgConnection;
+
+    use crate::store::postgres::test_db::{self, drop_db};
+    use crate::store::{PasswordCheck, RetrieveCommand, RetrieveOutcome, ServiceAuth, Store};
+
+    fn cmd(code: &str, now: Timestamp) -> RetrieveCommand {
+        RetrieveCommand {
+            code_hash: code.as_bytes().to_vec(),
+            previous_code_hashes: Vec::new(),
+            service: ServiceAuth {
+                id: "svc_a".into(),
+                name: "a".into(),
+                domains: vec![],
+                allowed_cidrs: vec![],
+                confined_tenant_id: None,
+            },
+            source_ip: "192.0.2.1".parse().unwrap(),
+            context: None,
+            password: PasswordCheck::NotGiven,
+            now,
+            budget_per_minute: 10,
+            new_retrieval_id: crate::crypto::new_id("ret_"),
+            budget_slot: None,
+            preview: false,
+        }
+    }
+
+    async fn count(c: &mut PgConnection, sql: &str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(c).await.unwrap()
+    }
+
+    /// A key that ended before migration 9 has no code in its row, and its code in
+    /// `tombstones`; one that ends after keeps its code in its row and writes no tombstone.
+    /// Both dead codes are reported to their holder (`code.stale_used`), neither hands
+    /// anything out. The migration made "live" `ended_at IS NULL` in the index of live
+    /// expiries and kept the unique index of codes, which now holds dead codes too.
+    #[tokio::test]
+    async fn dead_codes_are_reported_whether_in_their_row_or_in_an_old_tombstone() {
+        let now = Timestamp::from_millisecond(Timestamp::now().as_millisecond()).unwrap();
+        let (ms, later) = (now.as_millisecond(), now.as_millisecond() + 3_600_000);
+        let setup = format!(
+            "INSERT INTO keys (id, tenant_id, holder_hash, code_hash, code_format, kind, algorithm,
+                 secret_sealed, proven, policy, state, created_at, expires_at, ended_at,
+                 max_retrievals)
+             VALUES ('key_old', 'ten_test', 'h-old', NULL, 'digits', 'secret', 'secret', NULL,
+                     false, '{{\"max_retrievals\":1}}', 'retrieved', {ms}, {later}, {ms}, 1),
+                    ('key_new', 'ten_test', 'h-new', 'new', 'digits', 'secret', 'secret',
+                     '\\x07', false, '{{\"max_retrievals\":1}}', 'active', {ms}, {later},
+                     NULL, 1);
+             INSERT INTO tombstones (code_hash, key_id, died_at) VALUES ('old', 'key_old', {ms});"
+        );
+        let Some((store, url, name)) = test_db::store_after("km_retrieve_", 8, &setup).await else {
+            return;
+        };
+        let allowed = store.retrieve(cmd("new", now)).await.unwrap();
+        assert!(
+            matches!(allowed, RetrieveOutcome::Allowed(_)),
+            "{allowed:?}"
+        );
+        let mut c = store.pool.acquire().await.unwrap();
+        let kept = "SELECT count(*) FROM keys WHERE id = 'key_new' AND code_hash = 'new'
+                    AND ended_at IS NOT NULL AND secret_sealed IS NULL";
+        assert_eq!(count(&mut c, kept).await, 1);
+        for (code, key_id) in [("new", "key_new"), ("old", "key_old")] {
+            let got = store.retrieve(cmd(code, now)).await.unwrap();
+            assert!(matches!(got, RetrieveOutcome::NotFound), "{code}: {got:?}");
+            let events = store.key_events(key_id, 0).await.unwrap();
+            let stale = events
+                .iter()
+                .filter(|e| e.event.event_type == "code.stale_used")
+                .count();
+            assert_eq!(stale, 1, "{key_id}");
+        }
+        let tombstones = "SELECT count(*) FROM tombstones";
+        assert_eq!(count(&mut c, tombstones).await, 1, "only the old key's");
+        let indexes = "SELECT count(*) FROM pg_indexes WHERE tablename = 'keys' AND (
+             (indexname = 'keys_live_expiry' AND indexdef LIKE '%WHERE (ended_at IS NULL)')
+             OR (indexname = 'keys_code' AND indexdef LIKE 'CREATE UNIQUE INDEX%'))";
+        assert_eq!(count(&mut c, indexes).await, 2);
+        drop(c);
+        drop_db(store, &url, &name).await;
     }
 }

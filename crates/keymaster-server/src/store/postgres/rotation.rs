@@ -33,8 +33,9 @@ pub async fn rehash_code(
     }
 }
 
-/// The key of a replaced or ended code whose hash is `current` or one of `previous`, of
-/// `tenant` if the service is confined to one, locked (see `retrieve::report_stale_use`).
+/// The key of a dead code kept in `tombstones` (a replaced code, or that of a key that ended
+/// before migration 9; an ended row keeps its own) whose hash is `current` or one of
+/// `previous`, of `tenant` if the service is confined to one, locked.
 pub async fn tombstone(
     c: &mut PgConnection,
     current: &[u8],

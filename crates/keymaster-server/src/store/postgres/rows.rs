@@ -81,9 +81,9 @@ pub async fn insert_event(c: &mut PgConnection, e: &Event) -> Result<(), StoreEr
 }
 
 /// Ends the lives of keys (`lifecycle::KeyChange::End`): the state becomes `state`, the key
-/// material, the hold and the code hash are cleared, the retrieval count becomes `retrievals`
-/// if given, and each code is kept in `tombstones` so that a later use can be reported. The
-/// caller holds the rows' locks.
+/// material and the hold are cleared, the retrieval count becomes `retrievals` if given. The
+/// code hash stays: the ended row is the dead code's tombstone until it is purged, so that a
+/// later use can be reported (migration 9). The caller holds the rows' locks.
 pub async fn end_keys(
     c: &mut PgConnection,
     key_ids: &[String],
@@ -95,18 +95,7 @@ pub async fn end_keys(
         return Ok(());
     }
     sqlx::query(
-        "INSERT INTO tombstones (code_hash, key_id, died_at)
-         SELECT code_hash, id, $2 FROM keys WHERE id = ANY($1) AND code_hash IS NOT NULL
-         ON CONFLICT (code_hash) DO UPDATE SET key_id = EXCLUDED.key_id,
-             died_at = EXCLUDED.died_at",
-    )
-    .bind(key_ids)
-    .bind(ms(at))
-    .execute(&mut *c)
-    .await
-    .map_err(db)?;
-    sqlx::query(
-        "UPDATE keys SET state = $2, ended_at = $3, code_hash = NULL, spki = NULL,
+        "UPDATE keys SET state = $2, ended_at = $3, spki = NULL,
                 secret_sealed = NULL, password_hash = NULL, pending_retrieval_id = NULL,
                 pending_service_id = NULL, confirm_by = NULL,
                 retrievals = coalesce($4, retrievals)

@@ -25,6 +25,45 @@ pub async fn store(prefix: &str) -> Option<(PostgresStore, String, String)> {
     Some((PostgresStore::open(db.as_str()).await.unwrap(), url, name))
 }
 
+/// [`store`] on a database that held the schema of migration `version` when `setup` ran on it
+/// (rows as an older version wrote them); opening the store applied the later migrations.
+pub async fn store_after(
+    prefix: &str,
+    version: usize,
+    setup: &str,
+) -> Option<(PostgresStore, String, String)> {
+    let url = std::env::var("KEYMASTER_TEST_DATABASE_URL").ok()?;
+    let name = crate::crypto::new_id(prefix).to_lowercase();
+    let mut c = PgConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let mut db = url::Url::parse(&url).unwrap();
+    db.set_path(&format!("/{name}"));
+    let mut old = PgConnection::connect(db.as_str()).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE schema_migrations (
+             version    BIGINT PRIMARY KEY,
+             applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+         )",
+    )
+    .execute(&mut old)
+    .await
+    .unwrap();
+    for (i, sql) in super::MIGRATIONS[..version].iter().enumerate() {
+        sqlx::raw_sql(sql).execute(&mut old).await.unwrap();
+        sqlx::query("INSERT INTO schema_migrations (version) VALUES ($1)")
+            .bind(i64::try_from(i + 1).unwrap())
+            .execute(&mut old)
+            .await
+            .unwrap();
+    }
+    sqlx::raw_sql(setup).execute(&mut old).await.unwrap();
+    old.close().await.unwrap();
+    Some((PostgresStore::open(db.as_str()).await.unwrap(), url, name))
+}
+
 /// Closes `store` and drops its database.
 pub async fn drop_db(store: PostgresStore, url: &str, name: &str) {
     drop(store);
