@@ -77,8 +77,16 @@ pub async fn drop_db(store: PostgresStore, url: &str, name: &str) {
 /// `plan_cache_mode = force_generic_plan`, its `params` parameters all `NULL` (`docs/scaling.md`,
 /// "Plans made once per connection").
 pub async fn generic_plan(store: &PostgresStore, sql: &str, params: usize) -> String {
+    generic_plan_typed(store, sql, &vec!["unknown"; params]).await
+}
+
+/// [`generic_plan`] with the parameters' types given (`unknown`: inferred), for a statement
+/// where PostgreSQL cannot infer every one (sqlx names them all when it binds).
+pub async fn generic_plan_typed(store: &PostgresStore, sql: &str, types: &[&str]) -> String {
+    let params = types.len();
+    let types = types.join(", ");
     let mut c = store.pool.acquire().await.unwrap();
-    let prepare = format!("SET plan_cache_mode = force_generic_plan; PREPARE p AS {sql}");
+    let prepare = format!("SET plan_cache_mode = force_generic_plan; PREPARE p ({types}) AS {sql}");
     sqlx::raw_sql(&prepare).execute(&mut *c).await.unwrap();
     let nulls = vec!["NULL"; params].join(", ");
     let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN EXECUTE p({nulls})"))
