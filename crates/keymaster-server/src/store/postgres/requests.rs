@@ -177,6 +177,17 @@ pub async fn mark_read(
 
 /// Marks pending requests past their expiry `expired` and removes requests that ended before
 /// the retention period. Batches are taken with `SKIP LOCKED`, as the key sweep's are. Returns
+/// Pending requests past their expiry `$1`, at most `$2`, expired.
+pub(super) const EXPIRE_REQUESTS: &str =
+    "UPDATE requests SET state = 'expired', ended_at = expires_at WHERE id IN
+       (SELECT id FROM requests WHERE state = 'pending' AND expires_at <= $1
+        LIMIT $2 FOR UPDATE SKIP LOCKED)";
+
+/// Ended requests past the horizon `$1`, at most `$2`, deleted.
+pub(super) const PURGE_REQUESTS: &str = "DELETE FROM requests WHERE id IN
+       (SELECT id FROM requests WHERE ended_at IS NOT NULL AND ended_at < $1
+        LIMIT $2 FOR UPDATE SKIP LOCKED)";
+
 /// (expired, purged).
 pub async fn sweep(
     c: &mut PgConnection,
@@ -185,29 +196,21 @@ pub async fn sweep(
 ) -> Result<(usize, usize), StoreError> {
     let now_ms = ms(now);
     let batch = BATCH as i64;
-    let expired = sqlx::query(
-        "UPDATE requests SET state = 'expired', ended_at = expires_at WHERE id IN
-           (SELECT id FROM requests WHERE state = 'pending' AND expires_at <= $1
-            LIMIT $2 FOR UPDATE SKIP LOCKED)",
-    )
-    .bind(now_ms)
-    .bind(batch)
-    .execute(&mut *c)
-    .await
-    .map_err(db)?
-    .rows_affected();
+    let expired = sqlx::query(EXPIRE_REQUESTS)
+        .bind(now_ms)
+        .bind(batch)
+        .execute(&mut *c)
+        .await
+        .map_err(db)?
+        .rows_affected();
     let horizon = now_ms - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-    let purged = sqlx::query(
-        "DELETE FROM requests WHERE id IN
-           (SELECT id FROM requests WHERE ended_at IS NOT NULL AND ended_at < $1
-            LIMIT $2 FOR UPDATE SKIP LOCKED)",
-    )
-    .bind(horizon)
-    .bind(batch)
-    .execute(&mut *c)
-    .await
-    .map_err(db)?
-    .rows_affected();
+    let purged = sqlx::query(PURGE_REQUESTS)
+        .bind(horizon)
+        .bind(batch)
+        .execute(&mut *c)
+        .await
+        .map_err(db)?
+        .rows_affected();
     let n = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
     Ok((n(expired), n(purged)))
 }

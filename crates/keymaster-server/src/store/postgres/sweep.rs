@@ -8,6 +8,15 @@
 //! Every batch is selected with `FOR UPDATE SKIP LOCKED` and changed in the same transaction,
 //! so replicas sweeping at once take disjoint batches and each expiry is reported once; a key
 //! locked by a retrieval in flight is simply left for the next sweep.
+//!
+//! The sweep's transaction begins with [`NO_SEQ_SCANS`]. PostgreSQL keeps the generic plan of a
+//! statement that it makes after five runs on a connection, from the tables' sizes at that
+//! moment (`docs/scaling.md`, "Plans made once per connection"); made while the tables are
+//! small, the purges' plans scanned `keys`, `events`, `retrievals`, `tombstones` and `audit`
+//! from end to end, and kept doing so, once a second, as the tables grew to millions of rows.
+//! With sequential scans priced out, every plan the sweeper makes reaches each table by one of
+//! its indexes whatever its size then (tested below on empty tables). The setting is `LOCAL`: it
+//! ends with the transaction, and the hot paths on the same pooled connection plan as before.
 
 use std::sync::LazyLock;
 
@@ -21,6 +30,18 @@ use crate::store::retention::Retention;
 use crate::store::{StoreError, SweepReport};
 
 const BATCH: usize = SweepReport::BATCH;
+
+/// The first statement of the sweep's transaction (see the module's header).
+const NO_SEQ_SCANS: &str = "SET LOCAL enable_seqscan = off";
+
+/// Held keys whose confirmation grace ended by `$1`, at most `$2`.
+static GRACE_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {ENDING_COLUMNS} FROM keys k LEFT JOIN services s ON s.id = k.pending_service_id
+         WHERE k.state = 'awaiting_confirmation' AND k.confirm_by <= $1
+         LIMIT $2 FOR UPDATE OF k SKIP LOCKED"
+    )
+});
 
 /// Finished deliveries past the horizon `$1`, among the oldest `$2` of each finished status
 /// (read through `deliveries_status`; see `store::retention`). Not locked: a replica sweeping
@@ -94,18 +115,12 @@ pub async fn sweep(
 ) -> Result<SweepReport, StoreError> {
     let mut report = SweepReport::default();
     let batch = BATCH as i64;
+    sqlx::query(NO_SEQ_SCANS)
+        .execute(&mut *c)
+        .await
+        .map_err(db)?;
 
-    report.grace_ended = end(
-        c,
-        &format!(
-            "SELECT {ENDING_COLUMNS} FROM keys k LEFT JOIN services s ON s.id = k.pending_service_id
-             WHERE k.state = 'awaiting_confirmation' AND k.confirm_by <= $1
-             LIMIT $2 FOR UPDATE OF k SKIP LOCKED"
-        ),
-        Expiry::Grace,
-        now,
-    )
-    .await?;
+    report.grace_ended = end(c, &GRACE_SQL, Expiry::Grace, now).await?;
     report.expired = end(c, &EXPIRED_SQL, Expiry::Lifetime, now).await?;
 
     let horizon = retention.records_horizon(now);
@@ -168,6 +183,36 @@ mod tests {
         let plan = test_db::generic_plan(&store, &EXPIRED_SQL, 2).await;
         assert!(plan.contains("Index Scan using keys_live_expiry"), "{plan}");
         assert!(!plan.contains("Seq Scan"), "{plan}");
+        drop_db(store, &url, &name).await;
+    }
+
+    /// Every statement of the sweep, planned as the sweep plans it (after [`NO_SEQ_SCANS`]) while
+    /// every table is empty: each table is reached by an index. Without the setting the keys
+    /// purge scanned `keys` twice, `events` and `retrievals`; the tombstones and audit purges
+    /// their tables too.
+    #[tokio::test]
+    async fn the_generic_plans_of_the_sweep_on_empty_tables_scan_no_table() {
+        let Some((store, url, name)) = test_db::store("km_sweep_").await else {
+            return;
+        };
+        let statements: [(&str, &str); 8] = [
+            ("grace", &GRACE_SQL),
+            ("expired", &EXPIRED_SQL),
+            ("keys", PURGE_KEYS),
+            ("tombstones", PURGE_TOMBSTONES),
+            ("deliveries", PURGE_DELIVERIES),
+            ("audit", PURGE_AUDIT),
+            ("requests expired", super::super::requests::EXPIRE_REQUESTS),
+            ("requests purged", super::super::requests::PURGE_REQUESTS),
+        ];
+        for (what, sql) in statements {
+            let plan = test_db::generic_plan_after(&store, NO_SEQ_SCANS, sql, 2).await;
+            assert!(!plan.contains("Seq Scan"), "{what}:\n{plan}");
+            assert!(plan.contains("Index"), "{what}:\n{plan}");
+        }
+        // What the setting changes: the keys purge without it.
+        let plan = test_db::generic_plan(&store, PURGE_KEYS, 2).await;
+        assert!(plan.contains("Seq Scan"), "{plan}");
         drop_db(store, &url, &name).await;
     }
 }

@@ -83,9 +83,31 @@ pub async fn generic_plan(store: &PostgresStore, sql: &str, params: usize) -> St
 /// [`generic_plan`] with the parameters' types given (`unknown`: inferred), for a statement
 /// where PostgreSQL cannot infer every one (sqlx names them all when it binds).
 pub async fn generic_plan_typed(store: &PostgresStore, sql: &str, types: &[&str]) -> String {
+    let mut c = store.pool.acquire().await.unwrap();
+    plan_on(&mut c, sql, types).await
+}
+
+/// [`generic_plan`] in a transaction that first runs `setting` (a `SET LOCAL`), as the code
+/// that runs `sql` does.
+pub async fn generic_plan_after(
+    store: &PostgresStore,
+    setting: &str,
+    sql: &str,
+    params: usize,
+) -> String {
+    let mut c = store.pool.acquire().await.unwrap();
+    sqlx::raw_sql(&format!("BEGIN; {setting}"))
+        .execute(&mut *c)
+        .await
+        .unwrap();
+    let plan = plan_on(&mut c, sql, &vec!["unknown"; params]).await;
+    sqlx::raw_sql("COMMIT").execute(&mut *c).await.unwrap();
+    plan
+}
+
+async fn plan_on(c: &mut sqlx::PgConnection, sql: &str, types: &[&str]) -> String {
     let params = types.len();
     let types = types.join(", ");
-    let mut c = store.pool.acquire().await.unwrap();
     let prepare = format!("SET plan_cache_mode = force_generic_plan; PREPARE p ({types}) AS {sql}");
     sqlx::raw_sql(&prepare).execute(&mut *c).await.unwrap();
     let nulls = vec!["NULL"; params].join(", ");
