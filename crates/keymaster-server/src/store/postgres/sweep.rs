@@ -13,7 +13,8 @@
 //! statement that it makes after five runs on a connection, from the tables' sizes at that
 //! moment (`docs/scaling.md`, "Plans made once per connection"); made while the tables are
 //! small, the purges' plans scanned `keys`, `events`, `retrievals`, `tombstones` and `audit`
-//! from end to end, and kept doing so, once a second, as the tables grew to millions of rows.
+//! from end to end, and could keep doing so at every sweep, on tables grown to millions of rows,
+//! until an `ANALYZE` made PostgreSQL plan again.
 //! With sequential scans priced out, every plan the sweeper makes reaches each table by one of
 //! its indexes whatever its size then (tested below on empty tables). The setting is `LOCAL`: it
 //! ends with the transaction, and the hot paths on the same pooled connection plan as before.
