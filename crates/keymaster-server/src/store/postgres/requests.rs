@@ -11,9 +11,7 @@ use sqlx::PgConnection;
 
 use super::keys::deposit_with_event;
 use super::rows::{budget_spent, insert_audit, insert_coalesced_audit, record_failure};
-use crate::store::SweepReport;
-
-const BATCH: usize = SweepReport::BATCH;
+use super::sweep::purge;
 use super::{db, is_unique_violation, ms};
 use crate::store::requests::{
     budget_subject, decide_lookup, AnswerOutcome, NewRequest, RawFound, RecordRow, RequestLookup,
@@ -195,22 +193,8 @@ pub async fn sweep(
     retention: Duration,
 ) -> Result<(usize, usize), StoreError> {
     let now_ms = ms(now);
-    let batch = BATCH as i64;
-    let expired = sqlx::query(EXPIRE_REQUESTS)
-        .bind(now_ms)
-        .bind(batch)
-        .execute(&mut *c)
-        .await
-        .map_err(db)?
-        .rows_affected();
+    let expired = purge(c, EXPIRE_REQUESTS, now_ms).await?;
     let horizon = now_ms - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-    let purged = sqlx::query(PURGE_REQUESTS)
-        .bind(horizon)
-        .bind(batch)
-        .execute(&mut *c)
-        .await
-        .map_err(db)?
-        .rows_affected();
-    let n = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
-    Ok((n(expired), n(purged)))
+    let purged = purge(c, PURGE_REQUESTS, horizon).await?;
+    Ok((expired, purged))
 }

@@ -131,13 +131,7 @@ pub async fn sweep(
         .fetch_one(&mut *c)
         .await
         .map_err(db)?;
-    let purged_tombstones = sqlx::query(PURGE_TOMBSTONES)
-        .bind(horizon)
-        .bind(batch)
-        .execute(&mut *c)
-        .await
-        .map_err(db)?
-        .rows_affected();
+    let purged_tombstones = purge(c, PURGE_TOMBSTONES, horizon).await?;
     let purged_deliveries = purge(c, PURGE_DELIVERIES, horizon).await?;
     let purged_audit = match retention.audit_horizon(now) {
         Some(h) => purge(c, PURGE_AUDIT, h).await?,
@@ -145,7 +139,6 @@ pub async fn sweep(
     };
     let count = |n: i64| usize::try_from(n).unwrap_or(usize::MAX);
     let (purged_events, purged_keys) = (count(purged_events), count(purged_keys));
-    let purged_tombstones = usize::try_from(purged_tombstones).unwrap_or(usize::MAX);
     report.purged = purged_keys + purged_tombstones + purged_deliveries + purged_audit;
     report.more = report.batch_full(&[
         purged_events,
@@ -157,8 +150,13 @@ pub async fn sweep(
     Ok(report)
 }
 
-/// Runs a purge statement bound to its horizon and the batch size; the rows it deleted.
-async fn purge(c: &mut PgConnection, sql: &str, horizon: i64) -> Result<usize, StoreError> {
+/// Runs a statement of the sweep bound to its time `$1` (a horizon, or now) and the batch size
+/// `$2`; the rows it changed.
+pub(super) async fn purge(
+    c: &mut PgConnection,
+    sql: &str,
+    horizon: i64,
+) -> Result<usize, StoreError> {
     let done = sqlx::query(sql)
         .bind(horizon)
         .bind(BATCH as i64)

@@ -13,6 +13,13 @@ use crate::store::{AuditRecord, NewKey};
 /// A store on a database of its own (named from `prefix`), with the URL and the name to drop it
 /// with; `None` without a test server.
 pub async fn store(prefix: &str) -> Option<(PostgresStore, String, String)> {
+    let (url, name, db) = database(prefix).await?;
+    Some((PostgresStore::open(&db).await.unwrap(), url, name))
+}
+
+/// A new empty database named from `prefix` on the test server: (the server's URL, the name,
+/// the database's URL); `None` without a test server.
+async fn database(prefix: &str) -> Option<(String, String, String)> {
     let url = std::env::var("KEYMASTER_TEST_DATABASE_URL").ok()?;
     let name = crate::crypto::new_id(prefix).to_lowercase();
     let mut c = PgConnection::connect(&url).await.unwrap();
@@ -22,7 +29,7 @@ pub async fn store(prefix: &str) -> Option<(PostgresStore, String, String)> {
         .unwrap();
     let mut db = url::Url::parse(&url).unwrap();
     db.set_path(&format!("/{name}"));
-    Some((PostgresStore::open(db.as_str()).await.unwrap(), url, name))
+    Some((url, name, db.to_string()))
 }
 
 /// [`store`] on a database that held the schema of migration `version` when `setup` ran on it
@@ -32,16 +39,8 @@ pub async fn store_after(
     version: usize,
     setup: &str,
 ) -> Option<(PostgresStore, String, String)> {
-    let url = std::env::var("KEYMASTER_TEST_DATABASE_URL").ok()?;
-    let name = crate::crypto::new_id(prefix).to_lowercase();
-    let mut c = PgConnection::connect(&url).await.unwrap();
-    sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
-        .execute(&mut c)
-        .await
-        .unwrap();
-    let mut db = url::Url::parse(&url).unwrap();
-    db.set_path(&format!("/{name}"));
-    let mut old = PgConnection::connect(db.as_str()).await.unwrap();
+    let (url, name, db) = database(prefix).await?;
+    let mut old = PgConnection::connect(&db).await.unwrap();
     sqlx::raw_sql(
         "CREATE TABLE schema_migrations (
              version    BIGINT PRIMARY KEY,
@@ -61,7 +60,7 @@ pub async fn store_after(
     }
     sqlx::raw_sql(setup).execute(&mut old).await.unwrap();
     old.close().await.unwrap();
-    Some((PostgresStore::open(db.as_str()).await.unwrap(), url, name))
+    Some((PostgresStore::open(&db).await.unwrap(), url, name))
 }
 
 /// Closes `store` and drops its database.
