@@ -11,7 +11,7 @@ use sqlx::PgConnection;
 
 use super::keys::deposit_with_event;
 use super::rows::{budget_spent, insert_audit, insert_coalesced_audit, record_failure};
-use super::sweep::purge;
+use super::sweep::sweep_batch;
 use super::{db, is_unique_violation, ms};
 use crate::store::requests::{
     budget_subject, decide_lookup, AnswerOutcome, NewRequest, RawFound, RecordRow, RequestLookup,
@@ -193,8 +193,8 @@ pub async fn sweep(
     retention: Duration,
 ) -> Result<(usize, usize), StoreError> {
     let now_ms = ms(now);
-    let expired = purge(c, EXPIRE_REQUESTS, now_ms).await?;
+    let expired = sweep_batch(c, EXPIRE_REQUESTS, now_ms).await?;
     let horizon = now_ms - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-    let purged = purge(c, PURGE_REQUESTS, horizon).await?;
+    let purged = sweep_batch(c, PURGE_REQUESTS, horizon).await?;
     Ok((expired, purged))
 }

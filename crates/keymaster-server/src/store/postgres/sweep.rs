@@ -131,10 +131,10 @@ pub async fn sweep(
         .fetch_one(&mut *c)
         .await
         .map_err(db)?;
-    let purged_tombstones = purge(c, PURGE_TOMBSTONES, horizon).await?;
-    let purged_deliveries = purge(c, PURGE_DELIVERIES, horizon).await?;
+    let purged_tombstones = sweep_batch(c, PURGE_TOMBSTONES, horizon).await?;
+    let purged_deliveries = sweep_batch(c, PURGE_DELIVERIES, horizon).await?;
     let purged_audit = match retention.audit_horizon(now) {
-        Some(h) => purge(c, PURGE_AUDIT, h).await?,
+        Some(h) => sweep_batch(c, PURGE_AUDIT, h).await?,
         None => 0,
     };
     let count = |n: i64| usize::try_from(n).unwrap_or(usize::MAX);
@@ -152,13 +152,13 @@ pub async fn sweep(
 
 /// Runs a statement of the sweep bound to its time `$1` (a horizon, or now) and the batch size
 /// `$2`; the rows it changed.
-pub(super) async fn purge(
+pub(super) async fn sweep_batch(
     c: &mut PgConnection,
     sql: &str,
-    horizon: i64,
+    at: i64,
 ) -> Result<usize, StoreError> {
     let done = sqlx::query(sql)
-        .bind(horizon)
+        .bind(at)
         .bind(BATCH as i64)
         .execute(&mut *c)
         .await
