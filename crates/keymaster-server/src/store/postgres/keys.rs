@@ -13,6 +13,7 @@ use sqlx::{PgConnection, Row};
 use super::apply::apply;
 use super::batch::Batch;
 use super::outbox::{ENDPOINT_SQL, TARGETS_SQL};
+use super::sweep::NO_SEQ_SCANS;
 use super::{db, ms};
 use crate::store::columns::format_name;
 use crate::store::events::{event_json, is_stream_only, new_event, EventType, KeyRef};
@@ -236,23 +237,48 @@ pub async fn deposit_with_event(
     Ok(written == [true])
 }
 
-/// The key a holder token opens. PostgreSQL keeps its unique index of holder hashes, so the
-/// hash finds the key; the id the token names, when it names one, must match too.
+/// The key a holder token that names its key opens: found by the id and checked against the
+/// token's hash.
 pub async fn key_by_holder(
     c: &mut PgConnection,
-    key_id: Option<&str>,
+    key_id: &str,
     holder_hash: &[u8],
 ) -> Result<Option<KeyRecord>, StoreError> {
-    let row = sqlx::query(&format!(
-        "SELECT {RECORD_COLUMNS} FROM keys WHERE holder_hash = $1 AND ($2::text IS NULL OR id = $2)"
-    ))
-    .bind(holder_hash)
-    .bind(key_id)
-    .fetch_optional(c)
-    .await
-    .map_err(db)?;
+    let q = format!("SELECT {RECORD_COLUMNS} FROM keys WHERE id = $1 AND holder_hash = $2");
+    let row = sqlx::query(&q)
+        .bind(key_id)
+        .bind(holder_hash)
+        .fetch_optional(c)
+        .await
+        .map_err(db)?;
     row.as_ref().map(read_record).transpose()
 }
+
+/// The key a holder token that names no key opens (made before tokens named theirs): found by
+/// the token's hash among the keys made before migration 10, through their partial index
+/// (`keys_holder_legacy`). Inside the caller's transaction, with sequential scans priced out
+/// (`sweep::NO_SEQ_SCANS`): anyone can send a token that names no key, and a generic plan made
+/// while `keys` was small would otherwise read the whole table for each.
+pub async fn key_by_legacy_holder(
+    c: &mut PgConnection,
+    holder_hash: &[u8],
+) -> Result<Option<KeyRecord>, StoreError> {
+    sqlx::query(NO_SEQ_SCANS)
+        .execute(&mut *c)
+        .await
+        .map_err(db)?;
+    let row = sqlx::query(&LEGACY_HOLDER_SQL)
+        .bind(holder_hash)
+        .fetch_optional(c)
+        .await
+        .map_err(db)?;
+    row.as_ref().map(read_record).transpose()
+}
+
+/// See [`key_by_legacy_holder`].
+static LEGACY_HOLDER_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {RECORD_COLUMNS} FROM keys WHERE holder_hash = $1 AND legacy_holder")
+});
 
 /// Locks and loads a key that has not ended, with its code hash (`lifecycle` decides whether it
 /// is live at the operation's time).
@@ -407,6 +433,80 @@ mod tests {
         let other = "SELECT count(*) FROM tombstones WHERE code_hash = 'other'::bytea";
         assert_eq!(count(&mut c, other).await, 1);
         drop(c);
+        drop_db(store, &url, &name).await;
+    }
+
+    /// A key made before migration 10 is found by the hash of its token alone (an old token
+    /// names no key), through the partial index; a key made after only by its id and hash, and
+    /// it adds no entry to that index. The look-up by hash reaches `keys` by that index in its
+    /// generic plan however small the table was when planned.
+    #[tokio::test]
+    async fn old_holder_tokens_still_open_their_key_after_the_holder_index_is_gone() {
+        let insert = |id: &str, holder: &str, code: &str| {
+            format!(
+                "INSERT INTO keys (id, tenant_id, holder_hash, code_hash, code_format, kind,
+                     algorithm, proven, policy, state, created_at, expires_at, max_retrievals)
+                 VALUES ('{id}', 'ten_1', '{holder}'::bytea, '{code}'::bytea, 'digits', 'secret',
+                     'secret', false, '{{\"max_retrievals\":1}}', 'active', 0, 9999999999999, 1);"
+            )
+        };
+        let setup = insert("key_old", "old", "c1");
+        let Some((store, url, name)) = test_db::store_after("km_holder_", 9, &setup).await else {
+            return;
+        };
+        let mut c = store.pool.acquire().await.unwrap();
+        sqlx::raw_sql(&insert("key_new", "new", "c2"))
+            .execute(&mut *c)
+            .await
+            .unwrap();
+
+        let mut found = async |id: Option<&str>, hash: &[u8]| {
+            let found = match id {
+                Some(id) => key_by_holder(&mut c, id, hash).await,
+                None => {
+                    sqlx::raw_sql("BEGIN").execute(&mut *c).await.unwrap();
+                    let found = key_by_legacy_holder(&mut c, hash).await;
+                    sqlx::raw_sql("COMMIT").execute(&mut *c).await.unwrap();
+                    found
+                }
+            };
+            found.unwrap().map(|k| k.id)
+        };
+        assert_eq!(found(None, b"old").await.as_deref(), Some("key_old"));
+        assert_eq!(
+            found(Some("key_old"), b"old").await.as_deref(),
+            Some("key_old")
+        );
+        assert_eq!(
+            found(Some("key_new"), b"new").await.as_deref(),
+            Some("key_new")
+        );
+        assert_eq!(
+            found(None, b"new").await,
+            None,
+            "new keys are looked up by id"
+        );
+        assert_eq!(found(Some("key_new"), b"old").await, None);
+        assert_eq!(found(Some("key_old"), b"new").await, None);
+
+        let legacy = "SELECT count(*) FROM keys WHERE legacy_holder";
+        assert_eq!(
+            count(&mut c, legacy).await,
+            1,
+            "only the old key is in the index"
+        );
+        let unique = "SELECT count(*) FROM pg_indexes WHERE tablename = 'keys' AND indexdef LIKE '%(holder_hash)%'";
+        assert_eq!(
+            count(&mut c, unique).await,
+            1,
+            "only the partial index is left"
+        );
+        drop(c);
+        // Planned as the look-up plans it, on a table of two rows.
+        let plan = test_db::generic_plan_after(&store, NO_SEQ_SCANS, &LEGACY_HOLDER_SQL, 1).await;
+        assert!(plan.contains("keys_holder_legacy"), "{plan}");
+        let plan = test_db::generic_plan(&store, &LEGACY_HOLDER_SQL, 1).await;
+        assert!(plan.contains("Seq Scan"), "without the setting: {plan}");
         drop_db(store, &url, &name).await;
     }
 }

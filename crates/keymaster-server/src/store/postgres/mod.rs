@@ -73,6 +73,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../../../migrations/postgres/0007_requests.sql"),
     include_str!("../../../../../migrations/postgres/0008_partial_unique_keys.sql"),
     include_str!("../../../../../migrations/postgres/0009_dead_codes_stay_in_keys.sql"),
+    include_str!("../../../../../migrations/postgres/0010_holder_hash_unindexed.sql"),
 ];
 
 /// The advisory lock key that serialises migrations of replicas starting together.
@@ -505,9 +506,19 @@ impl Store for PostgresStore {
         key_id: Option<&str>,
         holder_hash: &[u8],
     ) -> Result<Option<KeyRecord>, StoreError> {
-        let (id, h) = (key_id.map(str::to_owned), holder_hash.to_vec());
-        self.read(move |c| Box::pin(async move { keys::key_by_holder(c, id.as_deref(), &h).await }))
-            .await
+        let h = holder_hash.to_vec();
+        match key_id.map(str::to_owned) {
+            Some(id) => {
+                self.read(move |c| Box::pin(async move { keys::key_by_holder(c, &id, &h).await }))
+                    .await
+            }
+            None => {
+                self.write(move |c| {
+                    Box::pin(async move { keys::key_by_legacy_holder(c, &h).await })
+                })
+                .await
+            }
+        }
     }
 
     async fn key_events(

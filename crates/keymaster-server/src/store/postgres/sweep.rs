@@ -32,8 +32,9 @@ use crate::store::{StoreError, SweepReport};
 
 const BATCH: usize = SweepReport::BATCH;
 
-/// The first statement of the sweep's transaction (see the module's header).
-const NO_SEQ_SCANS: &str = "SET LOCAL enable_seqscan = off";
+/// The first statement of the sweep's transaction (see the module's header), and of the
+/// look-up of old holder tokens (`keys::key_by_legacy_holder`).
+pub(super) const NO_SEQ_SCANS: &str = "SET LOCAL enable_seqscan = off";
 
 /// Held keys whose confirmation grace ended by `$1`, at most `$2`.
 static GRACE_SQL: LazyLock<String> = LazyLock::new(|| {
