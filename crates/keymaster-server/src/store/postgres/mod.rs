@@ -74,6 +74,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../../../migrations/postgres/0008_partial_unique_keys.sql"),
     include_str!("../../../../../migrations/postgres/0009_dead_codes_stay_in_keys.sql"),
     include_str!("../../../../../migrations/postgres/0010_holder_hash_unindexed.sql"),
+    include_str!("../../../../../migrations/postgres/0011_events_seq_unindexed.sql"),
 ];
 
 /// The advisory lock key that serialises migrations of replicas starting together.

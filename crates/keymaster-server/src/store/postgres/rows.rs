@@ -213,3 +213,66 @@ pub async fn record_failure(
     .map_err(db)?;
     Ok(())
 }
+
+/// Against a real server, when `KEYMASTER_TEST_DATABASE_URL` names one (a maintenance URL, as
+/// for the store contract; a database is made for the test and dropped); without it they pass.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::postgres::test_db::{self, drop_db};
+
+    /// Migration 11 keeps every event's seq and its order within its key, leaves events two
+    /// indexes (the unique one of ids and the key's), gives a new event a seq above the old
+    /// ones, and the readers of events reach them by index in their generic plans.
+    #[tokio::test]
+    async fn events_keep_their_seqs_and_are_read_by_key_or_id_after_the_seq_index_is_gone() {
+        let insert = |id: &str, key: &str| {
+            format!(
+                "INSERT INTO events (id, key_id, tenant_id, type, at, payload)
+                 VALUES ('{id}', '{key}', 'ten_1', 'key.deposited', 0, '{{}}');"
+            )
+        };
+        let setup = [("evt_1", "key_a"), ("evt_2", "key_b"), ("evt_3", "key_a")]
+            .map(|(id, key)| insert(id, key))
+            .concat();
+        let Some((store, url, name)) = test_db::store_after("km_events_", 10, &setup).await else {
+            return;
+        };
+        let mut c = store.pool.acquire().await.unwrap();
+        sqlx::raw_sql(&insert("evt_4", "key_a"))
+            .execute(&mut *c)
+            .await
+            .unwrap();
+        let events = key_events(&mut c, "key_a", 0).await.unwrap();
+        let ids: Vec<(i64, &str)> = events
+            .iter()
+            .map(|e| (e.seq, e.event.id.as_str()))
+            .collect();
+        assert_eq!(ids, [(1, "evt_1"), (3, "evt_3"), (4, "evt_4")]);
+        assert_eq!(event_seq(&mut c, "key_b", "evt_2").await.unwrap(), Some(2));
+        let after = key_events(&mut c, "key_a", 3).await.unwrap();
+        assert_eq!(after.len(), 1);
+        let duplicate = sqlx::raw_sql(&insert("evt_4", "key_b"))
+            .execute(&mut *c)
+            .await;
+        assert!(duplicate.is_err_and(|e| crate::store::postgres::is_unique_violation(&e)));
+        let indexes: Vec<String> = sqlx::query_scalar(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'events' ORDER BY 1",
+        )
+        .fetch_all(&mut *c)
+        .await
+        .unwrap();
+        assert_eq!(indexes, ["events_id_key", "events_key"]);
+        drop(c);
+
+        for (sql, params, index) in [
+            ("SELECT seq FROM events WHERE key_id = $1 AND seq > $2 ORDER BY seq LIMIT 1000", 2, "events_key"),
+            ("SELECT seq FROM events WHERE key_id = $1 AND id = $2", 2, "events_"),
+            ("SELECT e.type FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.id = $1", 1, "events_id_key"),
+        ] {
+            let plan = test_db::generic_plan(&store, sql, params).await;
+            assert!(plan.contains(index) && !plan.contains("Seq Scan on events"), "{plan}");
+        }
+        drop_db(store, &url, &name).await;
+    }
+}
