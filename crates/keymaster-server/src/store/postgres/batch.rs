@@ -2,8 +2,8 @@
 //! the same moment run as ONE autocommit statement over arrays, so that N of them cost one
 //! round trip, one executor start-up and one commit (one WAL flush) instead of N.
 //!
-//! Jobs go into a queue. A few runners (at most [`RUNNERS`]) each take the first waiting job
-//! and whatever else is already queued (at most [`MAX_JOBS`]), with no timer: at low load a
+//! Jobs go into a queue. A few runners (at most [`DEPOSIT_RUNNERS`] for deposits) each take
+//! the first waiting job and whatever else is already queued (at most [`MAX_JOBS`]), with no timer: at low load a
 //! batch is one job and waits for nothing, and under load the jobs that queued while the
 //! previous batches ran go together. What pgbench measured on this machine for one to 32 rows
 //! a statement is in `docs/scaling.md` ("Group commit").
@@ -28,19 +28,21 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use super::connect::{run, Failure, Primary};
 use crate::store::StoreError;
 
-/// Most runners of one kind of batch, each running one batch at a time on one pooled
-/// connection: half the pool, so that the other paths (reads, transactions) keep theirs.
-pub const RUNNERS: usize = super::MAX_CONNECTIONS as usize / 2;
+/// Most runners of deposits, each running one batch at a time on one pooled connection. With
+/// the CPU saturated, fewer runners make larger batches, and a batch's fixed cost (the
+/// executor's start-up of the statement, its round trip and its commit) is shared by more jobs:
+/// 4 against 8 took about a seventh less of the machine's CPU per deposit and made about a
+/// tenth more deposits a second (`docs/scaling.md`, "Fewer runners, larger batches").
+pub const DEPOSIT_RUNNERS: usize = 4;
 
-/// Most runners of retrievals' guarded writes (`guarded`): a quarter of the pool, so that
-/// with the deposits' runners busy too (deposits and retrievals at once) the reads that come
-/// before each write and the transactions still find connections.
-pub const RETRIEVAL_RUNNERS: usize = super::MAX_CONNECTIONS as usize / 4;
+/// Most runners of retrievals' guarded writes (`guarded`): 2, measured against 4 as above
+/// (about a seventh less of the machine's CPU per retrieval, a tenth more retrievals a second).
+pub const RETRIEVAL_RUNNERS: usize = 2;
 
-/// Most runners of retrievals' reads (`reads`): two, beside the deposits' 8 and the writes' 4
-/// (14: the pool less the commit listener's connection and the notifier's). Measured against
-/// 4 and 6 (`docs/scaling.md`, "Retrievals in batches"): with the CPU saturated, fewer
-/// runners make larger batches and less CPU per retrieval, and more retrievals a second.
+/// Most runners of retrievals' reads (`reads`): two, measured against 1, 3, 4 and 6
+/// (`docs/scaling.md`, "Retrievals in batches" and "Fewer runners, larger batches"). With the
+/// deposits' 4 and the writes' 2 that is at most 8 of the pool's 16 connections, so the
+/// transactions, the outbox, the sweeper and the commit listener always find theirs.
 pub const READ_RUNNERS: usize = 2;
 
 /// Most jobs in one statement.

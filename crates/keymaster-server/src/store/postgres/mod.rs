@@ -134,7 +134,7 @@ impl PostgresStore {
             keys::Deposits,
             pool.clone(),
             primary.clone(),
-            batch::RUNNERS,
+            batch::DEPOSIT_RUNNERS,
         );
         let reads = batch::Batcher::start(
             reads::Reads,
