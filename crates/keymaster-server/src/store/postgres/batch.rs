@@ -3,9 +3,9 @@
 //! round trip, one executor start-up and one commit (one WAL flush) instead of N.
 //!
 //! Jobs go into a queue. A few runners (at most [`DEPOSIT_RUNNERS`] for deposits) each take
-//! the first waiting job and whatever else is already queued (at most [`MAX_JOBS`]), with no timer: at low load a
-//! batch is one job and waits for nothing, and under load the jobs that queued while the
-//! previous batches ran go together. What pgbench measured on this machine for one to 32 rows
+//! the first waiting job and whatever else is already queued (at most [`MAX_JOBS`]), with no
+//! timer: at low load a batch is one job and waits for nothing, and under load the jobs that
+//! queued while the previous batches ran go together. What pgbench measured on this machine for one to 32 rows
 //! a statement is in `docs/scaling.md` ("Group commit").
 //!
 //! A batch runs through `connect::run::autocommit`, the rule of every one-statement write: sent
